@@ -1,0 +1,157 @@
+//! Expand: the userset tree of `resource#relation`. Rewrites are expanded inline (computed
+//! usersets and arrows); stored subject sets stay leaves, as in Zanzibar and SpiceDB, so a
+//! caller expands them further if it wants to.
+
+use std::collections::HashSet;
+
+use dhow_schema::{ArrowMode, Member, Rewrite};
+use dhow_tuples::{ObjectRef, SnapshotReader, Subject};
+
+use crate::{Engine, Error, Options};
+
+/// A node of an expansion: the userset `resource#relation` and how it is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandNode {
+    pub resource: ObjectRef,
+    pub relation: String,
+    pub tree: ExpandTree,
+}
+
+/// How a userset is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpandTree {
+    /// The stored subjects of a relation: objects, wildcards and subject sets (not expanded).
+    /// A subject set equal to an ancestor node marks a cycle in the data.
+    Leaf(Vec<Subject>),
+    /// Members of any child.
+    Union(Vec<ExpandNode>),
+    /// Members of every child; empty when there are no children.
+    Intersection(Vec<ExpandNode>),
+    /// Members of the first child that are not members of the second.
+    Exclusion(Box<ExpandNode>, Box<ExpandNode>),
+}
+
+struct Expander<'a, R: SnapshotReader> {
+    engine: &'a Engine,
+    reader: &'a R,
+    opts: Options,
+    path: HashSet<(ObjectRef, String)>,
+}
+
+impl<R: SnapshotReader> Expander<'_, R> {
+    fn member(&mut self, resource: &ObjectRef, relation: &str, depth: u32) -> Result<ExpandNode, Error> {
+        if depth > self.opts.max_depth {
+            return Err(Error::MaxDepth {
+                max_depth: self.opts.max_depth,
+                resource: resource.clone(),
+                relation: relation.to_string(),
+            });
+        }
+        let node = |tree| ExpandNode { resource: resource.clone(), relation: relation.to_string(), tree };
+        let key = (resource.clone(), relation.to_string());
+        if self.path.contains(&key) {
+            let me = Subject::set(resource.object_type.clone(), resource.object_id.clone(), relation);
+            return Ok(node(ExpandTree::Leaf(vec![me])));
+        }
+        let schema = self.engine.schema().clone();
+        let member = schema.member(&resource.object_type, relation).ok_or_else(|| {
+            match schema.definition(&resource.object_type) {
+                None => Error::UnknownType(resource.object_type.clone()),
+                Some(_) => Error::UnknownRelation {
+                    type_name: resource.object_type.clone(),
+                    relation: relation.to_string(),
+                },
+            }
+        })?;
+        self.path.insert(key.clone());
+        let tree = match member {
+            Member::Relation(_) => self.leaf(resource, relation),
+            Member::Permission(p) => self.rewrite(resource, relation, &p.rewrite, depth),
+        };
+        self.path.remove(&key);
+        Ok(node(tree?))
+    }
+
+    fn leaf(&mut self, resource: &ObjectRef, relation: &str) -> Result<ExpandTree, Error> {
+        let mut subjects = Vec::new();
+        for r in self.reader.by_resource(resource, relation)? {
+            if r.is_expired_at(self.opts.now) {
+                continue;
+            }
+            if r.caveat.is_some() {
+                return Err(Error::CaveatUnsupported(r.to_string()));
+            }
+            subjects.push(r.subject);
+        }
+        Ok(ExpandTree::Leaf(subjects))
+    }
+
+    fn rewrite(&mut self, resource: &ObjectRef, relation: &str, rw: &Rewrite, depth: u32) -> Result<ExpandTree, Error> {
+        let wrap = |tree| ExpandNode { resource: resource.clone(), relation: relation.to_string(), tree };
+        Ok(match rw {
+            Rewrite::Nil => ExpandTree::Leaf(Vec::new()),
+            Rewrite::Computed(name) => ExpandTree::Union(vec![self.member(resource, name, depth + 1)?]),
+            Rewrite::Union(items) => {
+                let mut kids = Vec::new();
+                for i in items {
+                    kids.push(wrap(self.rewrite(resource, relation, i, depth)?));
+                }
+                ExpandTree::Union(kids)
+            }
+            Rewrite::Intersection(items) => {
+                let mut kids = Vec::new();
+                for i in items {
+                    kids.push(wrap(self.rewrite(resource, relation, i, depth)?));
+                }
+                ExpandTree::Intersection(kids)
+            }
+            Rewrite::Exclusion(a, b) => {
+                let a = wrap(self.rewrite(resource, relation, a, depth)?);
+                let b = wrap(self.rewrite(resource, relation, b, depth)?);
+                ExpandTree::Exclusion(Box::new(a), Box::new(b))
+            }
+            Rewrite::Arrow { tupleset, computed, mode } => {
+                let schema = self.engine.schema().clone();
+                let mut kids = Vec::new();
+                for r in self.reader.by_resource(resource, tupleset)? {
+                    if r.is_expired_at(self.opts.now) {
+                        continue;
+                    }
+                    if r.caveat.is_some() {
+                        return Err(Error::CaveatUnsupported(r.to_string()));
+                    }
+                    let t = &r.subject.object;
+                    if r.subject.relation.is_some() || t.is_wildcard() {
+                        continue;
+                    }
+                    if schema.member(&t.object_type, computed).is_none() {
+                        if *mode == ArrowMode::All {
+                            return Ok(ExpandTree::Intersection(vec![wrap(ExpandTree::Leaf(Vec::new()))]));
+                        }
+                        continue;
+                    }
+                    kids.push(self.member(t, computed, depth + 1)?);
+                }
+                match mode {
+                    ArrowMode::Any => ExpandTree::Union(kids),
+                    ArrowMode::All => ExpandTree::Intersection(kids),
+                }
+            }
+        })
+    }
+}
+
+impl Engine {
+    /// The userset tree of `resource#relation` at the reader's revision.
+    pub fn expand<R: SnapshotReader>(
+        &self,
+        reader: &R,
+        resource: &ObjectRef,
+        relation: &str,
+        opts: Options,
+    ) -> Result<ExpandNode, Error> {
+        self.validate_ref(&resource.object_type, Some(relation))?;
+        let mut e = Expander { engine: self, reader, opts, path: HashSet::new() };
+        e.member(resource, relation, 0)
+    }
+}

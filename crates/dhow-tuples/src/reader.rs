@@ -1,0 +1,64 @@
+//! The snapshot-reader trait: the only way the engine reads relationships. Every
+//! implementation answers at one fixed revision.
+
+use crate::error::Error;
+use crate::model::{ObjectRef, Relationship, Revision, Subject};
+
+/// Reads relationships as they were at one revision. Implementations return expired
+/// relationships too (the engine filters them with its evaluation time), in key order:
+/// resource type, resource id, relation, subject type, subject id, subject relation.
+pub trait SnapshotReader {
+    /// The revision this reader answers at.
+    fn revision(&self) -> Revision;
+
+    /// All relationships `resource#relation@*`.
+    fn by_resource(&self, resource: &ObjectRef, relation: &str) -> Result<Vec<Relationship>, Error>;
+
+    /// The relationship `resource#relation@subject`, if alive at this revision.
+    fn find(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+        subject: &Subject,
+    ) -> Result<Option<Relationship>, Error>;
+
+    /// All relationships whose subject object is `subject` (any subject relation), through the
+    /// reverse index. For `type:*` it returns the wildcard relationships of that type.
+    fn by_subject_object(&self, subject: &ObjectRef) -> Result<Vec<Relationship>, Error>;
+
+    /// All relationships matching `filter`, in key order, starting strictly after `after` if
+    /// given, at most `limit` of them.
+    fn read(
+        &self,
+        filter: &RelationshipFilter,
+        after: Option<&Relationship>,
+        limit: usize,
+    ) -> Result<Vec<Relationship>, Error>;
+}
+
+/// A filter over relationships: every `Some` field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelationshipFilter {
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub relation: Option<String>,
+    pub subject_type: Option<String>,
+    pub subject_id: Option<String>,
+    /// `Some(None)` matches plain subjects only, `Some(Some(r))` subject sets with relation r.
+    pub subject_relation: Option<Option<String>>,
+}
+
+impl RelationshipFilter {
+    /// True when `r` passes the filter.
+    pub fn matches(&self, r: &Relationship) -> bool {
+        fn m(f: &Option<String>, v: &str) -> bool {
+            f.as_deref().is_none_or(|f| f == v)
+        }
+        m(&self.resource_type, &r.resource.object_type)
+            && m(&self.resource_id, &r.resource.object_id)
+            && m(&self.relation, &r.relation)
+            && m(&self.subject_type, &r.subject.object.object_type)
+            && m(&self.subject_id, &r.subject.object.object_id)
+            && self.subject_relation.as_ref().is_none_or(|sr| *sr == r.subject.relation)
+    }
+}

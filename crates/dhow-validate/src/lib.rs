@@ -1,0 +1,9 @@
+//! zed validation files: loading (`schema` or `schemaFile`, `relationships`, `assertions`,
+//! `validation`) with errors that name line and column, and running them against the engine
+//! through any [`Backend`] (in-process here; the server crate adds one over gRPC).
+
+mod load;
+mod run;
+
+pub use load::{load_file, load_str, Assertion, AssertionKind, ExpectedRelation, LoadError, ValidationFile};
+pub use run::{run, Backend, InProcess, Outcome, Report};

@@ -1,0 +1,22 @@
+//! Shared helpers for Dhow's cross-crate tests: where the conformance scenarios live and how
+//! to enumerate them.
+
+use std::path::PathBuf;
+
+/// The folder of SpiceDB's public test scenarios (`../shared/conformance/spicedb` beside the
+/// repository).
+pub fn conformance_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/spicedb")
+}
+
+/// Every `.yaml` scenario, sorted by name. Panics with a clear message if the folder is missing.
+pub fn conformance_files() -> Vec<PathBuf> {
+    let dir = conformance_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e} (is ../shared beside the repo?)", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
