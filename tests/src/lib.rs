@@ -13,7 +13,12 @@ pub fn conformance_dir() -> PathBuf {
 pub fn conformance_files() -> Vec<PathBuf> {
     let dir = conformance_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e} (is ../shared beside the repo?)", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot read {}: {e} (is ../shared beside the repo?)",
+                dir.display()
+            )
+        })
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();

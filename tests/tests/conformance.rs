@@ -22,8 +22,20 @@ fn spicedb_scenarios_pass() {
         }
         total.merge(report);
     }
-    let failures: Vec<&String> = total.lines.iter().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(failures.is_empty(), "failures:\n{}", failures.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
+    let failures: Vec<&String> = total
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "failures:\n{}",
+        failures
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         total.passed >= RECORDED_PASSING,
         "only {} assertions pass, {} recorded: {}",
@@ -33,9 +45,17 @@ fn spicedb_scenarios_pass() {
     );
     // Every skip is a caveat (the only unsupported feature), never a silent pass.
     for l in total.lines.iter().filter(|l| l.starts_with("SKIP")) {
-        assert!(l.ends_with("caveats are not supported yet"), "unexpected skip: {l}");
+        assert!(
+            l.ends_with("caveats are not supported yet"),
+            "unexpected skip: {l}"
+        );
     }
-    assert_eq!(total.passed + total.failed + total.skipped, 411, "{}", total.summary());
+    assert_eq!(
+        total.passed + total.failed + total.skipped,
+        411,
+        "{}",
+        total.summary()
+    );
     eprintln!("conformance: {}", total.summary());
 }
 
@@ -46,5 +66,8 @@ fn a_wrong_assertion_fails() {
     let file = dhow_validate::load_str("inline.yaml", text, None).unwrap();
     let (_, report) = run(&file, &mut InProcess::new());
     assert_eq!((report.passed, report.failed), (0, 2), "{report}");
-    assert!(report.lines[0].contains("expected true, got false"), "{report}");
+    assert!(
+        report.lines[0].contains("expected true, got false"),
+        "{report}"
+    );
 }

@@ -18,7 +18,9 @@ fn expand_contains(
     visiting: &mut HashSet<(ObjectRef, String)>,
     opts: Options,
 ) -> bool {
-    if subject.relation.as_deref() == Some(node.relation.as_str()) && subject.object == node.resource {
+    if subject.relation.as_deref() == Some(node.relation.as_str())
+        && subject.object == node.resource
+    {
         return true;
     }
     match &node.tree {
@@ -38,7 +40,9 @@ fn expand_contains(
                     if !visiting.insert(key.clone()) {
                         return false;
                     }
-                    let sub = engine.expand(reader, &s.object, rel, opts).expect("expand of a stored subject set");
+                    let sub = engine
+                        .expand(reader, &s.object, rel, opts)
+                        .expect("expand of a stored subject set");
                     let r = expand_contains(engine, reader, &sub, subject, visiting, opts);
                     visiting.remove(&key);
                     r
@@ -46,9 +50,14 @@ fn expand_contains(
                 None => false,
             }
         }),
-        ExpandTree::Union(kids) => kids.iter().any(|k| expand_contains(engine, reader, k, subject, visiting, opts)),
+        ExpandTree::Union(kids) => kids
+            .iter()
+            .any(|k| expand_contains(engine, reader, k, subject, visiting, opts)),
         ExpandTree::Intersection(kids) => {
-            !kids.is_empty() && kids.iter().all(|k| expand_contains(engine, reader, k, subject, visiting, opts))
+            !kids.is_empty()
+                && kids
+                    .iter()
+                    .all(|k| expand_contains(engine, reader, k, subject, visiting, opts))
         }
         ExpandTree::Exclusion(a, b) => {
             expand_contains(engine, reader, a, subject, visiting, opts)
@@ -69,7 +78,9 @@ fn check_lookup_and_expand_agree() {
         }
         let mut backend = InProcess::new();
         let rels: Vec<_> = file.relationships.iter().map(|(_, r)| r.clone()).collect();
-        backend.load(&file.schema, &rels).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        backend
+            .load(&file.schema, &rels)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let (engine, store) = backend.parts().expect("loaded");
         let reader = store.latest();
         let opts = Options::now();
@@ -95,13 +106,19 @@ fn check_lookup_and_expand_agree() {
             objects.insert(ObjectRef::new(t.clone(), "dhowstranger"));
         }
         objects.retain(|o| schema.definition(&o.object_type).is_some() && !o.is_wildcard());
-        subjects.extend(objects.iter().map(|o| Subject::object(o.object_type.clone(), o.object_id.clone())));
+        subjects.extend(
+            objects
+                .iter()
+                .map(|o| Subject::object(o.object_type.clone(), o.object_id.clone())),
+        );
 
         for resource in &objects {
             let def = schema.definition(&resource.object_type).expect("retained");
             let names: Vec<&String> = def.relations.keys().chain(def.permissions.keys()).collect();
             for perm in names {
-                let tree = engine.expand(&reader, resource, perm, opts).expect("expand");
+                let tree = engine
+                    .expand(&reader, resource, perm, opts)
+                    .expect("expand");
                 for subject in &subjects {
                     combinations += 1;
                     let req = CheckRequest::new(resource.clone(), perm.clone(), subject.clone());
@@ -121,7 +138,8 @@ fn check_lookup_and_expand_agree() {
                         )
                         .expect("lookup_subjects")
                         .contains(subject);
-                    let ex = expand_contains(engine, &reader, &tree, subject, &mut HashSet::new(), opts);
+                    let ex =
+                        expand_contains(engine, &reader, &tree, subject, &mut HashSet::new(), opts);
                     if !(check == lr && lr == ls && ls == ex) {
                         disagreements.push(format!(
                             "{}: {resource}#{perm}@{subject}: check={check} lookup_resources={lr} \
@@ -139,9 +157,17 @@ fn check_lookup_and_expand_agree() {
         disagreements.is_empty(),
         "{} disagreements out of {combinations}:\n{}",
         disagreements.len(),
-        disagreements.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+        disagreements
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    assert!(files_checked >= 53, "only {files_checked} files cross-checked");
+    assert!(
+        files_checked >= 53,
+        "only {files_checked} files cross-checked"
+    );
     assert!(combinations > 10_000, "only {combinations} combinations");
     eprintln!("cross-checked {combinations} combinations over {files_checked} files");
 }

@@ -16,7 +16,11 @@ pub enum Error {
         "evaluation exceeded the maximum depth of {max_depth} at `{resource}#{relation}`; \
          the relationship graph is too deep (or the limit too low)"
     )]
-    MaxDepth { max_depth: u32, resource: ObjectRef, relation: String },
+    MaxDepth {
+        max_depth: u32,
+        resource: ObjectRef,
+        relation: String,
+    },
     /// A relationship with a caveat was met; caveats are not evaluated yet.
     #[error("relationship `{0}` has a caveat; caveats are not supported yet")]
     CaveatUnsupported(String),

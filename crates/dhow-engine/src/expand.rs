@@ -39,7 +39,12 @@ struct Expander<'a, R: SnapshotReader> {
 }
 
 impl<R: SnapshotReader> Expander<'_, R> {
-    fn member(&mut self, resource: &ObjectRef, relation: &str, depth: u32) -> Result<ExpandNode, Error> {
+    fn member(
+        &mut self,
+        resource: &ObjectRef,
+        relation: &str,
+        depth: u32,
+    ) -> Result<ExpandNode, Error> {
         if depth > self.opts.max_depth {
             return Err(Error::MaxDepth {
                 max_depth: self.opts.max_depth,
@@ -47,22 +52,30 @@ impl<R: SnapshotReader> Expander<'_, R> {
                 relation: relation.to_string(),
             });
         }
-        let node = |tree| ExpandNode { resource: resource.clone(), relation: relation.to_string(), tree };
+        let node = |tree| ExpandNode {
+            resource: resource.clone(),
+            relation: relation.to_string(),
+            tree,
+        };
         let key = (resource.clone(), relation.to_string());
         if self.path.contains(&key) {
-            let me = Subject::set(resource.object_type.clone(), resource.object_id.clone(), relation);
+            let me = Subject::set(
+                resource.object_type.clone(),
+                resource.object_id.clone(),
+                relation,
+            );
             return Ok(node(ExpandTree::Leaf(vec![me])));
         }
         let schema = self.engine.schema().clone();
-        let member = schema.member(&resource.object_type, relation).ok_or_else(|| {
-            match schema.definition(&resource.object_type) {
+        let member = schema
+            .member(&resource.object_type, relation)
+            .ok_or_else(|| match schema.definition(&resource.object_type) {
                 None => Error::UnknownType(resource.object_type.clone()),
                 Some(_) => Error::UnknownRelation {
                     type_name: resource.object_type.clone(),
                     relation: relation.to_string(),
                 },
-            }
-        })?;
+            })?;
         self.path.insert(key.clone());
         let tree = match member {
             Member::Relation(_) => self.leaf(resource, relation),
@@ -86,11 +99,23 @@ impl<R: SnapshotReader> Expander<'_, R> {
         Ok(ExpandTree::Leaf(subjects))
     }
 
-    fn rewrite(&mut self, resource: &ObjectRef, relation: &str, rw: &Rewrite, depth: u32) -> Result<ExpandTree, Error> {
-        let wrap = |tree| ExpandNode { resource: resource.clone(), relation: relation.to_string(), tree };
+    fn rewrite(
+        &mut self,
+        resource: &ObjectRef,
+        relation: &str,
+        rw: &Rewrite,
+        depth: u32,
+    ) -> Result<ExpandTree, Error> {
+        let wrap = |tree| ExpandNode {
+            resource: resource.clone(),
+            relation: relation.to_string(),
+            tree,
+        };
         Ok(match rw {
             Rewrite::Nil => ExpandTree::Leaf(Vec::new()),
-            Rewrite::Computed(name) => ExpandTree::Union(vec![self.member(resource, name, depth + 1)?]),
+            Rewrite::Computed(name) => {
+                ExpandTree::Union(vec![self.member(resource, name, depth + 1)?])
+            }
             Rewrite::Union(items) => {
                 let mut kids = Vec::new();
                 for i in items {
@@ -110,7 +135,11 @@ impl<R: SnapshotReader> Expander<'_, R> {
                 let b = wrap(self.rewrite(resource, relation, b, depth)?);
                 ExpandTree::Exclusion(Box::new(a), Box::new(b))
             }
-            Rewrite::Arrow { tupleset, computed, mode } => {
+            Rewrite::Arrow {
+                tupleset,
+                computed,
+                mode,
+            } => {
                 let schema = self.engine.schema().clone();
                 let mut kids = Vec::new();
                 for r in self.reader.by_resource(resource, tupleset)? {
@@ -121,12 +150,14 @@ impl<R: SnapshotReader> Expander<'_, R> {
                         return Err(Error::CaveatUnsupported(r.to_string()));
                     }
                     let t = &r.subject.object;
-                    if r.subject.relation.is_some() || t.is_wildcard() {
+                    if t.is_wildcard() {
                         continue;
                     }
                     if schema.member(&t.object_type, computed).is_none() {
                         if *mode == ArrowMode::All {
-                            return Ok(ExpandTree::Intersection(vec![wrap(ExpandTree::Leaf(Vec::new()))]));
+                            return Ok(ExpandTree::Intersection(vec![wrap(ExpandTree::Leaf(
+                                Vec::new(),
+                            ))]));
                         }
                         continue;
                     }
@@ -151,7 +182,12 @@ impl Engine {
         opts: Options,
     ) -> Result<ExpandNode, Error> {
         self.validate_ref(&resource.object_type, Some(relation))?;
-        let mut e = Expander { engine: self, reader, opts, path: HashSet::new() };
+        let mut e = Expander {
+            engine: self,
+            reader,
+            opts,
+            path: HashSet::new(),
+        };
         e.member(resource, relation, 0)
     }
 }

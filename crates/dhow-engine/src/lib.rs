@@ -41,7 +41,11 @@ pub struct Options {
 impl Options {
     /// Options for an evaluation now, without proof, at the default depth limit.
     pub fn now() -> Self {
-        Options { now: Timestamp::now(), explain: false, max_depth: DEFAULT_MAX_DEPTH }
+        Options {
+            now: Timestamp::now(),
+            explain: false,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
     }
 
     /// The same options with proofs on.
@@ -61,7 +65,11 @@ pub struct CheckRequest {
 
 impl CheckRequest {
     pub fn new(resource: ObjectRef, permission: impl Into<String>, subject: Subject) -> Self {
-        CheckRequest { resource, permission: permission.into(), subject }
+        CheckRequest {
+            resource,
+            permission: permission.into(),
+            subject,
+        }
     }
 }
 

@@ -31,7 +31,9 @@ impl Engine {
         while let Some(obj) = queue.pop_front() {
             let mut rels = reader.by_subject_object(&obj)?;
             if !obj.is_wildcard() && wild_types.insert(obj.object_type.clone()) {
-                rels.extend(reader.by_subject_object(&ObjectRef::new(obj.object_type.clone(), WILDCARD))?);
+                rels.extend(
+                    reader.by_subject_object(&ObjectRef::new(obj.object_type.clone(), WILDCARD))?,
+                );
             }
             for r in rels {
                 if r.is_expired_at(opts.now) {
@@ -42,9 +44,19 @@ impl Engine {
                 }
             }
         }
-        let candidates: BTreeSet<&ObjectRef> =
-            seen.iter().filter(|o| o.object_type == resource_type && !o.is_wildcard()).collect();
-        let mut checker = Checker::new(self, reader, Options { explain: false, ..opts }, subject.clone());
+        let candidates: BTreeSet<&ObjectRef> = seen
+            .iter()
+            .filter(|o| o.object_type == resource_type && !o.is_wildcard())
+            .collect();
+        let mut checker = Checker::new(
+            self,
+            reader,
+            Options {
+                explain: false,
+                ..opts
+            },
+            subject.clone(),
+        );
         let mut out = Vec::new();
         for c in candidates {
             if checker.member(c, permission, 0)?.allowed {

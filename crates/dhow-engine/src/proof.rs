@@ -20,7 +20,10 @@ pub struct Proof {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// `resource#relation`, a relation or permission of the resource.
-    Member { resource: ObjectRef, relation: String },
+    Member {
+        resource: ObjectRef,
+        relation: String,
+    },
     /// A stored relationship whose subject is the checked subject.
     Direct(Relationship),
     /// A stored relationship whose subject is the wildcard of the subject's type.
@@ -40,11 +43,18 @@ pub enum Step {
     /// `nil`.
     Nil,
     /// `tupleset->computed`: children are one `Member` per followed relationship.
-    Arrow { tupleset: String, computed: String, mode: ArrowMode },
+    Arrow {
+        tupleset: String,
+        computed: String,
+        mode: ArrowMode,
+    },
     /// A stored relationship of an arrow's tupleset, followed to its target (one child).
     ArrowHop(Relationship),
     /// The branch re-entered a `resource#relation` already being evaluated: it adds nothing.
-    Cycle { resource: ObjectRef, relation: String },
+    Cycle {
+        resource: ObjectRef,
+        relation: String,
+    },
 }
 
 impl Proof {
@@ -81,7 +91,11 @@ impl Proof {
             Step::Intersection => write!(f, "intersection (&)")?,
             Step::Exclusion => write!(f, "exclusion (-)")?,
             Step::Nil => write!(f, "nil")?,
-            Step::Arrow { tupleset, computed, mode } => match mode {
+            Step::Arrow {
+                tupleset,
+                computed,
+                mode,
+            } => match mode {
                 ArrowMode::Any => write!(f, "{tupleset}->{computed}")?,
                 ArrowMode::All => write!(f, "{tupleset}.all({computed})")?,
             },

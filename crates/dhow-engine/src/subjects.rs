@@ -65,7 +65,10 @@ impl SubjectSet {
         if let Some(ex) = &other.wildcard {
             candidates.extend(ex.iter().cloned());
         }
-        let concrete = candidates.into_iter().filter(|s| self.contains(s) && !other.contains(s)).collect();
+        let concrete = candidates
+            .into_iter()
+            .filter(|s| self.contains(s) && !other.contains(s))
+            .collect();
         let wildcard = match (&self.wildcard, &other.wildcard) {
             (Some(a), None) => Some(a.union(&other.concrete).cloned().collect()),
             _ => None,
@@ -94,7 +97,12 @@ struct Lookup<'a, R: SnapshotReader> {
 }
 
 impl<R: SnapshotReader> Lookup<'_, R> {
-    fn member(&mut self, resource: &ObjectRef, relation: &str, depth: u32) -> Result<SubjectSet, Error> {
+    fn member(
+        &mut self,
+        resource: &ObjectRef,
+        relation: &str,
+        depth: u32,
+    ) -> Result<SubjectSet, Error> {
         if depth > self.opts.max_depth {
             return Err(Error::MaxDepth {
                 max_depth: self.opts.max_depth,
@@ -111,15 +119,15 @@ impl<R: SnapshotReader> Lookup<'_, R> {
             return Ok(SubjectSet::default());
         }
         let schema = self.engine.schema().clone();
-        let member = schema.member(&resource.object_type, relation).ok_or_else(|| {
-            match schema.definition(&resource.object_type) {
+        let member = schema
+            .member(&resource.object_type, relation)
+            .ok_or_else(|| match schema.definition(&resource.object_type) {
                 None => Error::UnknownType(resource.object_type.clone()),
                 Some(_) => Error::UnknownRelation {
                     type_name: resource.object_type.clone(),
                     relation: relation.to_string(),
                 },
-            }
-        })?;
+            })?;
         self.in_progress.insert(key.clone());
         let cuts = self.cycle_cuts;
         let set = match member {
@@ -128,8 +136,14 @@ impl<R: SnapshotReader> Lookup<'_, R> {
         };
         self.in_progress.remove(&key);
         let mut set = set?;
-        if resource.object_type == self.target_type && self.target_relation.as_deref() == Some(relation) {
-            set.concrete.insert(Subject::set(resource.object_type.clone(), resource.object_id.clone(), relation));
+        if resource.object_type == self.target_type
+            && self.target_relation.as_deref() == Some(relation)
+        {
+            set.concrete.insert(Subject::set(
+                resource.object_type.clone(),
+                resource.object_id.clone(),
+                relation,
+            ));
             set = set.normalize();
         }
         if cuts == self.cycle_cuts {
@@ -138,7 +152,12 @@ impl<R: SnapshotReader> Lookup<'_, R> {
         Ok(set)
     }
 
-    fn relation(&mut self, resource: &ObjectRef, relation: &str, depth: u32) -> Result<SubjectSet, Error> {
+    fn relation(
+        &mut self,
+        resource: &ObjectRef,
+        relation: &str,
+        depth: u32,
+    ) -> Result<SubjectSet, Error> {
         let mut set = SubjectSet::default();
         for r in self.reader.by_resource(resource, relation)? {
             if r.is_expired_at(self.opts.now) {
@@ -150,7 +169,10 @@ impl<R: SnapshotReader> Lookup<'_, R> {
             let s = r.subject;
             if s.object.object_type == self.target_type && s.relation == self.target_relation {
                 if s.is_wildcard() {
-                    set = set.union(SubjectSet { concrete: BTreeSet::new(), wildcard: Some(BTreeSet::new()) });
+                    set = set.union(SubjectSet {
+                        concrete: BTreeSet::new(),
+                        wildcard: Some(BTreeSet::new()),
+                    });
                 } else {
                     set.concrete.insert(s.clone());
                     set = set.normalize();
@@ -164,7 +186,12 @@ impl<R: SnapshotReader> Lookup<'_, R> {
         Ok(set)
     }
 
-    fn rewrite(&mut self, resource: &ObjectRef, rw: &Rewrite, depth: u32) -> Result<SubjectSet, Error> {
+    fn rewrite(
+        &mut self,
+        resource: &ObjectRef,
+        rw: &Rewrite,
+        depth: u32,
+    ) -> Result<SubjectSet, Error> {
         Ok(match rw {
             Rewrite::Nil => SubjectSet::default(),
             Rewrite::Computed(name) => self.member(resource, name, depth + 1)?,
@@ -191,7 +218,11 @@ impl<R: SnapshotReader> Lookup<'_, R> {
                 let b = self.rewrite(resource, b, depth)?;
                 a.subtract(b)
             }
-            Rewrite::Arrow { tupleset, computed, mode } => {
+            Rewrite::Arrow {
+                tupleset,
+                computed,
+                mode,
+            } => {
                 let schema = self.engine.schema().clone();
                 let mut acc: Option<SubjectSet> = None;
                 for r in self.reader.by_resource(resource, tupleset)? {
@@ -202,7 +233,7 @@ impl<R: SnapshotReader> Lookup<'_, R> {
                         return Err(Error::CaveatUnsupported(r.to_string()));
                     }
                     let t = &r.subject.object;
-                    if r.subject.relation.is_some() || t.is_wildcard() {
+                    if t.is_wildcard() {
                         continue;
                     }
                     let s = if schema.member(&t.object_type, computed).is_none() {
@@ -259,7 +290,14 @@ impl Engine {
         subject_relation: Option<&str>,
         opts: Options,
     ) -> Result<Vec<FoundSubject>, Error> {
-        let set = self.lookup_subject_set(reader, resource, permission, subject_type, subject_relation, opts)?;
+        let set = self.lookup_subject_set(
+            reader,
+            resource,
+            permission,
+            subject_type,
+            subject_relation,
+            opts,
+        )?;
         let mut out = Vec::new();
         if let Some(ex) = set.wildcard {
             out.push(FoundSubject {
@@ -267,7 +305,10 @@ impl Engine {
                 excluded: ex.into_iter().collect(),
             });
         }
-        out.extend(set.concrete.into_iter().map(|s| FoundSubject { subject: s, excluded: Vec::new() }));
+        out.extend(set.concrete.into_iter().map(|s| FoundSubject {
+            subject: s,
+            excluded: Vec::new(),
+        }));
         Ok(out)
     }
 }
@@ -305,9 +346,21 @@ mod tests {
                 let d = x.clone().subtract(y.clone());
                 for id in universe {
                     let m = s(id);
-                    assert_eq!(u.contains(&m), x.contains(&m) || y.contains(&m), "{x:?} ∪ {y:?} at {id}");
-                    assert_eq!(i.contains(&m), x.contains(&m) && y.contains(&m), "{x:?} ∩ {y:?} at {id}");
-                    assert_eq!(d.contains(&m), x.contains(&m) && !y.contains(&m), "{x:?} - {y:?} at {id}");
+                    assert_eq!(
+                        u.contains(&m),
+                        x.contains(&m) || y.contains(&m),
+                        "{x:?} ∪ {y:?} at {id}"
+                    );
+                    assert_eq!(
+                        i.contains(&m),
+                        x.contains(&m) && y.contains(&m),
+                        "{x:?} ∩ {y:?} at {id}"
+                    );
+                    assert_eq!(
+                        d.contains(&m),
+                        x.contains(&m) && !y.contains(&m),
+                        "{x:?} - {y:?} at {id}"
+                    );
                 }
             }
         }

@@ -70,9 +70,9 @@ impl Engine {
             )));
         }
         let caveat = r.caveat.as_ref().map(|c| c.name.as_str());
-        let fits = candidates.iter().any(|a| {
-            a.caveat.as_deref() == caveat && (r.expiration.is_none() || a.expiration)
-        });
+        let fits = candidates
+            .iter()
+            .any(|a| a.caveat.as_deref() == caveat && (r.expiration.is_none() || a.expiration));
         if !fits {
             let what = match (caveat, r.expiration.is_some()) {
                 (Some(c), true) => format!("caveat `{c}` and an expiration"),

@@ -4,16 +4,19 @@
 use std::sync::Arc;
 
 use dhow_engine::{CheckRequest, Engine, Error, Options, Step};
-use dhow_tuples::{parse_relationship, parse_subject, MemStore, ObjectRef, Revision, Timestamp, WriteOp};
+use dhow_tuples::{
+    parse_relationship, parse_subject, MemStore, ObjectRef, Revision, Timestamp, WriteOp,
+};
 
 const SCHEMA: &str = r#"
+use expiration
 definition user {}
 definition group {
     relation member: user | group#member
 }
 definition folder {
     relation parent: folder
-    relation viewer: user | group#member | user:*
+    relation viewer: user with expiration | group#member | user:*
     permission view = viewer + parent->view
 }
 definition document {
@@ -49,7 +52,10 @@ fn req(s: &str) -> CheckRequest {
 }
 
 fn check(engine: &Engine, store: &MemStore, s: &str) -> bool {
-    engine.check(&store.latest(), &req(s), Options::now()).unwrap().allowed
+    engine
+        .check(&store.latest(), &req(s), Options::now())
+        .unwrap()
+        .allowed
 }
 
 #[test]
@@ -69,7 +75,14 @@ fn group_cycles_terminate_with_the_right_answer() {
     assert!(check(&e, &s, "folder:f#view@user:carol"));
     assert!(!check(&e, &s, "folder:g#view@user:carol"));
     let subjects = e
-        .lookup_subjects(&s.latest(), &ObjectRef::new("group", "b"), "member", "user", None, Options::now())
+        .lookup_subjects(
+            &s.latest(),
+            &ObjectRef::new("group", "b"),
+            "member",
+            "user",
+            None,
+            Options::now(),
+        )
         .unwrap();
     assert_eq!(subjects.len(), 1);
     assert_eq!(subjects[0].subject.to_string(), "user:carol");
@@ -77,14 +90,24 @@ fn group_cycles_terminate_with_the_right_answer() {
 
 #[test]
 fn deep_chains_hit_the_depth_limit_with_a_clear_error() {
-    let rels: Vec<String> = (0..30).map(|i| format!("group:g{i}#member@group:g{}#member", i + 1)).collect();
+    let rels: Vec<String> = (0..30)
+        .map(|i| format!("group:g{i}#member@group:g{}#member", i + 1))
+        .collect();
     let mut all: Vec<&str> = rels.iter().map(String::as_str).collect();
     all.push("group:g30#member@user:deep");
     let (e, s) = setup(&all);
     assert!(check(&e, &s, "group:g0#member@user:deep"));
-    let opts = Options { max_depth: 10, ..Options::now() };
-    let err = e.check(&s.latest(), &req("group:g0#member@user:deep"), opts).unwrap_err();
-    assert!(matches!(err, Error::MaxDepth { max_depth: 10, .. }), "{err}");
+    let opts = Options {
+        max_depth: 10,
+        ..Options::now()
+    };
+    let err = e
+        .check(&s.latest(), &req("group:g0#member@user:deep"), opts)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::MaxDepth { max_depth: 10, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("maximum depth of 10"), "{err}");
 }
 
@@ -96,11 +119,22 @@ fn proofs_name_the_relationships_that_granted() {
         "folder:plans#parent@folder:root",
         "document:roadmap#folder@folder:plans",
         "document:roadmap#banned@user:bob",
+        "group:eng#member@user:bob",
     ]);
-    let r = e.check(&s.latest(), &req("document:roadmap#view@user:alice"), Options::now().with_explain()).unwrap();
+    let r = e
+        .check(
+            &s.latest(),
+            &req("document:roadmap#view@user:alice"),
+            Options::now().with_explain(),
+        )
+        .unwrap();
     assert!(r.allowed);
     let proof = r.proof.expect("proof requested");
-    let used: Vec<String> = proof.relationships().iter().map(|r| r.to_string()).collect();
+    let used: Vec<String> = proof
+        .relationships()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
     assert_eq!(
         used,
         vec![
@@ -115,17 +149,40 @@ fn proofs_name_the_relationships_that_granted() {
     assert!(text.contains("✗ document:roadmap#banned"), "{text}");
 
     // A denied check says what was missing; without explain there is no proof.
-    let r = e.check(&s.latest(), &req("document:roadmap#view@user:bob"), Options::now().with_explain()).unwrap();
+    let r = e
+        .check(
+            &s.latest(),
+            &req("document:roadmap#view@user:bob"),
+            Options::now().with_explain(),
+        )
+        .unwrap();
     assert!(!r.allowed);
     let p = r.proof.unwrap();
-    assert!(p.relationships().iter().any(|r| r.to_string() == "document:roadmap#banned@user:bob"), "{p}");
-    let r = e.check(&s.latest(), &req("document:roadmap#view@user:carol"), Options::now().with_explain()).unwrap();
+    assert!(
+        p.relationships()
+            .iter()
+            .any(|r| r.to_string() == "document:roadmap#banned@user:bob"),
+        "{p}"
+    );
+    let r = e
+        .check(
+            &s.latest(),
+            &req("document:roadmap#view@user:carol"),
+            Options::now().with_explain(),
+        )
+        .unwrap();
     assert!(!r.allowed);
     fn has_no_match(p: &dhow_engine::Proof) -> bool {
         p.step == Step::NoMatch || p.children.iter().any(has_no_match)
     }
     assert!(has_no_match(r.proof.as_ref().unwrap()));
-    let r = e.check(&s.latest(), &req("document:roadmap#view@user:alice"), Options::now()).unwrap();
+    let r = e
+        .check(
+            &s.latest(),
+            &req("document:roadmap#view@user:alice"),
+            Options::now(),
+        )
+        .unwrap();
     assert!(r.proof.is_none());
 }
 
@@ -138,20 +195,43 @@ fn expired_relationships_are_invisible() {
     assert!(!check(&e, &s, "folder:f#view@user:old"));
     assert!(check(&e, &s, "folder:f#view@user:new"));
     // At an evaluation time before 2020 the old one is visible.
-    let then = Options { now: Timestamp::parse_rfc3339("2019-06-01T00:00:00Z").unwrap(), ..Options::now() };
-    assert!(e.check(&s.latest(), &req("folder:f#view@user:old"), then).unwrap().allowed);
+    let then = Options {
+        now: Timestamp::parse_rfc3339("2019-06-01T00:00:00Z").unwrap(),
+        ..Options::now()
+    };
+    assert!(
+        e.check(&s.latest(), &req("folder:f#view@user:old"), then)
+            .unwrap()
+            .allowed
+    );
 }
 
 #[test]
 fn a_check_at_an_old_revision_sees_the_old_state() {
     let (e, mut s) = setup(&["folder:f#viewer@user:alice"]);
     let before = s.head();
-    let rev = s.write(&[WriteOp::Delete(parse_relationship("folder:f#viewer@user:alice").unwrap())]).unwrap();
+    let rev = s
+        .write(&[WriteOp::Delete(
+            parse_relationship("folder:f#viewer@user:alice").unwrap(),
+        )])
+        .unwrap();
     assert!(rev > before);
-    let old = e.check(&s.snapshot(before).unwrap(), &req("folder:f#view@user:alice"), Options::now()).unwrap();
+    let old = e
+        .check(
+            &s.snapshot(before).unwrap(),
+            &req("folder:f#view@user:alice"),
+            Options::now(),
+        )
+        .unwrap();
     assert!(old.allowed);
     assert_eq!(old.revision, before);
-    let new = e.check(&s.latest(), &req("folder:f#view@user:alice"), Options::now()).unwrap();
+    let new = e
+        .check(
+            &s.latest(),
+            &req("folder:f#view@user:alice"),
+            Options::now(),
+        )
+        .unwrap();
     assert!(!new.allowed);
     assert_eq!(new.revision, rev);
     assert!(s.snapshot(Revision(rev.0 + 1)).is_err());
@@ -167,13 +247,33 @@ fn wildcards_and_exclusions() {
     assert!(check(&e, &s, "document:d#view@user:anyone"));
     assert!(!check(&e, &s, "document:d#view@user:bob"));
     let found = e
-        .lookup_subjects(&s.latest(), &ObjectRef::new("document", "d"), "view", "user", None, Options::now())
+        .lookup_subjects(
+            &s.latest(),
+            &ObjectRef::new("document", "d"),
+            "view",
+            "user",
+            None,
+            Options::now(),
+        )
         .unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].subject.to_string(), "user:*");
-    assert_eq!(found[0].excluded.iter().map(|s| s.to_string()).collect::<Vec<_>>(), vec!["user:bob"]);
+    assert_eq!(
+        found[0]
+            .excluded
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+        vec!["user:bob"]
+    );
     let docs = e
-        .lookup_resources(&s.latest(), "document", "view", &parse_subject("user:zed").unwrap(), Options::now())
+        .lookup_resources(
+            &s.latest(),
+            "document",
+            "view",
+            &parse_subject("user:zed").unwrap(),
+            Options::now(),
+        )
         .unwrap();
     assert_eq!(docs, vec!["d".to_string()]);
 }
@@ -181,11 +281,25 @@ fn wildcards_and_exclusions() {
 #[test]
 fn unknown_names_are_errors_not_denials() {
     let (e, s) = setup(&[]);
-    let err = e.check(&s.latest(), &req("nosuch:x#view@user:a"), Options::now()).unwrap_err();
+    let err = e
+        .check(&s.latest(), &req("nosuch:x#view@user:a"), Options::now())
+        .unwrap_err();
     assert_eq!(err, Error::UnknownType("nosuch".into()));
-    let err = e.check(&s.latest(), &req("document:x#nosuch@user:a"), Options::now()).unwrap_err();
+    let err = e
+        .check(
+            &s.latest(),
+            &req("document:x#nosuch@user:a"),
+            Options::now(),
+        )
+        .unwrap_err();
     assert!(matches!(err, Error::UnknownRelation { .. }), "{err}");
-    let err = e.check(&s.latest(), &req("document:x#view@group:g#nosuch"), Options::now()).unwrap_err();
+    let err = e
+        .check(
+            &s.latest(),
+            &req("document:x#view@group:g#nosuch"),
+            Options::now(),
+        )
+        .unwrap_err();
     assert!(matches!(err, Error::UnknownRelation { .. }), "{err}");
 }
 
@@ -197,22 +311,36 @@ fn relationships_are_validated_against_the_schema() {
         ("document:d#owner@group:g", "not allowed"),
         ("document:d#owner@user:*", "not allowed"),
         ("folder:f#viewer@group:g", "not allowed"),
-        ("folder:f#viewer@user:a[expiration:2030-01-01T00:00:00Z]", "expiration"),
+        (
+            "document:d#owner@user:a[expiration:2030-01-01T00:00:00Z]",
+            "expiration",
+        ),
         ("nosuch:d#owner@user:a", "not defined"),
         ("document:d#owner@nosuch:a", "not defined"),
         ("document:d#nosuch@user:a", "not a relation"),
     ];
     for (r, msg) in bad {
-        let err = e.validate_relationship(&parse_relationship(r).unwrap()).unwrap_err();
+        let err = e
+            .validate_relationship(&parse_relationship(r).unwrap())
+            .unwrap_err();
         assert!(err.to_string().contains(msg), "{r}: {err}");
     }
-    e.validate_relationship(&parse_relationship("folder:f#viewer@group:g#member").unwrap()).unwrap();
+    e.validate_relationship(&parse_relationship("folder:f#viewer@group:g#member").unwrap())
+        .unwrap();
 }
 
 #[test]
 fn check_bulk_answers_each_in_order() {
-    let (e, s) = setup(&["document:a#owner@user:alice", "folder:f#viewer@user:alice", "document:a#folder@folder:f"]);
-    let reqs = vec![req("document:a#edit@user:alice"), req("document:a#edit@user:bob"), req("nosuch:a#edit@user:bob")];
+    let (e, s) = setup(&[
+        "document:a#owner@user:alice",
+        "folder:f#viewer@user:alice",
+        "document:a#folder@folder:f",
+    ]);
+    let reqs = vec![
+        req("document:a#edit@user:alice"),
+        req("document:a#edit@user:bob"),
+        req("nosuch:a#edit@user:bob"),
+    ];
     let out = e.check_bulk(&s.latest(), &reqs, Options::now());
     assert!(out[0].as_ref().unwrap().allowed);
     assert!(!out[1].as_ref().unwrap().allowed);

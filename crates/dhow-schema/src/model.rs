@@ -72,7 +72,11 @@ pub enum Rewrite {
     /// A relation or permission of the same object (computed userset).
     Computed(String),
     /// `tupleset->computed` (tuple to userset), with `.any()` (the default) or `.all()`.
-    Arrow { tupleset: String, computed: String, mode: ArrowMode },
+    Arrow {
+        tupleset: String,
+        computed: String,
+        mode: ArrowMode,
+    },
     /// `a + b + ...`
     Union(Vec<Rewrite>),
     /// `a & b & ...`

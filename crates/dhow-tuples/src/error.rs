@@ -24,5 +24,9 @@ pub enum Error {
     AlreadyExists(String),
     /// A read asked for a revision the store has garbage-collected or never had.
     #[error("revision {asked} is not available (store holds {oldest}..={newest})")]
-    RevisionUnavailable { asked: u64, oldest: u64, newest: u64 },
+    RevisionUnavailable {
+        asked: u64,
+        oldest: u64,
+        newest: u64,
+    },
 }

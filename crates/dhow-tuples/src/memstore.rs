@@ -84,7 +84,9 @@ impl MemStore {
     }
 
     fn alive(&self, key: &Key, rev: Revision) -> Option<&Version> {
-        self.versions.get(key).and_then(|vs| vs.iter().rev().find(|v| v.alive_at(rev)))
+        self.versions
+            .get(key)
+            .and_then(|vs| vs.iter().rev().find(|v| v.alive_at(rev)))
     }
 
     /// Applies `ops` atomically at the next revision and returns it. Nothing changes if any
@@ -117,7 +119,11 @@ impl MemStore {
                 v.deleted = Some(rev);
             }
             if insert {
-                vs.push(Version { created: rev, deleted: None, rel: r.clone() });
+                vs.push(Version {
+                    created: rev,
+                    deleted: None,
+                    rel: r.clone(),
+                });
                 self.reverse.insert(rev_key_of(r), ());
             }
         }
@@ -134,7 +140,14 @@ impl MemStore {
         });
         let versions = &self.versions;
         self.reverse.retain(|k, _| {
-            let key = (k.3.clone(), k.4.clone(), k.5.clone(), k.0.clone(), k.1.clone(), k.2.clone());
+            let key = (
+                k.3.clone(),
+                k.4.clone(),
+                k.5.clone(),
+                k.0.clone(),
+                k.1.clone(),
+                k.2.clone(),
+            );
             versions.contains_key(&key)
         });
         self.oldest = self.oldest.max(before);
@@ -154,7 +167,10 @@ impl MemStore {
 
     /// A reader at the newest revision.
     pub fn latest(&self) -> MemSnapshot<'_> {
-        MemSnapshot { store: self, rev: self.head }
+        MemSnapshot {
+            store: self,
+            rev: self.head,
+        }
     }
 }
 
@@ -170,7 +186,11 @@ impl SnapshotReader for MemSnapshot<'_> {
         self.rev
     }
 
-    fn by_resource(&self, resource: &ObjectRef, relation: &str) -> Result<Vec<Relationship>, Error> {
+    fn by_resource(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+    ) -> Result<Vec<Relationship>, Error> {
         let lo: Key = (
             resource.object_type.clone(),
             resource.object_id.clone(),
@@ -180,7 +200,11 @@ impl SnapshotReader for MemSnapshot<'_> {
             None,
         );
         let mut out = Vec::new();
-        for (k, vs) in self.store.versions.range((Bound::Included(lo), Bound::Unbounded)) {
+        for (k, vs) in self
+            .store
+            .versions
+            .range((Bound::Included(lo), Bound::Unbounded))
+        {
             if k.0 != resource.object_type || k.1 != resource.object_id || k.2 != relation {
                 break;
             }
@@ -218,11 +242,22 @@ impl SnapshotReader for MemSnapshot<'_> {
             String::new(),
         );
         let mut out = Vec::new();
-        for (k, _) in self.store.reverse.range((Bound::Included(lo), Bound::Unbounded)) {
+        for (k, _) in self
+            .store
+            .reverse
+            .range((Bound::Included(lo), Bound::Unbounded))
+        {
             if k.0 != subject.object_type || k.1 != subject.object_id {
                 break;
             }
-            let key = (k.3.clone(), k.4.clone(), k.5.clone(), k.0.clone(), k.1.clone(), k.2.clone());
+            let key = (
+                k.3.clone(),
+                k.4.clone(),
+                k.5.clone(),
+                k.0.clone(),
+                k.1.clone(),
+                k.2.clone(),
+            );
             if let Some(v) = self.store.alive(&key, self.rev) {
                 out.push(v.rel.clone());
             }
@@ -296,18 +331,48 @@ mod tests {
         let r2 = s.write(&[WriteOp::Create(b.clone())]).unwrap();
         let r3 = s.write(&[WriteOp::Delete(a.clone())]).unwrap();
         let doc = ObjectRef::new("document", "1");
-        assert_eq!(s.snapshot(r1).unwrap().by_resource(&doc, "viewer").unwrap(), vec![a.clone()]);
+        assert_eq!(
+            s.snapshot(r1).unwrap().by_resource(&doc, "viewer").unwrap(),
+            vec![a.clone()]
+        );
         assert_eq!(
             s.snapshot(r2).unwrap().by_resource(&doc, "viewer").unwrap(),
             vec![a.clone(), b.clone()]
         );
-        assert_eq!(s.snapshot(r3).unwrap().by_resource(&doc, "viewer").unwrap(), vec![b.clone()]);
-        assert_eq!(s.snapshot(Revision(0)).unwrap().by_resource(&doc, "viewer").unwrap(), vec![]);
-        assert!(s.snapshot(r2).unwrap().find(&doc, "viewer", &a.subject).unwrap().is_some());
-        assert!(s.snapshot(r3).unwrap().find(&doc, "viewer", &a.subject).unwrap().is_none());
+        assert_eq!(
+            s.snapshot(r3).unwrap().by_resource(&doc, "viewer").unwrap(),
+            vec![b.clone()]
+        );
+        assert_eq!(
+            s.snapshot(Revision(0))
+                .unwrap()
+                .by_resource(&doc, "viewer")
+                .unwrap(),
+            vec![]
+        );
+        assert!(s
+            .snapshot(r2)
+            .unwrap()
+            .find(&doc, "viewer", &a.subject)
+            .unwrap()
+            .is_some());
+        assert!(s
+            .snapshot(r3)
+            .unwrap()
+            .find(&doc, "viewer", &a.subject)
+            .unwrap()
+            .is_none());
         let alice = ObjectRef::new("user", "alice");
-        assert_eq!(s.snapshot(r2).unwrap().by_subject_object(&alice).unwrap(), vec![a.clone()]);
-        assert!(s.snapshot(r3).unwrap().by_subject_object(&alice).unwrap().is_empty());
+        assert_eq!(
+            s.snapshot(r2).unwrap().by_subject_object(&alice).unwrap(),
+            vec![a.clone()]
+        );
+        assert!(s
+            .snapshot(r3)
+            .unwrap()
+            .by_subject_object(&alice)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -316,10 +381,16 @@ mod tests {
         let a = rel("document:1#viewer@user:alice");
         s.write(&[WriteOp::Create(a.clone())]).unwrap();
         let b = rel("document:1#viewer@user:bob");
-        let err = s.write(&[WriteOp::Create(b.clone()), WriteOp::Create(a.clone())]).unwrap_err();
+        let err = s
+            .write(&[WriteOp::Create(b.clone()), WriteOp::Create(a.clone())])
+            .unwrap_err();
         assert!(matches!(err, Error::AlreadyExists(_)));
         assert_eq!(s.head(), Revision(1));
-        assert!(s.latest().find(&b.resource, "viewer", &b.subject).unwrap().is_none());
+        assert!(s
+            .latest()
+            .find(&b.resource, "viewer", &b.subject)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -329,11 +400,29 @@ mod tests {
         let a2 = rel("document:1#viewer@user:alice[expiration:2030-01-01T00:00:00Z]");
         let r1 = s.write(&[WriteOp::Touch(a.clone())]).unwrap();
         let r2 = s.write(&[WriteOp::Touch(a2.clone())]).unwrap();
-        assert_eq!(s.snapshot(r1).unwrap().find(&a.resource, "viewer", &a.subject).unwrap(), Some(a.clone()));
-        assert_eq!(s.snapshot(r2).unwrap().find(&a.resource, "viewer", &a.subject).unwrap(), Some(a2.clone()));
+        assert_eq!(
+            s.snapshot(r1)
+                .unwrap()
+                .find(&a.resource, "viewer", &a.subject)
+                .unwrap(),
+            Some(a.clone())
+        );
+        assert_eq!(
+            s.snapshot(r2)
+                .unwrap()
+                .find(&a.resource, "viewer", &a.subject)
+                .unwrap(),
+            Some(a2.clone())
+        );
         s.gc(r2);
-        assert!(matches!(s.snapshot(r1), Err(Error::RevisionUnavailable { .. })));
-        assert_eq!(s.latest().find(&a.resource, "viewer", &a.subject).unwrap(), Some(a2));
+        assert!(matches!(
+            s.snapshot(r1),
+            Err(Error::RevisionUnavailable { .. })
+        ));
+        assert_eq!(
+            s.latest().find(&a.resource, "viewer", &a.subject).unwrap(),
+            Some(a2)
+        );
     }
 
     #[test]
@@ -344,7 +433,10 @@ mod tests {
             .chain([WriteOp::Create(rel("folder:f#viewer@user:x"))])
             .collect();
         s.write(&ops).unwrap();
-        let f = RelationshipFilter { resource_type: Some("document".into()), ..Default::default() };
+        let f = RelationshipFilter {
+            resource_type: Some("document".into()),
+            ..Default::default()
+        };
         let snap = s.latest();
         let mut all = Vec::new();
         let mut after: Option<Relationship> = None;

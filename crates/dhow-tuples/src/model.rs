@@ -62,7 +62,10 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     pub fn new(object_type: impl Into<String>, object_id: impl Into<String>) -> Self {
-        ObjectRef { object_type: object_type.into(), object_id: object_id.into() }
+        ObjectRef {
+            object_type: object_type.into(),
+            object_id: object_id.into(),
+        }
     }
 
     /// True for `type:*`.
@@ -92,7 +95,10 @@ pub struct Subject {
 impl Subject {
     /// A plain object subject, `type:id`.
     pub fn object(object_type: impl Into<String>, object_id: impl Into<String>) -> Self {
-        Subject { object: ObjectRef::new(object_type, object_id), relation: None }
+        Subject {
+            object: ObjectRef::new(object_type, object_id),
+            relation: None,
+        }
     }
 
     /// A subject set, `type:id#relation`.
@@ -101,7 +107,10 @@ impl Subject {
         object_id: impl Into<String>,
         relation: impl Into<String>,
     ) -> Self {
-        Subject { object: ObjectRef::new(object_type, object_id), relation: Some(relation.into()) }
+        Subject {
+            object: ObjectRef::new(object_type, object_id),
+            relation: Some(relation.into()),
+        }
     }
 
     /// True for `type:*`.
@@ -146,7 +155,13 @@ pub struct Relationship {
 impl Relationship {
     /// A relationship without caveat or expiration.
     pub fn new(resource: ObjectRef, relation: impl Into<String>, subject: Subject) -> Self {
-        Relationship { resource, relation: relation.into(), subject, caveat: None, expiration: None }
+        Relationship {
+            resource,
+            relation: relation.into(),
+            subject,
+            caveat: None,
+            expiration: None,
+        }
     }
 
     /// True when the relationship has an expiration at or before `now`.

@@ -13,7 +13,11 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn new(src: &'a str) -> Self {
-        Cursor { chars: src.char_indices().collect(), pos: 0, src }
+        Cursor {
+            chars: src.char_indices().collect(),
+            pos: 0,
+            src,
+        }
     }
     fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).map(|c| c.1)
@@ -22,13 +26,22 @@ impl<'a> Cursor<'a> {
         self.pos + 1
     }
     fn err<T>(&self, message: impl Into<String>) -> Result<T, ParseError> {
-        Err(ParseError { column: self.column(), message: message.into() })
+        Err(ParseError {
+            column: self.column(),
+            message: message.into(),
+        })
     }
     fn err_at<T>(&self, column: usize, message: impl Into<String>) -> Result<T, ParseError> {
-        Err(ParseError { column, message: message.into() })
+        Err(ParseError {
+            column,
+            message: message.into(),
+        })
     }
     fn byte_pos(&self) -> usize {
-        self.chars.get(self.pos).map(|c| c.0).unwrap_or(self.src.len())
+        self.chars
+            .get(self.pos)
+            .map(|c| c.0)
+            .unwrap_or(self.src.len())
     }
     /// Takes characters while `f` holds.
     fn take_while(&mut self, f: impl Fn(char) -> bool) -> &'a str {
@@ -107,11 +120,18 @@ fn parse_relation(cur: &mut Cursor<'_>, what: &str) -> Result<String, ParseError
     Ok(r.to_string())
 }
 
-fn parse_object_at(cur: &mut Cursor<'_>, what: &str, wildcard: bool) -> Result<ObjectRef, ParseError> {
+fn parse_object_at(
+    cur: &mut Cursor<'_>,
+    what: &str,
+    wildcard: bool,
+) -> Result<ObjectRef, ParseError> {
     let t = parse_type(cur, what)?;
     cur.expect(':', &format!("between {what} type and id"))?;
     let id = parse_id(cur, what, wildcard)?;
-    Ok(ObjectRef { object_type: t, object_id: id })
+    Ok(ObjectRef {
+        object_type: t,
+        object_id: id,
+    })
 }
 
 fn parse_subject_at(cur: &mut Cursor<'_>) -> Result<Subject, ParseError> {
@@ -129,7 +149,10 @@ fn parse_subject_at(cur: &mut Cursor<'_>) -> Result<Subject, ParseError> {
         None
     };
     if object.is_wildcard() && relation.is_some() {
-        return cur.err_at(rel_col, "a wildcard subject `type:*` cannot have a relation");
+        return cur.err_at(
+            rel_col,
+            "a wildcard subject `type:*` cannot have a relation",
+        );
     }
     Ok(Subject { object, relation })
 }
@@ -189,7 +212,10 @@ fn scan_json_object<'a>(cur: &mut Cursor<'a>) -> Result<&'a str, ParseError> {
             _ => {}
         }
     }
-    cur.err_at(start_col, "unterminated caveat context: expected a JSON object closed by `}`")
+    cur.err_at(
+        start_col,
+        "unterminated caveat context: expected a JSON object closed by `}`",
+    )
 }
 
 /// Parses a relationship in text form, with optional `[caveat]`, `[caveat:{json}]` and
@@ -201,11 +227,17 @@ pub fn parse_relationship(s: &str) -> Result<Relationship, ParseError> {
     let relation = parse_relation(&mut cur, "relation")?;
     cur.expect('@', "between relation and subject")?;
     let subject = parse_subject_at(&mut cur)?;
-    let mut rel = Relationship { resource, relation, subject, caveat: None, expiration: None };
+    let mut rel = Relationship {
+        resource,
+        relation,
+        subject,
+        caveat: None,
+        expiration: None,
+    };
     while cur.peek() == Some('[') {
         cur.pos += 1;
         let col = cur.column();
-        let name = cur.take_while(|c| is_name_char(c));
+        let name = cur.take_while(is_name_char);
         if name.is_empty() {
             return cur.err("expected a caveat name or `expiration` after `[`");
         }
@@ -279,7 +311,11 @@ mod tests {
             ("document:read me#viewer@user:a", 14, "expected `#`"),
             ("document:*#viewer@user:a", 10, "wildcard"),
             ("document:a#viewer@user:*#member", 25, "wildcard subject"),
-            ("document:a#viewer@user:b[expiration:tomorrow]", 37, "RFC 3339"),
+            (
+                "document:a#viewer@user:b[expiration:tomorrow]",
+                37,
+                "RFC 3339",
+            ),
             ("document:a#viewer@user:b[cav:{\"x\": 1]", 37, "unbalanced"),
             ("document:a#viewer@user:b[cav:{\"x\": 1", 30, "unterminated"),
             ("document:a#viewer@user:b extra", 25, "unexpected"),

@@ -12,7 +12,8 @@ pub trait SnapshotReader {
     fn revision(&self) -> Revision;
 
     /// All relationships `resource#relation@*`.
-    fn by_resource(&self, resource: &ObjectRef, relation: &str) -> Result<Vec<Relationship>, Error>;
+    fn by_resource(&self, resource: &ObjectRef, relation: &str)
+        -> Result<Vec<Relationship>, Error>;
 
     /// The relationship `resource#relation@subject`, if alive at this revision.
     fn find(
@@ -59,6 +60,9 @@ impl RelationshipFilter {
             && m(&self.relation, &r.relation)
             && m(&self.subject_type, &r.subject.object.object_type)
             && m(&self.subject_id, &r.subject.object.object_id)
-            && self.subject_relation.as_ref().is_none_or(|sr| *sr == r.subject.relation)
+            && self
+                .subject_relation
+                .as_ref()
+                .is_none_or(|sr| *sr == r.subject.relation)
     }
 }

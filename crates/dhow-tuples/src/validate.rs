@@ -16,7 +16,8 @@ fn is_segment(s: &str, max_len: usize) -> bool {
     b.len() >= 3
         && b.len() <= max_len
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
         && b[b.len() - 1] != b'_'
 }
 
@@ -63,7 +64,10 @@ pub fn check_id(id: &str) -> Result<(), String> {
         return Err("empty object id".into());
     }
     if id.len() > MAX_ID_LEN {
-        return Err(format!("object id `{}` is longer than {MAX_ID_LEN} bytes", truncate(id)));
+        return Err(format!(
+            "object id `{}` is longer than {MAX_ID_LEN} bytes",
+            truncate(id)
+        ));
     }
     if let Some(c) = id.chars().find(|c| !is_id_char(*c)) {
         return Err(format!(

@@ -5,5 +5,7 @@
 mod load;
 mod run;
 
-pub use load::{load_file, load_str, Assertion, AssertionKind, ExpectedRelation, LoadError, ValidationFile};
+pub use load::{
+    load_file, load_str, Assertion, AssertionKind, ExpectedRelation, LoadError, ValidationFile,
+};
 pub use run::{run, Backend, InProcess, Outcome, Report};

@@ -4,7 +4,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use dhow_engine::FoundSubject;
-use dhow_tuples::{parse_object, parse_relationship, parse_subject, ObjectRef, Relationship, Subject};
+use dhow_tuples::{
+    parse_object, parse_relationship, parse_subject, ObjectRef, Relationship, Subject,
+};
 use serde_yaml::Value;
 
 /// Why a validation file could not be loaded.
@@ -101,31 +103,58 @@ impl<'a> Locator<'a> {
     /// The 1-based line of the top-level key `key:`.
     fn key_line(&self, key: &str) -> Option<usize> {
         let pat = format!("{key}:");
-        self.lines.iter().position(|l| l.starts_with(&pat)).map(|i| i + 1)
+        self.lines
+            .iter()
+            .position(|l| l.starts_with(&pat))
+            .map(|i| i + 1)
     }
     /// The first line at or after `from` (1-based) containing `needle`, with its column.
     fn find(&self, from: usize, needle: &str) -> Option<(usize, usize)> {
         (from.max(1)..=self.lines.len()).find_map(|l| {
-            self.lines[l - 1].find(needle).map(|b| (l, self.lines[l - 1][..b].chars().count() + 1))
+            self.lines[l - 1]
+                .find(needle)
+                .map(|b| (l, self.lines[l - 1][..b].chars().count() + 1))
         })
     }
 }
 
 fn err(path: &str, line: usize, column: usize, message: impl Into<String>) -> LoadError {
-    LoadError { path: path.to_string(), line, column, message: message.into() }
+    LoadError {
+        path: path.to_string(),
+        line,
+        column,
+        message: message.into(),
+    }
 }
 
 /// Loads a validation file from text. `base` is the folder `schemaFile` is relative to.
 pub fn load_str(path: &str, text: &str, base: Option<&Path>) -> Result<ValidationFile, LoadError> {
     let root: Value = serde_yaml::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
         err(path, line, column, format!("invalid YAML: {e}"))
     })?;
-    let loc = Locator { lines: text.lines().collect() };
+    let loc = Locator {
+        lines: text.lines().collect(),
+    };
     let map = match &root {
         Value::Mapping(m) => m,
-        Value::Null => return Err(err(path, 1, 1, "empty validation file: expected a `schema` key")),
-        _ => return Err(err(path, 1, 1, "expected a mapping with keys `schema`, `relationships`, `assertions`, `validation`")),
+        Value::Null => {
+            return Err(err(
+                path,
+                1,
+                1,
+                "empty validation file: expected a `schema` key",
+            ))
+        }
+        _ => return Err(err(
+            path,
+            1,
+            1,
+            "expected a mapping with keys `schema`, `relationships`, `assertions`, `validation`",
+        )),
     };
     for k in map.keys() {
         match k.as_str() {
@@ -141,7 +170,12 @@ pub fn load_str(path: &str, text: &str, base: Option<&Path>) -> Result<Validatio
     }
     let (schema, schema_line) = match (map.get("schema"), map.get("schemaFile")) {
         (Some(_), Some(_)) => {
-            return Err(err(path, loc.key_line("schemaFile").unwrap_or(0), 1, "give `schema` or `schemaFile`, not both"))
+            return Err(err(
+                path,
+                loc.key_line("schemaFile").unwrap_or(0),
+                1,
+                "give `schema` or `schemaFile`, not both",
+            ))
         }
         (Some(Value::String(s)), None) => {
             let l = loc.key_line("schema").unwrap_or(0);
@@ -151,15 +185,34 @@ pub fn load_str(path: &str, text: &str, base: Option<&Path>) -> Result<Validatio
             });
             (s.clone(), if inline || l == 0 { l } else { l + 1 })
         }
-        (Some(_), None) => return Err(err(path, loc.key_line("schema").unwrap_or(0), 1, "`schema` must be a string")),
+        (Some(_), None) => {
+            return Err(err(
+                path,
+                loc.key_line("schema").unwrap_or(0),
+                1,
+                "`schema` must be a string",
+            ))
+        }
         (None, Some(Value::String(f))) => {
             let p = base.map(|b| b.join(f)).unwrap_or_else(|| PathBuf::from(f));
             let s = std::fs::read_to_string(&p).map_err(|e| {
-                err(path, loc.key_line("schemaFile").unwrap_or(0), 1, format!("cannot read schemaFile `{}`: {e}", p.display()))
+                err(
+                    path,
+                    loc.key_line("schemaFile").unwrap_or(0),
+                    1,
+                    format!("cannot read schemaFile `{}`: {e}", p.display()),
+                )
             })?;
             (s, 0)
         }
-        (None, Some(_)) => return Err(err(path, loc.key_line("schemaFile").unwrap_or(0), 1, "`schemaFile` must be a string")),
+        (None, Some(_)) => {
+            return Err(err(
+                path,
+                loc.key_line("schemaFile").unwrap_or(0),
+                1,
+                "`schemaFile` must be a string",
+            ))
+        }
         (None, None) => return Err(err(path, 1, 1, "missing `schema` (or `schemaFile`)")),
     };
 
@@ -179,13 +232,23 @@ pub fn load_str(path: &str, text: &str, base: Option<&Path>) -> Result<Validatio
                 }
                 let r = parse_relationship(t).map_err(|e| {
                     let c = if col > 0 { col + e.column - 1 } else { 0 };
-                    err(path, line, c, format!("invalid relationship `{t}`: {}", e.message))
+                    err(
+                        path,
+                        line,
+                        c,
+                        format!("invalid relationship `{t}`: {}", e.message),
+                    )
                 })?;
                 relationships.push((line, r));
             }
         }
         Some(_) => {
-            return Err(err(path, loc.key_line("relationships").unwrap_or(0), 1, "`relationships` must be a string, one relationship per line"))
+            return Err(err(
+                path,
+                loc.key_line("relationships").unwrap_or(0),
+                1,
+                "`relationships` must be a string, one relationship per line",
+            ))
         }
     }
 
@@ -201,22 +264,40 @@ pub fn load_str(path: &str, text: &str, base: Option<&Path>) -> Result<Validatio
                     Some("assertCaveated") => AssertionKind::Caveated,
                     other => {
                         let name = other.unwrap_or("?");
-                        let line = loc.find(start, &format!("{name}:")).map(|x| x.0).unwrap_or(0);
+                        let line = loc
+                            .find(start, &format!("{name}:"))
+                            .map(|x| x.0)
+                            .unwrap_or(0);
                         return Err(err(path, line, 1, format!(
                             "unknown assertion list `{name}` (expected assertTrue, assertFalse, assertCaveated)"
                         )));
                     }
                 };
-                let list_line = loc.find(start, &format!("{}:", kind.key())).map(|x| x.0).unwrap_or(start);
+                let list_line = loc
+                    .find(start, &format!("{}:", kind.key()))
+                    .map(|x| x.0)
+                    .unwrap_or(start);
                 let items = match v {
                     Value::Null => Vec::new(),
                     Value::Sequence(s) => s.clone(),
-                    _ => return Err(err(path, list_line, 1, format!("`{}` must be a list of strings", kind.key()))),
+                    _ => {
+                        return Err(err(
+                            path,
+                            list_line,
+                            1,
+                            format!("`{}` must be a list of strings", kind.key()),
+                        ))
+                    }
                 };
                 let mut from = list_line;
                 for item in items {
                     let Value::String(text) = item else {
-                        return Err(err(path, list_line, 1, format!("`{}` must be a list of strings", kind.key())));
+                        return Err(err(
+                            path,
+                            list_line,
+                            1,
+                            format!("`{}` must be a list of strings", kind.key()),
+                        ));
                     };
                     let (line, col) = loc.find(from, &text).unwrap_or((0, 0));
                     if line > 0 {
@@ -226,7 +307,14 @@ pub fn load_str(path: &str, text: &str, base: Option<&Path>) -> Result<Validatio
                 }
             }
         }
-        Some(_) => return Err(err(path, loc.key_line("assertions").unwrap_or(0), 1, "`assertions` must be a mapping")),
+        Some(_) => {
+            return Err(err(
+                path,
+                loc.key_line("assertions").unwrap_or(0),
+                1,
+                "`assertions` must be a mapping",
+            ))
+        }
     }
 
     let mut expected = Vec::new();
@@ -238,7 +326,12 @@ pub fn load_str(path: &str, text: &str, base: Option<&Path>) -> Result<Validatio
                 let key = k.as_str().unwrap_or("");
                 let line = loc.find(start, key).map(|x| x.0).unwrap_or(0);
                 let (res, perm) = key.rsplit_once('#').ok_or_else(|| {
-                    err(path, line, 1, format!("expected relation key `{key}` must be `type:id#permission`"))
+                    err(
+                        path,
+                        line,
+                        1,
+                        format!("expected relation key `{key}` must be `type:id#permission`"),
+                    )
                 })?;
                 let resource = parse_object(res)
                     .map_err(|e| err(path, line, 0, format!("in `{key}`: {}", e.message)))?;
@@ -247,14 +340,27 @@ pub fn load_str(path: &str, text: &str, base: Option<&Path>) -> Result<Validatio
                 let list = match subjects {
                     Value::Null => Vec::new(),
                     Value::Sequence(s) => s.clone(),
-                    _ => return Err(err(path, line, 1, format!("`{key}` must map to a list of strings"))),
+                    _ => {
+                        return Err(err(
+                            path,
+                            line,
+                            1,
+                            format!("`{key}` must map to a list of strings"),
+                        ))
+                    }
                 };
                 for s in list {
                     let Value::String(s) = s else {
-                        return Err(err(path, line, 1, format!("`{key}` must map to a list of strings")));
+                        return Err(err(
+                            path,
+                            line,
+                            1,
+                            format!("`{key}` must map to a list of strings"),
+                        ));
                     };
-                    let (fs, cav) = parse_expected_subject(&s)
-                        .map_err(|m| err(path, loc.find(line, &s).map(|x| x.0).unwrap_or(line), 0, m))?;
+                    let (fs, cav) = parse_expected_subject(&s).map_err(|m| {
+                        err(path, loc.find(line, &s).map(|x| x.0).unwrap_or(line), 0, m)
+                    })?;
                     caveated |= cav;
                     found.push(fs);
                 }
@@ -268,32 +374,73 @@ pub fn load_str(path: &str, text: &str, base: Option<&Path>) -> Result<Validatio
                 });
             }
         }
-        Some(_) => return Err(err(path, loc.key_line("validation").unwrap_or(0), 1, "`validation` must be a mapping")),
+        Some(_) => {
+            return Err(err(
+                path,
+                loc.key_line("validation").unwrap_or(0),
+                1,
+                "`validation` must be a mapping",
+            ))
+        }
     }
 
-    Ok(ValidationFile { path: path.to_string(), schema, schema_line, relationships, assertions, expected })
+    Ok(ValidationFile {
+        path: path.to_string(),
+        schema,
+        schema_line,
+        relationships,
+        assertions,
+        expected,
+    })
 }
 
-fn parse_assertion(path: &str, kind: AssertionKind, text: &str, line: usize, col: usize) -> Result<Assertion, LoadError> {
+fn parse_assertion(
+    path: &str,
+    kind: AssertionKind,
+    text: &str,
+    line: usize,
+    col: usize,
+) -> Result<Assertion, LoadError> {
     let (rel, context) = match text.split_once(" with ") {
         Some((r, c)) => (r.trim(), Some(c.trim().to_string())),
         None => (text.trim(), None),
     };
     let at_col = |c: usize| if col > 0 { col + c - 1 } else { 0 };
-    let bad = |c: usize, m: String| err(path, line, at_col(c), format!("invalid assertion `{text}`: {m}"));
-    let (left, subj) = rel.split_once('@').ok_or_else(|| bad(rel.len() + 1, "expected `@` before the subject".into()))?;
-    let (res, perm) = left.split_once('#').ok_or_else(|| bad(left.len() + 1, "expected `#` after the resource".into()))?;
+    let bad = |c: usize, m: String| {
+        err(
+            path,
+            line,
+            at_col(c),
+            format!("invalid assertion `{text}`: {m}"),
+        )
+    };
+    let (left, subj) = rel
+        .split_once('@')
+        .ok_or_else(|| bad(rel.len() + 1, "expected `@` before the subject".into()))?;
+    let (res, perm) = left
+        .split_once('#')
+        .ok_or_else(|| bad(left.len() + 1, "expected `#` after the resource".into()))?;
     let resource = parse_object(res).map_err(|e| bad(e.column, e.message))?;
     dhow_tuples::validate::check_relation(perm).map_err(|m| bad(res.len() + 2, m))?;
     let subject = parse_subject(subj).map_err(|e| bad(left.len() + 1 + e.column, e.message))?;
-    Ok(Assertion { kind, text: text.to_string(), line, resource, permission: perm.to_string(), subject, context })
+    Ok(Assertion {
+        kind,
+        text: text.to_string(),
+        line,
+        resource,
+        permission: perm.to_string(),
+        subject,
+        context,
+    })
 }
 
 /// Parses `[user:tom] is <...>`, `[user:* - {user:a, user:b}] is <...>` or
 /// `[user:tom[caveat]] is <...>`. Returns the subject and whether it is caveated.
 fn parse_expected_subject(s: &str) -> Result<(FoundSubject, bool), String> {
     let t = s.trim();
-    let inner = t.strip_prefix('[').ok_or_else(|| format!("expected subject `{s}` to start with `[`"))?;
+    let inner = t
+        .strip_prefix('[')
+        .ok_or_else(|| format!("expected subject `{s}` to start with `[`"))?;
     let mut depth = 1usize;
     let mut end = None;
     for (i, c) in inner.char_indices() {
@@ -321,14 +468,18 @@ fn parse_expected_subject(s: &str) -> Result<(FoundSubject, bool), String> {
             let ex = ex.trim().trim_start_matches('{').trim_end_matches('}');
             let mut list = Vec::new();
             for e in ex.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-                list.push(parse_subject(e).map_err(|e2| format!("in expected subject `{s}`: {}", e2.message))?);
+                list.push(
+                    parse_subject(e)
+                        .map_err(|e2| format!("in expected subject `{s}`: {}", e2.message))?,
+                );
             }
             list.sort();
             (w.trim(), list)
         }
         None => (body, Vec::new()),
     };
-    let subject = parse_subject(subj).map_err(|e| format!("in expected subject `{s}`: {}", e.message))?;
+    let subject =
+        parse_subject(subj).map_err(|e| format!("in expected subject `{s}`: {}", e.message))?;
     Ok((FoundSubject { subject, excluded }, caveated))
 }
 
@@ -363,8 +514,13 @@ mod tests {
         assert_eq!(f.assertions[1].line, 6);
         assert_eq!(f.expected[0].subjects.len(), 2);
         assert!(f.expected[0].caveated);
-        let e = load_str("f.yaml", "schema: x\nassertions:\n  assertTrue:\n    - document:1view@user:tom\n", None).unwrap_err();
-        assert_eq!((e.line, e.column), (4, 20), "{e}");
+        let e = load_str(
+            "f.yaml",
+            "schema: x\nassertions:\n  assertTrue:\n    - document:1view@user:tom\n",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (4, 21), "{e}");
     }
 
     proptest::proptest! {

@@ -17,7 +17,12 @@ pub trait Backend {
     /// Names of the object types the loaded schema defines.
     fn types(&self) -> Vec<String>;
     /// Does `subject` have `permission` on `resource`?
-    fn check(&mut self, resource: &ObjectRef, permission: &str, subject: &Subject) -> Result<bool, String>;
+    fn check(
+        &mut self,
+        resource: &ObjectRef,
+        permission: &str,
+        subject: &Subject,
+    ) -> Result<bool, String>;
     /// The subjects of one type (and subject relation) with `permission` on `resource`.
     fn lookup_subjects(
         &mut self,
@@ -64,13 +69,23 @@ impl Backend for InProcess {
     }
 
     fn types(&self) -> Vec<String> {
-        self.parts().map(|(e, _)| e.schema().definitions.keys().cloned().collect()).unwrap_or_default()
+        self.parts()
+            .map(|(e, _)| e.schema().definitions.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
-    fn check(&mut self, resource: &ObjectRef, permission: &str, subject: &Subject) -> Result<bool, String> {
+    fn check(
+        &mut self,
+        resource: &ObjectRef,
+        permission: &str,
+        subject: &Subject,
+    ) -> Result<bool, String> {
         let (engine, store) = self.parts_or_err()?;
         let req = CheckRequest::new(resource.clone(), permission, subject.clone());
-        engine.check(&store.latest(), &req, Options::now()).map(|r| r.allowed).map_err(|e| e.to_string())
+        engine
+            .check(&store.latest(), &req, Options::now())
+            .map(|r| r.allowed)
+            .map_err(|e| e.to_string())
     }
 
     fn lookup_subjects(
@@ -82,7 +97,14 @@ impl Backend for InProcess {
     ) -> Result<Vec<FoundSubject>, String> {
         let (engine, store) = self.parts_or_err()?;
         engine
-            .lookup_subjects(&store.latest(), resource, permission, subject_type, subject_relation, Options::now())
+            .lookup_subjects(
+                &store.latest(),
+                resource,
+                permission,
+                subject_type,
+                subject_relation,
+                Options::now(),
+            )
             .map_err(|e| e.to_string())
     }
 }
@@ -173,14 +195,17 @@ pub fn run(file: &ValidationFile, backend: &mut dyn Backend) -> (Outcome, Report
         || rels.iter().any(|r| r.caveat.is_some());
     for a in &file.assertions {
         let at = format!("{}:{}", file.path, a.line);
-        let skip_reason = if a.kind == AssertionKind::Caveated || a.context.is_some() || uses_caveats {
-            Some(CAVEATS_UNSUPPORTED)
-        } else {
-            None
-        };
+        let skip_reason =
+            if a.kind == AssertionKind::Caveated || a.context.is_some() || uses_caveats {
+                Some(CAVEATS_UNSUPPORTED)
+            } else {
+                None
+            };
         if let Some(reason) = skip_reason {
             report.skipped += 1;
-            report.lines.push(format!("SKIP {at}: {} {}: {reason}", a.kind.key(), a.text));
+            report
+                .lines
+                .push(format!("SKIP {at}: {} {}: {reason}", a.kind.key(), a.text));
             continue;
         }
         let want = a.kind == AssertionKind::True;
@@ -188,11 +213,19 @@ pub fn run(file: &ValidationFile, backend: &mut dyn Backend) -> (Outcome, Report
             Ok(got) if got == want => report.passed += 1,
             Ok(got) => {
                 report.failed += 1;
-                report.lines.push(format!("FAIL {at}: {} {}: expected {want}, got {got}", a.kind.key(), a.text));
+                report.lines.push(format!(
+                    "FAIL {at}: {} {}: expected {want}, got {got}",
+                    a.kind.key(),
+                    a.text
+                ));
             }
             Err(e) => {
                 report.failed += 1;
-                report.lines.push(format!("FAIL {at}: {} {}: expected {want}, got error: {e}", a.kind.key(), a.text));
+                report.lines.push(format!(
+                    "FAIL {at}: {} {}: expected {want}, got error: {e}",
+                    a.kind.key(),
+                    a.text
+                ));
             }
         }
     }
@@ -201,14 +234,19 @@ pub fn run(file: &ValidationFile, backend: &mut dyn Backend) -> (Outcome, Report
         let name = format!("{}#{}", ex.resource, ex.permission);
         if ex.caveated || uses_caveats {
             report.skipped += 1;
-            report.lines.push(format!("SKIP {at}: validation {name}: {CAVEATS_UNSUPPORTED}"));
+            report.lines.push(format!(
+                "SKIP {at}: validation {name}: {CAVEATS_UNSUPPORTED}"
+            ));
             continue;
         }
         // Compare over plain subjects of every type, and over each subject-set shape expected.
         let mut shapes: BTreeSet<(String, Option<String>)> =
             backend.types().into_iter().map(|t| (t, None)).collect();
         for s in &ex.subjects {
-            shapes.insert((s.subject.object.object_type.clone(), s.subject.relation.clone()));
+            shapes.insert((
+                s.subject.object.object_type.clone(),
+                s.subject.relation.clone(),
+            ));
         }
         let mut got = Vec::new();
         let mut error = None;
@@ -222,7 +260,9 @@ pub fn run(file: &ValidationFile, backend: &mut dyn Backend) -> (Outcome, Report
         match error {
             Some(e) => {
                 report.failed += 1;
-                report.lines.push(format!("FAIL {at}: validation {name}: got error: {e}"));
+                report
+                    .lines
+                    .push(format!("FAIL {at}: validation {name}: got error: {e}"));
             }
             None if got == ex.subjects => report.passed += 1,
             None => {

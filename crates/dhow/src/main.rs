@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use dhow_validate::{load_file, run, InProcess, Report};
 
 #[derive(Parser)]
-#[command(name = "dhow", version, about = "Dhow: a Zanzibar-style authorization service")]
+#[command(
+    name = "dhow",
+    version,
+    about = "Dhow: a Zanzibar-style authorization service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +65,11 @@ fn validate(files: &[PathBuf], verbose: bool) -> ExitCode {
             .filter_map(|l| l.rsplit(": ").next())
             .collect();
         let reasons: Vec<&str> = reasons.into_iter().collect();
-        println!("skipped {} ({}; --verbose lists them)", total.skipped, reasons.join("; "));
+        println!(
+            "skipped {} ({}; --verbose lists them)",
+            total.skipped,
+            reasons.join("; ")
+        );
     }
     if total.load_failures > 0 {
         println!("{} file(s) could not be loaded", total.load_failures);
