@@ -22,6 +22,12 @@ pub enum Error {
     /// A write tried to create a relationship that already exists.
     #[error("relationship `{0}` already exists")]
     AlreadyExists(String),
+    /// A write's precondition did not hold.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    /// The storage layer failed (IO, corruption, a poisoned lock).
+    #[error("storage failure: {0}")]
+    Storage(String),
     /// A read asked for a revision the store has garbage-collected or never had.
     #[error("revision {asked} is not available (store holds {oldest}..={newest})")]
     RevisionUnavailable {

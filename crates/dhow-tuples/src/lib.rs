@@ -8,6 +8,9 @@ mod memstore;
 mod model;
 mod parse;
 mod reader;
+mod store;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite;
 pub mod validate;
 
 pub use error::{Error, ParseError};
@@ -18,3 +21,7 @@ pub use model::{
 };
 pub use parse::{parse_object, parse_relationship, parse_subject};
 pub use reader::{RelationshipFilter, SnapshotReader};
+pub use store::{
+    check_preconditions, Batch, BoxedReader, Change, Precondition, SharedMemStore, TupleStore,
+    WriteRequest,
+};

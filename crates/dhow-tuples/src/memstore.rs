@@ -93,6 +93,19 @@ impl MemStore {
     /// operation fails. Within one write, a relationship may appear only once.
     pub fn write(&mut self, ops: &[WriteOp]) -> Result<Revision, Error> {
         let rev = Revision(self.head.0 + 1);
+        self.stage(ops, rev)?;
+        self.head = rev;
+        Ok(rev)
+    }
+
+    /// Moves the head (used when staging several writes at one revision).
+    pub(crate) fn set_head(&mut self, rev: Revision) {
+        self.head = rev;
+    }
+
+    /// Validates `ops` against the state at `head` plus what is already staged at `rev`, then
+    /// stages them at `rev` without moving the head. Nothing changes on error.
+    pub(crate) fn stage(&mut self, ops: &[WriteOp], rev: Revision) -> Result<(), Error> {
         let mut seen = std::collections::HashSet::new();
         for op in ops {
             let (WriteOp::Create(r) | WriteOp::Touch(r) | WriteOp::Delete(r)) = op;
@@ -102,7 +115,7 @@ impl MemStore {
                 )));
             }
             if let WriteOp::Create(r) = op {
-                if self.alive(&key_of(r), self.head).is_some() {
+                if self.alive(&key_of(r), rev).is_some() {
                     return Err(Error::AlreadyExists(r.to_string()));
                 }
             }
@@ -112,10 +125,10 @@ impl MemStore {
                 WriteOp::Create(r) | WriteOp::Touch(r) => (r, true),
                 WriteOp::Delete(r) => (r, false),
             };
-            let key = key_of(r);
-            let head = self.head;
-            let vs = self.versions.entry(key).or_default();
-            if let Some(v) = vs.iter_mut().rev().find(|v| v.alive_at(head)) {
+            let vs = self.versions.entry(key_of(r)).or_default();
+            // A version staged at this same revision is replaced outright.
+            vs.retain(|v| v.created != rev);
+            if let Some(v) = vs.iter_mut().rev().find(|v| v.deleted.is_none()) {
                 v.deleted = Some(rev);
             }
             if insert {
@@ -127,8 +140,7 @@ impl MemStore {
                 self.reverse.insert(rev_key_of(r), ());
             }
         }
-        self.head = rev;
-        Ok(rev)
+        Ok(())
     }
 
     /// Forgets versions deleted at or before `before`; reads below it then fail.
