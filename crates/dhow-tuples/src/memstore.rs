@@ -50,6 +50,7 @@ impl Version {
 
 /// One update of an atomic write.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum WriteOp {
     /// Insert; fails if the relationship already exists.
     Create(Relationship),

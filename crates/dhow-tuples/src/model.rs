@@ -10,6 +10,7 @@ pub const WILDCARD: &str = "*";
 
 /// A revision of the store. In a cluster it is the Raft log index of the last applied entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Revision(pub u64);
 
 impl fmt::Display for Revision {
@@ -20,6 +21,7 @@ impl fmt::Display for Revision {
 
 /// A point in time, in microseconds since the Unix epoch (UTC). Covers years far past 9999.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
@@ -55,6 +57,7 @@ impl fmt::Display for Timestamp {
 
 /// An object: `type:id`, e.g. `document:readme`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ObjectRef {
     pub object_type: String,
     pub object_id: String,
@@ -86,6 +89,7 @@ pub type SubjectRelation = Option<String>;
 /// A subject: an object (`user:alice`), a subject set (`group:eng#member`) or a wildcard
 /// (`user:*`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Subject {
     pub object: ObjectRef,
     /// `None` for a plain object (written without `#` or with `#...`).
@@ -136,6 +140,7 @@ impl fmt::Display for Subject {
 /// A caveat attached to a relationship: its name and optional JSON context, kept as written.
 /// The engine does not evaluate caveats yet; it reports them as unsupported.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CaveatRef {
     pub name: String,
     /// The JSON object text, if any, exactly as written.
@@ -144,6 +149,7 @@ pub struct CaveatRef {
 
 /// A relationship (tuple) `resource#relation@subject`, with optional caveat and expiration.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Relationship {
     pub resource: ObjectRef,
     pub relation: String,

@@ -39,6 +39,7 @@ pub trait SnapshotReader {
 
 /// A filter over relationships: every `Some` field must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RelationshipFilter {
     pub resource_type: Option<String>,
     pub resource_id: Option<String>,

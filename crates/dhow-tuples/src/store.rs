@@ -12,6 +12,7 @@ use crate::reader::{RelationshipFilter, SnapshotReader};
 
 /// A condition on the current state that a write requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Precondition {
     /// At least one relationship matches the filter.
     MustMatch(RelationshipFilter),
@@ -21,6 +22,7 @@ pub enum Precondition {
 
 /// One client write: all its operations apply, or none.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct WriteRequest {
     pub preconditions: Vec<Precondition>,
     pub ops: Vec<WriteOp>,
@@ -29,6 +31,7 @@ pub struct WriteRequest {
 /// What one revision applies: client writes (each atomic on its own, in order) and, if any,
 /// a new schema text.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Batch {
     pub writes: Vec<WriteRequest>,
     pub schema: Option<String>,
@@ -36,6 +39,7 @@ pub struct Batch {
 
 /// A change, for Watch: the relationship was written (created or touched) or deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Change {
     pub revision: Revision,
     pub deleted: bool,
@@ -125,7 +129,8 @@ pub fn check_preconditions(reader: &dyn SnapshotReader, pre: &[Precondition]) ->
 }
 
 /// The in-memory `TupleStore`: a `MemStore` behind a lock, with a change log and schema
-/// history.
+/// history. A reader holds the read lock while it lives, so drop it before the same thread
+/// waits for a write to apply.
 #[derive(Debug, Default)]
 pub struct SharedMemStore {
     inner: RwLock<SharedInner>,

@@ -1,0 +1,37 @@
+//! Dhow's replication: a raft-rs node (used even for a one-node cluster) whose log lives on
+//! the node's store and whose state machine is a `TupleStore`. Revision = the index of the
+//! last applied entry. raft-rs's protobuf types stay inside this crate; peers exchange them
+//! as bytes.
+
+mod codec;
+mod driver;
+mod log;
+
+pub use driver::{NoTransport, RaftConfig, RaftHandle, Transport};
+pub use log::{LogStore, MemLog, RaftStorage, RawEntry};
+
+/// The one error type of the replication crate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RaftError {
+    /// The state machine refused the write (precondition, duplicate, existing relationship).
+    #[error(transparent)]
+    Rejected(dhow_tuples::Error),
+    /// No leader, not the leader, or leadership changed: the write may be retried.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Waited too long.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The node's storage failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// raft-rs refused something.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// Bad configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The node has stopped.
+    #[error("the raft node has stopped")]
+    Stopped,
+}

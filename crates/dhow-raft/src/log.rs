@@ -1,0 +1,236 @@
+//! The Raft log as raft-rs sees it (`raft::Storage`), over a byte-level `LogStore`: entries,
+//! hard state and conf state as protobuf bytes, so the store underneath never sees raft-rs
+//! types. `MemLog` is the in-memory `LogStore` for tests; the RocksDB one lives in
+//! dhow-storage and is adapted in `rocks.rs`.
+
+use std::sync::{Arc, Mutex};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+/// One stored log entry: index, term, the protobuf-encoded `Entry`.
+pub type RawEntry = (u64, u64, Vec<u8>);
+
+/// Durable storage of the Raft log and state, as bytes. Appends and state writes are synced
+/// before they return.
+pub trait LogStore: Send + 'static {
+    /// Appends entries (consecutive indexes); existing entries at or after the first index are
+    /// replaced.
+    fn append(&mut self, entries: &[RawEntry]) -> Result<(), String>;
+    /// Entries with `lo <= index < hi`, in order.
+    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, String>;
+    /// The term of the entry at `index`, if stored.
+    fn term(&self, index: u64) -> Result<Option<u64>, String>;
+    /// The first stored index (snapshot index + 1 when the log is empty).
+    fn first_index(&self) -> Result<u64, String>;
+    /// The last stored index (the snapshot index when the log is empty).
+    fn last_index(&self) -> Result<u64, String>;
+    fn hard_state(&self) -> Result<Option<Vec<u8>>, String>;
+    fn set_hard_state(&mut self, bytes: &[u8]) -> Result<(), String>;
+    fn conf_state(&self) -> Result<Option<Vec<u8>>, String>;
+    fn set_conf_state(&mut self, bytes: &[u8]) -> Result<(), String>;
+    /// Drops entries up to and including `index` (which had `term`), remembering both.
+    fn compact(&mut self, index: u64, term: u64) -> Result<(), String>;
+    /// Index and term of the last compaction (0, 0 if none).
+    fn snapshot_meta(&self) -> Result<(u64, u64), String>;
+}
+
+/// An in-memory `LogStore`.
+#[derive(Debug, Default, Clone)]
+pub struct MemLog {
+    entries: Vec<RawEntry>,
+    hard: Option<Vec<u8>>,
+    conf: Option<Vec<u8>>,
+    snap: (u64, u64),
+}
+
+impl LogStore for MemLog {
+    fn append(&mut self, entries: &[RawEntry]) -> Result<(), String> {
+        if let Some(first) = entries.first() {
+            self.entries.retain(|e| e.0 < first.0);
+            self.entries.extend(entries.iter().cloned());
+        }
+        Ok(())
+    }
+    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, String> {
+        Ok(self.entries.iter().filter(|e| e.0 >= lo && e.0 < hi).cloned().collect())
+    }
+    fn term(&self, index: u64) -> Result<Option<u64>, String> {
+        if index == self.snap.0 {
+            return Ok(Some(self.snap.1));
+        }
+        Ok(self.entries.iter().find(|e| e.0 == index).map(|e| e.1))
+    }
+    fn first_index(&self) -> Result<u64, String> {
+        Ok(self.entries.first().map(|e| e.0).unwrap_or(self.snap.0 + 1))
+    }
+    fn last_index(&self) -> Result<u64, String> {
+        Ok(self.entries.last().map(|e| e.0).unwrap_or(self.snap.0))
+    }
+    fn hard_state(&self) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.hard.clone())
+    }
+    fn set_hard_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.hard = Some(bytes.to_vec());
+        Ok(())
+    }
+    fn conf_state(&self) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.conf.clone())
+    }
+    fn set_conf_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.conf = Some(bytes.to_vec());
+        Ok(())
+    }
+    fn compact(&mut self, index: u64, term: u64) -> Result<(), String> {
+        self.entries.retain(|e| e.0 > index);
+        self.snap = (index, term);
+        Ok(())
+    }
+    fn snapshot_meta(&self) -> Result<(u64, u64), String> {
+        Ok(self.snap)
+    }
+}
+
+fn store_err(e: String) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.into()))
+}
+
+/// `raft::Storage` over a shared `LogStore`. The driver writes through the same handle.
+pub struct RaftStorage<L: LogStore> {
+    pub(crate) log: Arc<Mutex<L>>,
+}
+
+impl<L: LogStore> Clone for RaftStorage<L> {
+    fn clone(&self) -> Self {
+        RaftStorage { log: self.log.clone() }
+    }
+}
+
+impl<L: LogStore> RaftStorage<L> {
+    pub fn new(log: L) -> Self {
+        RaftStorage { log: Arc::new(Mutex::new(log)) }
+    }
+
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut L) -> Result<T, String>) -> Result<T, String> {
+        let mut g = self.log.lock().map_err(|_| "raft log lock poisoned".to_string())?;
+        f(&mut g)
+    }
+
+    /// Persists entries from a Ready.
+    pub fn append(&self, entries: &[Entry]) -> Result<(), String> {
+        let mut raw = Vec::with_capacity(entries.len());
+        for e in entries {
+            let bytes = e.write_to_bytes().map_err(|e| format!("encode raft entry: {e}"))?;
+            raw.push((e.index, e.term, bytes));
+        }
+        self.with(|l| l.append(&raw))
+    }
+
+    pub fn set_hard_state(&self, hs: &HardState) -> Result<(), String> {
+        let bytes = hs.write_to_bytes().map_err(|e| format!("encode hard state: {e}"))?;
+        self.with(|l| l.set_hard_state(&bytes))
+    }
+
+    pub fn hard_state(&self) -> Result<HardState, String> {
+        match self.with(|l| l.hard_state())? {
+            Some(b) => HardState::parse_from_bytes(&b).map_err(|e| format!("decode hard state: {e}")),
+            None => Ok(HardState::default()),
+        }
+    }
+
+    pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), String> {
+        let bytes = cs.write_to_bytes().map_err(|e| format!("encode conf state: {e}"))?;
+        self.with(|l| l.set_conf_state(&bytes))
+    }
+
+    pub fn conf_state(&self) -> Result<Option<ConfState>, String> {
+        match self.with(|l| l.conf_state())? {
+            Some(b) => ConfState::parse_from_bytes(&b).map(Some).map_err(|e| format!("decode conf state: {e}")),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the commit index in the stored hard state.
+    pub fn set_commit(&self, commit: u64) -> Result<(), String> {
+        let mut hs = self.hard_state()?;
+        if hs.commit < commit {
+            hs.commit = commit;
+            self.set_hard_state(&hs)?;
+        }
+        Ok(())
+    }
+}
+
+impl<L: LogStore> raft::Storage for RaftStorage<L> {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let hs = self.hard_state().map_err(store_err)?;
+        let cs = self.conf_state().map_err(store_err)?.unwrap_or_default();
+        Ok(RaftState::new(hs, cs))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let first = self.with(|l| l.first_index()).map_err(store_err)?;
+        if low < first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        let last = self.with(|l| l.last_index()).map_err(store_err)?;
+        if high > last + 1 {
+            return Err(store_err(format!("entries {low}..{high} asked, log ends at {last}")));
+        }
+        let raw = self.with(|l| l.entries(low, high)).map_err(store_err)?;
+        let mut out = Vec::with_capacity(raw.len());
+        let mut size = 0u64;
+        for (_, _, bytes) in raw {
+            let e = Entry::parse_from_bytes(&bytes).map_err(|e| store_err(format!("decode entry: {e}")))?;
+            size += bytes.len() as u64;
+            if !out.is_empty() && size > max {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let (snap_idx, snap_term) = self.with(|l| l.snapshot_meta()).map_err(store_err)?;
+        if idx == snap_idx {
+            return Ok(snap_term);
+        }
+        if idx < snap_idx {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        match self.with(|l| l.term(idx)).map_err(store_err)? {
+            Some(t) => Ok(t),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.with(|l| l.first_index()).map_err(store_err)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.with(|l| l.last_index()).map_err(store_err)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Streaming a store checkpoint to a lagging peer arrives with the cluster; until then a
+        // snapshot of the metadata only is never valid data, so refuse.
+        let (index, term) = self.with(|l| l.snapshot_meta()).map_err(store_err)?;
+        let cs = self.conf_state().map_err(store_err)?.unwrap_or_default();
+        let mut meta = SnapshotMetadata::default();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(cs);
+        let _ = meta;
+        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
