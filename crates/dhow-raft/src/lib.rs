@@ -6,6 +6,7 @@
 mod codec;
 mod driver;
 mod log;
+mod rocks;
 
 pub use driver::{NoTransport, RaftConfig, RaftHandle, Transport};
 pub use log::{LogStore, MemLog, RaftStorage, RawEntry};

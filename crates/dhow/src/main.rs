@@ -1,17 +1,20 @@
-//! The `dhow` binary. For now: `dhow validate FILE.yaml...`, which runs zed validation files
-//! in-process. `serve` and the client commands arrive with the server.
+//! The `dhow` binary: clap definitions and dispatch. The client commands (zed-like) live in
+//! `client/`, `dhow validate` in `validate.rs`.
+
+mod client;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dhow_validate::{load_file, run, InProcess, Report};
 
 #[derive(Parser)]
 #[command(
     name = "dhow",
     version,
-    about = "Dhow: a Zanzibar-style authorization service"
+    about = "Dhow: a Zanzibar-style authorization service",
+    after_help = client::AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -20,7 +23,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run zed validation files (schema, relationships, assertions, expected relations).
+    #[command(flatten)]
+    Client(client::ClientCommand),
+    /// Run zed validation files (schema, relationships, assertions, expected relations),
+    /// in-process, or against a live server with --endpoint.
     Validate {
         /// Validation files (YAML, zed's format).
         #[arg(required = true)]
@@ -28,56 +34,29 @@ enum Command {
         /// Also print skipped assertions.
         #[arg(long)]
         verbose: bool,
+        /// Run against the server at this gRPC address instead of in-process. Each file
+        /// replaces the server's schema and deletes all its relationships: use a scratch
+        /// server.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 like every local error (2 is kept for errors from the server).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     match cli.command {
-        Command::Validate { files, verbose } => validate(&files, verbose),
-    }
-}
-
-fn validate(files: &[PathBuf], verbose: bool) -> ExitCode {
-    let mut total = Report::default();
-    for path in files {
-        match load_file(path) {
-            Ok(file) => {
-                let (_, report) = run(&file, &mut InProcess::new());
-                total.merge(report);
-            }
-            Err(e) => {
-                total.load_failures += 1;
-                total.lines.push(format!("LOAD FAILED {e}"));
-            }
-        }
-    }
-    for line in &total.lines {
-        if verbose || !line.starts_with("SKIP ") {
-            println!("{line}");
-        }
-    }
-    if !verbose && total.skipped > 0 {
-        let reasons: std::collections::BTreeSet<&str> = total
-            .lines
-            .iter()
-            .filter(|l| l.starts_with("SKIP "))
-            .filter_map(|l| l.rsplit(": ").next())
-            .collect();
-        let reasons: Vec<&str> = reasons.into_iter().collect();
-        println!(
-            "skipped {} ({}; --verbose lists them)",
-            total.skipped,
-            reasons.join("; ")
-        );
-    }
-    if total.load_failures > 0 {
-        println!("{} file(s) could not be loaded", total.load_failures);
-    }
-    println!("{}", total.summary());
-    if total.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+        Command::Client(c) => client::run(c),
+        Command::Validate {
+            files,
+            verbose,
+            endpoint,
+        } => validate::run(&files, verbose, endpoint.as_deref()),
     }
 }

@@ -1,0 +1,170 @@
+//! Criterion micro-benchmarks of the engine on the synthetic graph of about 100k relationships
+//! (check allowed through the deepest path, denied, direct hit, with explain, check_bulk of 100,
+//! lookup_resources for one user) and of schema compilation (a realistic schema and every
+//! schema of the SpiceDB conformance suite).
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use dhow_benches::{
+    allowed_deep, denied, direct_hit, synthetic_graph, target_owner, CountingReader,
+    REALISTIC_SCHEMA,
+};
+use dhow_engine::{Engine, Options};
+
+/// Size of the synthetic graph.
+const RELATIONSHIPS: usize = 100_000;
+
+fn engine_benches(c: &mut Criterion) {
+    let s = synthetic_graph(RELATIONSHIPS);
+    let store = s.store();
+    let reader = store.latest();
+    let schema = dhow_schema::compile(&s.schema).expect("synthetic schema compiles");
+    let engine = Engine::new(Arc::new(schema));
+
+    let mut g = c.benchmark_group("check");
+    for (name, req, opts) in [
+        ("allowed_deep", allowed_deep(), Options::now()),
+        ("denied", denied(), Options::now()),
+        ("direct_hit", direct_hit(), Options::now()),
+        (
+            "allowed_deep_explain",
+            allowed_deep(),
+            Options::now().with_explain(),
+        ),
+    ] {
+        let expected = name != "denied";
+        let counting = CountingReader::new(reader);
+        let got = engine
+            .check(&counting, &req, opts)
+            .expect("check succeeds")
+            .allowed;
+        report(&format!("check/{name}"), &counting);
+        assert_eq!(
+            got,
+            expected,
+            "{name} must be {}",
+            if expected { "allowed" } else { "denied" }
+        );
+        g.bench_function(name, |b| {
+            b.iter(|| engine.check(&reader, black_box(&req), opts).unwrap())
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("check_bulk");
+    let reqs = s.bulk_requests(100);
+    let counting = CountingReader::new(reader);
+    let allowed = engine
+        .check_bulk(&counting, &reqs, Options::now())
+        .into_iter()
+        .filter(|r| r.as_ref().expect("check succeeds").allowed)
+        .count();
+    eprintln!("check_bulk/100: {allowed} of 100 allowed");
+    report("check_bulk/100", &counting);
+    g.throughput(Throughput::Elements(reqs.len() as u64));
+    g.bench_function("100", |b| {
+        b.iter(|| engine.check_bulk(&reader, black_box(&reqs), Options::now()))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("lookup_resources");
+    let user = target_owner();
+    let counting = CountingReader::new(reader);
+    let found = engine
+        .lookup_resources(&counting, "document", "view", &user, Options::now())
+        .unwrap();
+    report("lookup_resources/one_user", &counting);
+    eprintln!(
+        "lookup_resources/one_user: {user} views {} documents",
+        found.len()
+    );
+    g.bench_function("one_user", |b| {
+        b.iter(|| {
+            engine
+                .lookup_resources(
+                    &reader,
+                    "document",
+                    "view",
+                    black_box(&user),
+                    Options::now(),
+                )
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+/// Prints the reader work one engine call did, once, outside timing.
+fn report<R>(name: &str, r: &CountingReader<R>) {
+    eprintln!(
+        "{name}: {} finds, {} scans returning {} relationships",
+        r.finds.get(),
+        r.scans.get(),
+        r.returned.get()
+    );
+}
+
+/// The `schema:` text of every conformance file, sorted by file name.
+fn conformance_schemas() -> Vec<(String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/spicedb");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(&p).expect("readable conformance file");
+            let doc: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
+            let schema = doc.get("schema")?.as_str()?.to_string();
+            Some((p.file_name()?.to_string_lossy().into_owned(), schema))
+        })
+        .collect()
+}
+
+fn schema_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("schema_compile");
+    dhow_schema::compile(REALISTIC_SCHEMA).expect("realistic schema compiles");
+    g.bench_function("realistic_40_lines", |b| {
+        b.iter(|| dhow_schema::compile(black_box(REALISTIC_SCHEMA)))
+    });
+
+    let schemas = conformance_schemas();
+    let ok = schemas
+        .iter()
+        .filter(|(_, s)| dhow_schema::compile(s).is_ok())
+        .count();
+    eprintln!(
+        "schema_compile/conformance_all: {} schemas, {ok} compile",
+        schemas.len()
+    );
+    g.throughput(Throughput::Elements(schemas.len() as u64));
+    g.bench_function("conformance_all", |b| {
+        b.iter(|| {
+            for (_, s) in &schemas {
+                let _ = black_box(dhow_schema::compile(black_box(s)));
+            }
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = engine_benches, schema_benches
+}
+criterion_main!(benches);
