@@ -7,26 +7,42 @@ export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME"
 default:
     @just --list
 
-# Run Dhow on the example file: load the schema and relationships, check the assertions.
-run:
-    cargo run -q -p dhow -- validate examples/quickstart.yaml
+# What a fresh machine lacks: libclang for RocksDB's bindings (Debian's libclang-dev).
+deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! ldconfig -p | grep -q 'libclang[-.0-9]*\.so'; then
+        echo "installing libclang-dev (needed to build RocksDB's bindings)"
+        if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libclang-dev
+    fi
 
-# The whole test suite (what CI runs).
-test:
+# Run Dhow: a one-node cluster on ./data, serving gRPC on 127.0.0.1:50051.
+run *args: deps
+    cargo run -q -p dhow -- serve {{args}}
+
+# The whole test suite (what CI runs). One `cargo test --workspace` builds everything once
+# (RocksDB included); the binary it built then runs SpiceDB's scenarios.
+test: deps
     cargo fmt --all -- --check
     cargo test --workspace
-    cargo run -q -p dhow -- validate ../shared/conformance/spicedb/*.yaml
+    "$CARGO_TARGET_DIR/debug/dhow" validate ../shared/conformance/spicedb/*.yaml examples/quickstart.yaml
 
-# SpiceDB's public scenarios through `dhow validate`, listing skipped assertions.
-conformance:
+# SpiceDB's public scenarios in-process, listing skipped assertions.
+conformance: deps
     cargo run -q -p dhow -- validate --verbose ../shared/conformance/spicedb/*.yaml
 
-# Lints.
-lint:
+# The example validation file, in-process.
+example: deps
+    cargo run -q -p dhow -- validate examples/quickstart.yaml
+
+# Lints: clippy, and buf over the protos.
+lint: deps
     cargo clippy --workspace --all-targets -- -D warnings
+    bash proto/check.sh
 
 # Criterion micro-benchmarks (numbers go into docs/benchmarks.md).
-bench:
+bench: deps
     cargo bench -p dhow-benches
 
 # Golden files of the schema compiler, regenerated from the current output.

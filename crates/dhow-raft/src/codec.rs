@@ -30,8 +30,12 @@ pub(crate) fn encode(p: &Proposal) -> Result<Vec<u8>, String> {
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<Proposal, String> {
     match bytes.split_first() {
-        Some((&FORMAT, rest)) => bincode::deserialize(rest).map_err(|e| format!("decode proposal: {e}")),
-        Some((v, _)) => Err(format!("unknown proposal format {v} (this node understands {FORMAT})")),
+        Some((&FORMAT, rest)) => {
+            bincode::deserialize(rest).map_err(|e| format!("decode proposal: {e}"))
+        }
+        Some((v, _)) => Err(format!(
+            "unknown proposal format {v} (this node understands {FORMAT})"
+        )),
         None => Err("empty proposal".into()),
     }
 }
@@ -47,14 +51,19 @@ mod tests {
             id: 7,
             body: Body::Writes(vec![WriteRequest {
                 preconditions: vec![],
-                ops: vec![WriteOp::Touch(parse_relationship("document:a#viewer@user:b[expiration:2030-01-01T00:00:00Z]").unwrap())],
+                ops: vec![WriteOp::Touch(
+                    parse_relationship("document:a#viewer@user:b[expiration:2030-01-01T00:00:00Z]")
+                        .unwrap(),
+                )],
             }]),
         };
         let bytes = encode(&p).unwrap();
         assert_eq!(decode(&bytes).unwrap(), p);
         let mut bad = bytes.clone();
         bad[0] = 9;
-        assert!(decode(&bad).unwrap_err().contains("unknown proposal format 9"));
+        assert!(decode(&bad)
+            .unwrap_err()
+            .contains("unknown proposal format 9"));
         assert!(decode(&bytes[..bytes.len() / 2]).is_err());
     }
 }

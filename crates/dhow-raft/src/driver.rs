@@ -101,7 +101,9 @@ impl RaftHandle {
         let storage = RaftStorage::new(log);
         if storage.conf_state().map_err(RaftError::Storage)?.is_none() {
             if config.initial_voters.is_empty() {
-                return Err(RaftError::Config("a new cluster needs at least one voter".into()));
+                return Err(RaftError::Config(
+                    "a new cluster needs at least one voter".into(),
+                ));
             }
             let cs = ConfState::from((config.initial_voters.clone(), vec![]));
             storage.set_conf_state(&cs).map_err(RaftError::Storage)?;
@@ -118,10 +120,20 @@ impl RaftHandle {
             pre_vote: true,
             ..Default::default()
         };
-        raft_config.validate().map_err(|e| RaftError::Config(e.to_string()))?;
-        let logger = slog::Logger::root(tracing_slog::TracingSlogDrain, slog::o!("raft_id" => config.id));
-        let mut raw = RawNode::new(&raft_config, storage.clone(), &logger).map_err(|e| RaftError::Raft(e.to_string()))?;
-        let voters = storage.conf_state().map_err(RaftError::Storage)?.map(|c| c.voters).unwrap_or_default();
+        raft_config
+            .validate()
+            .map_err(|e| RaftError::Config(e.to_string()))?;
+        let logger = slog::Logger::root(
+            tracing_slog::TracingSlogDrain,
+            slog::o!("raft_id" => config.id),
+        );
+        let mut raw = RawNode::new(&raft_config, storage.clone(), &logger)
+            .map_err(|e| RaftError::Raft(e.to_string()))?;
+        let voters = storage
+            .conf_state()
+            .map_err(RaftError::Storage)?
+            .map(|c| c.voters)
+            .unwrap_or_default();
         if voters == [config.id] {
             raw.campaign().map_err(|e| RaftError::Raft(e.to_string()))?;
         }
@@ -146,7 +158,13 @@ impl RaftHandle {
             .name(format!("raft-{id}"))
             .spawn(move || driver.run())
             .map_err(|e| RaftError::Config(format!("cannot start the raft thread: {e}")))?;
-        Ok(RaftHandle { tx, applied: applied_rx, store, thread: Some(thread), id })
+        Ok(RaftHandle {
+            tx,
+            applied: applied_rx,
+            store,
+            thread: Some(thread),
+            id,
+        })
     }
 
     /// This node's id.
@@ -169,7 +187,10 @@ impl RaftHandle {
         self.applied.clone()
     }
 
-    fn submit<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, RaftError>>) -> Request) -> oneshot::Receiver<Result<T, RaftError>> {
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, RaftError>>) -> Request,
+    ) -> oneshot::Receiver<Result<T, RaftError>> {
         let (tx, rx) = oneshot::channel();
         // If the loop is gone, dropping the sender makes the receiver report it.
         let _ = self.tx.send(make(tx));
@@ -178,23 +199,31 @@ impl RaftHandle {
 
     /// Replicates one client write; resolves once it is applied here, with its revision.
     pub async fn write(&self, w: WriteRequest) -> Result<Revision, RaftError> {
-        self.submit(|tx| Request::Write(w, tx)).await.unwrap_or(Err(RaftError::Stopped))
+        self.submit(|tx| Request::Write(w, tx))
+            .await
+            .unwrap_or(Err(RaftError::Stopped))
     }
 
     /// Replicates a new schema.
     pub async fn write_schema(&self, text: String) -> Result<Revision, RaftError> {
-        self.submit(|tx| Request::Schema(text, tx)).await.unwrap_or(Err(RaftError::Stopped))
+        self.submit(|tx| Request::Schema(text, tx))
+            .await
+            .unwrap_or(Err(RaftError::Stopped))
     }
 
     /// Raft ReadIndex: a revision at least as new as every write acknowledged before the call.
     pub async fn read_index(&self) -> Result<Revision, RaftError> {
-        self.submit(Request::ReadIndex).await.unwrap_or(Err(RaftError::Stopped))
+        self.submit(Request::ReadIndex)
+            .await
+            .unwrap_or(Err(RaftError::Stopped))
     }
 
     /// Waits until `rev` is applied here.
     pub async fn wait_applied(&self, rev: Revision, timeout: Duration) -> Result<(), RaftError> {
         let mut rx = self.applied.clone();
-        let outcome = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev)).await.map(|r| r.is_ok());
+        let outcome = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev))
+            .await
+            .map(|r| r.is_ok());
         match outcome {
             Ok(true) => Ok(()),
             Ok(false) => Err(RaftError::Stopped),
@@ -250,7 +279,8 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
         let mut next_tick = Instant::now() + self.config.tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            let mut writes: Vec<(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>)> = Vec::new();
+            let mut writes: Vec<(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>)> =
+                Vec::new();
             match self.rx.recv_timeout(wait) {
                 Ok(Request::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(first) => {
@@ -296,7 +326,10 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                     return;
                 }
                 let id = self.new_id();
-                match codec::encode(&Proposal { id, body: Body::Schema(text) }) {
+                match codec::encode(&Proposal {
+                    id,
+                    body: Body::Schema(text),
+                }) {
                     Ok(data) => match self.raw.propose(vec![], data) {
                         Ok(()) => {
                             self.waiters.insert(id, Waiter::Schema(tx));
@@ -327,7 +360,10 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
         }
     }
 
-    fn propose_writes(&mut self, writes: Vec<(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>)>) {
+    fn propose_writes(
+        &mut self,
+        writes: Vec<(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>)>,
+    ) {
         if writes.is_empty() {
             return;
         }
@@ -339,7 +375,10 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
         }
         let id = self.new_id();
         let (reqs, txs): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
-        let data = match codec::encode(&Proposal { id, body: Body::Writes(reqs) }) {
+        let data = match codec::encode(&Proposal {
+            id,
+            body: Body::Writes(reqs),
+        }) {
             Ok(d) => d,
             Err(e) => {
                 for tx in txs {
@@ -468,11 +507,18 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                     return Err("membership changes arrive with the cluster issue".into());
                 }
             }
-            let outcomes = self.store.apply(Revision(index), &batch).map_err(|e| format!("apply entry {index}: {e}"))?;
+            let outcomes = self
+                .store
+                .apply(Revision(index), &batch)
+                .map_err(|e| format!("apply entry {index}: {e}"))?;
             match waiter {
                 Some(Waiter::Writes(txs)) => {
                     for (tx, outcome) in txs.into_iter().zip(outcomes) {
-                        let _ = tx.send(outcome.map(|()| Revision(index)).map_err(RaftError::Rejected));
+                        let _ = tx.send(
+                            outcome
+                                .map(|()| Revision(index))
+                                .map_err(RaftError::Rejected),
+                        );
                     }
                 }
                 Some(Waiter::Schema(tx)) => {
@@ -490,7 +536,10 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
         let first = self.storage.with(|l| l.first_index())?;
         if applied > first + 2 * self.config.log_retain {
             let upto = applied - self.config.log_retain;
-            let term = self.storage.with(|l| l.term(upto))?.ok_or_else(|| format!("no term for index {upto}"))?;
+            let term = self
+                .storage
+                .with(|l| l.term(upto))?
+                .ok_or_else(|| format!("no term for index {upto}"))?;
             self.storage.with(|l| l.compact(upto, term))?;
         }
         Ok(())
@@ -499,7 +548,9 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
 
 fn not_leader(e: raft::Error) -> RaftError {
     match e {
-        raft::Error::ProposalDropped => RaftError::Unavailable("this node is not the leader (or there is none yet)".into()),
+        raft::Error::ProposalDropped => {
+            RaftError::Unavailable("this node is not the leader (or there is none yet)".into())
+        }
         other => RaftError::Raft(other.to_string()),
     }
 }

@@ -54,7 +54,12 @@ impl LogStore for MemLog {
         Ok(())
     }
     fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, String> {
-        Ok(self.entries.iter().filter(|e| e.0 >= lo && e.0 < hi).cloned().collect())
+        Ok(self
+            .entries
+            .iter()
+            .filter(|e| e.0 >= lo && e.0 < hi)
+            .cloned()
+            .collect())
     }
     fn term(&self, index: u64) -> Result<Option<u64>, String> {
         if index == self.snap.0 {
@@ -103,17 +108,24 @@ pub struct RaftStorage<L: LogStore> {
 
 impl<L: LogStore> Clone for RaftStorage<L> {
     fn clone(&self) -> Self {
-        RaftStorage { log: self.log.clone() }
+        RaftStorage {
+            log: self.log.clone(),
+        }
     }
 }
 
 impl<L: LogStore> RaftStorage<L> {
     pub fn new(log: L) -> Self {
-        RaftStorage { log: Arc::new(Mutex::new(log)) }
+        RaftStorage {
+            log: Arc::new(Mutex::new(log)),
+        }
     }
 
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut L) -> Result<T, String>) -> Result<T, String> {
-        let mut g = self.log.lock().map_err(|_| "raft log lock poisoned".to_string())?;
+        let mut g = self
+            .log
+            .lock()
+            .map_err(|_| "raft log lock poisoned".to_string())?;
         f(&mut g)
     }
 
@@ -121,32 +133,42 @@ impl<L: LogStore> RaftStorage<L> {
     pub fn append(&self, entries: &[Entry]) -> Result<(), String> {
         let mut raw = Vec::with_capacity(entries.len());
         for e in entries {
-            let bytes = e.write_to_bytes().map_err(|e| format!("encode raft entry: {e}"))?;
+            let bytes = e
+                .write_to_bytes()
+                .map_err(|e| format!("encode raft entry: {e}"))?;
             raw.push((e.index, e.term, bytes));
         }
         self.with(|l| l.append(&raw))
     }
 
     pub fn set_hard_state(&self, hs: &HardState) -> Result<(), String> {
-        let bytes = hs.write_to_bytes().map_err(|e| format!("encode hard state: {e}"))?;
+        let bytes = hs
+            .write_to_bytes()
+            .map_err(|e| format!("encode hard state: {e}"))?;
         self.with(|l| l.set_hard_state(&bytes))
     }
 
     pub fn hard_state(&self) -> Result<HardState, String> {
         match self.with(|l| l.hard_state())? {
-            Some(b) => HardState::parse_from_bytes(&b).map_err(|e| format!("decode hard state: {e}")),
+            Some(b) => {
+                HardState::parse_from_bytes(&b).map_err(|e| format!("decode hard state: {e}"))
+            }
             None => Ok(HardState::default()),
         }
     }
 
     pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), String> {
-        let bytes = cs.write_to_bytes().map_err(|e| format!("encode conf state: {e}"))?;
+        let bytes = cs
+            .write_to_bytes()
+            .map_err(|e| format!("encode conf state: {e}"))?;
         self.with(|l| l.set_conf_state(&bytes))
     }
 
     pub fn conf_state(&self) -> Result<Option<ConfState>, String> {
         match self.with(|l| l.conf_state())? {
-            Some(b) => ConfState::parse_from_bytes(&b).map(Some).map_err(|e| format!("decode conf state: {e}")),
+            Some(b) => ConfState::parse_from_bytes(&b)
+                .map(Some)
+                .map_err(|e| format!("decode conf state: {e}")),
             None => Ok(None),
         }
     }
@@ -183,13 +205,16 @@ impl<L: LogStore> raft::Storage for RaftStorage<L> {
         }
         let last = self.with(|l| l.last_index()).map_err(store_err)?;
         if high > last + 1 {
-            return Err(store_err(format!("entries {low}..{high} asked, log ends at {last}")));
+            return Err(store_err(format!(
+                "entries {low}..{high} asked, log ends at {last}"
+            )));
         }
         let raw = self.with(|l| l.entries(low, high)).map_err(store_err)?;
         let mut out = Vec::with_capacity(raw.len());
         let mut size = 0u64;
         for (_, _, bytes) in raw {
-            let e = Entry::parse_from_bytes(&bytes).map_err(|e| store_err(format!("decode entry: {e}")))?;
+            let e = Entry::parse_from_bytes(&bytes)
+                .map_err(|e| store_err(format!("decode entry: {e}")))?;
             size += bytes.len() as u64;
             if !out.is_empty() && size > max {
                 break;
@@ -231,6 +256,8 @@ impl<L: LogStore> raft::Storage for RaftStorage<L> {
         meta.term = term;
         meta.set_conf_state(cs);
         let _ = meta;
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
     }
 }

@@ -9,7 +9,10 @@ use dhow_storage::{RocksStore, StoreOptions};
 use dhow_tuples::{parse_relationship, ObjectRef, Revision, TupleStore, WriteOp, WriteRequest};
 
 fn touch(s: &str) -> WriteRequest {
-    WriteRequest { preconditions: vec![], ops: vec![WriteOp::Touch(parse_relationship(s).unwrap())] }
+    WriteRequest {
+        preconditions: vec![],
+        ops: vec![WriteOp::Touch(parse_relationship(s).unwrap())],
+    }
 }
 
 async fn write_retrying(node: &RaftHandle, w: WriteRequest) -> Revision {
@@ -24,8 +27,17 @@ async fn write_retrying(node: &RaftHandle, w: WriteRequest) -> Revision {
 }
 
 fn start(store: &Arc<RocksStore>) -> RaftHandle {
-    let config = RaftConfig { tick: Duration::from_millis(10), ..RaftConfig::default() };
-    RaftHandle::start(config, store.raft_log(), store.clone() as Arc<dyn TupleStore>, NoTransport).unwrap()
+    let config = RaftConfig {
+        tick: Duration::from_millis(10),
+        ..RaftConfig::default()
+    };
+    RaftHandle::start(
+        config,
+        store.raft_log(),
+        store.clone() as Arc<dyn TupleStore>,
+        NoTransport,
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,16 +48,28 @@ async fn acknowledged_writes_survive_reopening() {
         let store = Arc::new(RocksStore::open(dir.path(), StoreOptions::default()).unwrap());
         let mut node = start(&store);
         for i in 0..50 {
-            acked.push((i, write_retrying(&node, touch(&format!("document:d{i}#viewer@user:u{i}"))).await));
+            acked.push((
+                i,
+                write_retrying(&node, touch(&format!("document:d{i}#viewer@user:u{i}"))).await,
+            ));
         }
         node.shutdown();
     }
     let store = Arc::new(RocksStore::open(dir.path(), StoreOptions::default()).unwrap());
     let last = acked.last().unwrap().1;
-    assert!(store.head() >= last, "head {} after reopen, last ack {last}", store.head());
+    assert!(
+        store.head() >= last,
+        "head {} after reopen, last ack {last}",
+        store.head()
+    );
     for (i, rev) in &acked {
         let r = store.reader(*rev).unwrap();
-        assert_eq!(r.by_resource(&ObjectRef::new("document", format!("d{i}")), "viewer").unwrap().len(), 1);
+        assert_eq!(
+            r.by_resource(&ObjectRef::new("document", format!("d{i}")), "viewer")
+                .unwrap()
+                .len(),
+            1
+        );
     }
     let node = start(&store);
     let next = write_retrying(&node, touch("document:after#viewer@user:x")).await;

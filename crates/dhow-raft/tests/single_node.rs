@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use dhow_raft::{LogStore, MemLog, NoTransport, RaftConfig, RaftError, RaftHandle, RawEntry};
 use dhow_tuples::{
-    parse_relationship, ObjectRef, Precondition, RelationshipFilter, Revision, SharedMemStore, TupleStore, WriteOp,
-    WriteRequest,
+    parse_relationship, ObjectRef, Precondition, RelationshipFilter, Revision, SharedMemStore,
+    TupleStore, WriteOp, WriteRequest,
 };
 
 /// A log that outlives the node using it, like a file on disk.
@@ -52,15 +52,27 @@ impl LogStore for SharedLog {
 }
 
 fn touch(s: &str) -> WriteRequest {
-    WriteRequest { preconditions: vec![], ops: vec![WriteOp::Touch(parse_relationship(s).unwrap())] }
+    WriteRequest {
+        preconditions: vec![],
+        ops: vec![WriteOp::Touch(parse_relationship(s).unwrap())],
+    }
 }
 
 fn config() -> RaftConfig {
-    RaftConfig { tick: Duration::from_millis(10), ..RaftConfig::default() }
+    RaftConfig {
+        tick: Duration::from_millis(10),
+        ..RaftConfig::default()
+    }
 }
 
 fn start(log: &SharedLog, store: &Arc<SharedMemStore>) -> RaftHandle {
-    RaftHandle::start(config(), log.clone(), store.clone() as Arc<dyn TupleStore>, NoTransport).unwrap()
+    RaftHandle::start(
+        config(),
+        log.clone(),
+        store.clone() as Arc<dyn TupleStore>,
+        NoTransport,
+    )
+    .unwrap()
 }
 
 async fn write_retrying(node: &RaftHandle, w: WriteRequest) -> Revision {
@@ -81,15 +93,30 @@ async fn writes_are_applied_at_their_revision_and_read_index_covers_them() {
     let store = Arc::new(SharedMemStore::new());
     let node = start(&log, &store);
     let r1 = write_retrying(&node, touch("document:a#viewer@user:alice")).await;
-    let r2 = node.write(touch("document:a#viewer@user:bob")).await.unwrap();
+    let r2 = node
+        .write(touch("document:a#viewer@user:bob"))
+        .await
+        .unwrap();
     assert!(r2 > r1, "{r2} > {r1}");
     assert!(node.applied() >= r2);
     let ri = node.read_index().await.unwrap();
-    assert!(ri >= r2, "read index {ri} must cover acknowledged write {r2}");
+    assert!(
+        ri >= r2,
+        "read index {ri} must cover acknowledged write {r2}"
+    );
     let reader = store.reader(r1).unwrap();
-    assert_eq!(reader.by_resource(&ObjectRef::new("document", "a"), "viewer").unwrap().len(), 1);
+    assert_eq!(
+        reader
+            .by_resource(&ObjectRef::new("document", "a"), "viewer")
+            .unwrap()
+            .len(),
+        1
+    );
     node.wait_applied(r2, Duration::from_secs(1)).await.unwrap();
-    let err = node.wait_applied(Revision(r2.0 + 100), Duration::from_millis(50)).await.unwrap_err();
+    let err = node
+        .wait_applied(Revision(r2.0 + 100), Duration::from_millis(50))
+        .await
+        .unwrap_err();
     assert!(matches!(err, RaftError::Timeout(_)), "{err}");
 }
 
@@ -102,7 +129,10 @@ async fn concurrent_writes_are_batched_and_each_answered() {
     let mut tasks = Vec::new();
     for i in 0..300 {
         let node = node.clone();
-        tasks.push(tokio::spawn(async move { node.write(touch(&format!("document:d{i}#viewer@user:u{i}"))).await }));
+        tasks.push(tokio::spawn(async move {
+            node.write(touch(&format!("document:d{i}#viewer@user:u{i}")))
+                .await
+        }));
     }
     let mut revisions = Vec::new();
     for t in tasks {
@@ -113,8 +143,21 @@ async fn concurrent_writes_are_batched_and_each_answered() {
     for (i, rev) in revisions.iter().enumerate() {
         let doc = ObjectRef::new("document", format!("d{i}"));
         // Visible at its own revision, not before.
-        assert_eq!(store.reader(*rev).unwrap().by_resource(&doc, "viewer").unwrap().len(), 1);
-        assert!(store.reader(Revision(rev.0 - 1)).unwrap().by_resource(&doc, "viewer").unwrap().is_empty());
+        assert_eq!(
+            store
+                .reader(*rev)
+                .unwrap()
+                .by_resource(&doc, "viewer")
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(store
+            .reader(Revision(rev.0 - 1))
+            .unwrap()
+            .by_resource(&doc, "viewer")
+            .unwrap()
+            .is_empty());
         assert_eq!(reader.by_resource(&doc, "viewer").unwrap().len(), 1);
     }
     let mut distinct = revisions.clone();
@@ -136,17 +179,34 @@ async fn a_rejected_write_changes_nothing_and_says_why() {
             resource_id: Some("nope".into()),
             ..Default::default()
         })],
-        ops: vec![WriteOp::Touch(parse_relationship("document:b#viewer@user:bob").unwrap())],
+        ops: vec![WriteOp::Touch(
+            parse_relationship("document:b#viewer@user:bob").unwrap(),
+        )],
     };
     let err = node.write(w).await.unwrap_err();
-    assert!(matches!(err, RaftError::Rejected(dhow_tuples::Error::PreconditionFailed(_))), "{err}");
+    assert!(
+        matches!(
+            err,
+            RaftError::Rejected(dhow_tuples::Error::PreconditionFailed(_))
+        ),
+        "{err}"
+    );
     {
         // A SharedMemStore reader holds its lock: drop it before the next write applies.
         let reader = store.reader(store.head()).unwrap();
-        assert!(reader.by_resource(&ObjectRef::new("document", "b"), "viewer").unwrap().is_empty());
+        assert!(reader
+            .by_resource(&ObjectRef::new("document", "b"), "viewer")
+            .unwrap()
+            .is_empty());
     }
-    let rev = node.write_schema("definition user {}".into()).await.unwrap();
-    assert_eq!(store.schema_at(rev).unwrap().unwrap().1, "definition user {}");
+    let rev = node
+        .write_schema("definition user {}".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.schema_at(rev).unwrap().unwrap().1,
+        "definition user {}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,18 +224,33 @@ async fn restart_keeps_revisions_and_replays_the_log_into_a_lost_store() {
     // Same log, same store: numbering continues.
     let mut node = start(&log, &store);
     let next = write_retrying(&node, touch("document:after#viewer@user:x")).await;
-    assert!(next > last, "revisions continue after a restart: {next} > {last}");
+    assert!(
+        next > last,
+        "revisions continue after a restart: {next} > {last}"
+    );
     node.shutdown();
     drop(node);
 
     // Same log, empty store (the state machine lost everything): the log replays it all.
     let fresh = Arc::new(SharedMemStore::new());
     let node = start(&log, &fresh);
-    node.wait_applied(next, Duration::from_secs(5)).await.unwrap();
+    node.wait_applied(next, Duration::from_secs(5))
+        .await
+        .unwrap();
     let reader = fresh.reader(next).unwrap();
     for i in 0..20 {
         let doc = ObjectRef::new("document", format!("d{i}"));
-        assert_eq!(reader.by_resource(&doc, "viewer").unwrap().len(), 1, "d{i} replayed");
+        assert_eq!(
+            reader.by_resource(&doc, "viewer").unwrap().len(),
+            1,
+            "d{i} replayed"
+        );
     }
-    assert_eq!(reader.by_resource(&ObjectRef::new("document", "after"), "viewer").unwrap().len(), 1);
+    assert_eq!(
+        reader
+            .by_resource(&ObjectRef::new("document", "after"), "viewer")
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -1,7 +1,8 @@
-//! The `dhow` binary: clap definitions and dispatch. The client commands (zed-like) live in
-//! `client/`, `dhow validate` in `validate.rs`.
+//! The `dhow` binary: clap definitions and dispatch. `dhow serve` lives in `serve.rs`, the
+//! client commands (zed-like) in `client/`, `dhow validate` in `validate.rs`.
 
 mod client;
+mod serve;
 mod validate;
 
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a Dhow node (a one-node cluster on ./data by default).
+    Serve(serve::ServeArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
     /// Run zed validation files (schema, relationships, assertions, expected relations),
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Client(c) => client::run(c),
         Command::Validate {
             files,

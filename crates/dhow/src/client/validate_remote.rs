@@ -68,7 +68,13 @@ async fn clear(conn: &Conn) -> Result<(), String> {
     let text = match current {
         Ok(r) => r.into_inner().schema_text,
         // No schema yet: nothing stored.
-        Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+        Err(s)
+            if s.code() == tonic::Code::NotFound
+                || (s.code() == tonic::Code::FailedPrecondition
+                    && s.message().contains("no schema")) =>
+        {
+            return Ok(())
+        }
         Err(s) => return Err(fail(conn, "reading the current schema", s)),
     };
     if text.trim().is_empty() {

@@ -1,0 +1,317 @@
+//! The one place where errors become gRPC statuses: every error of the engine, the tuple
+//! store, the schema compiler, the node and request validation maps here to a status code
+//! and a stable machine-readable reason (a `google.rpc.ErrorInfo` detail, domain `dhow.dev`).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use tonic::{Code, Status};
+use tonic_types::{BadRequest, ErrorDetail, ErrorInfo, StatusExt};
+
+use crate::node::NodeError;
+
+/// The `google.rpc.ErrorInfo` domain of every reason below.
+pub const DOMAIN: &str = "dhow.dev";
+
+/// The stable reasons, in `google.rpc.ErrorInfo.reason`. Clients branch on these, never on
+/// messages. Adding a reason is fine; renaming one is a breaking change.
+pub mod reason {
+    /// INVALID_ARGUMENT: a request field is missing or malformed (metadata `field`).
+    pub const INVALID_FIELD: &str = "INVALID_FIELD";
+    /// INVALID_ARGUMENT: the schema text does not compile (metadata `line`, `column`).
+    pub const SCHEMA_PARSE_ERROR: &str = "SCHEMA_PARSE_ERROR";
+    /// INVALID_ARGUMENT: a relationship the schema does not allow (subject type, expiration).
+    pub const INVALID_RELATIONSHIP: &str = "INVALID_RELATIONSHIP";
+    /// INVALID_ARGUMENT: a relationship appears twice in one write.
+    pub const DUPLICATE_RELATIONSHIP: &str = "DUPLICATE_RELATIONSHIP";
+    /// INVALID_ARGUMENT: more updates in one write than the server allows.
+    pub const TOO_MANY_UPDATES: &str = "TOO_MANY_UPDATES";
+    /// INVALID_ARGUMENT: a relationship carries a caveat; caveats are not supported yet.
+    pub const CAVEAT_UNSUPPORTED: &str = "CAVEAT_UNSUPPORTED";
+    /// INVALID_ARGUMENT: a consistency token that cannot be decoded.
+    pub const TOKEN_MALFORMED: &str = "TOKEN_MALFORMED";
+    /// INVALID_ARGUMENT: a consistency token issued by another cluster.
+    pub const TOKEN_WRONG_CLUSTER: &str = "TOKEN_WRONG_CLUSTER";
+    /// INVALID_ARGUMENT: a cursor that cannot be decoded or belongs to another request.
+    pub const CURSOR_INVALID: &str = "CURSOR_INVALID";
+    /// FAILED_PRECONDITION: the token's revision is older than the GC window.
+    pub const TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
+    /// FAILED_PRECONDITION: the object type is not defined in the schema.
+    pub const UNKNOWN_TYPE: &str = "UNKNOWN_TYPE";
+    /// FAILED_PRECONDITION: the relation or permission is not defined on the type.
+    pub const UNKNOWN_RELATION: &str = "UNKNOWN_RELATION";
+    /// FAILED_PRECONDITION: no schema has been written yet.
+    pub const NO_SCHEMA: &str = "NO_SCHEMA";
+    /// FAILED_PRECONDITION: a new schema would orphan stored relationships.
+    pub const SCHEMA_ORPHANS_RELATIONSHIPS: &str = "SCHEMA_ORPHANS_RELATIONSHIPS";
+    /// FAILED_PRECONDITION: a write's precondition did not hold.
+    pub const PRECONDITION_FAILED: &str = "PRECONDITION_FAILED";
+    /// FAILED_PRECONDITION: a Delete matched more than its limit, without partial deletes.
+    pub const DELETE_LIMIT_EXCEEDED: &str = "DELETE_LIMIT_EXCEEDED";
+    /// FAILED_PRECONDITION: an evaluation met a caveated relationship in the store.
+    pub const CAVEAT_EVALUATION_UNSUPPORTED: &str = "CAVEAT_EVALUATION_UNSUPPORTED";
+    /// ALREADY_EXISTS: a CREATE of a relationship that exists.
+    pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
+    /// RESOURCE_EXHAUSTED (as SpiceDB): the evaluation went deeper than the limit
+    /// (metadata `maximum_depth_allowed`).
+    pub const MAX_DEPTH_EXCEEDED: &str = "MAX_DEPTH_EXCEEDED";
+    /// UNAVAILABLE: no quorum, no leader, shutting down.
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// UNAVAILABLE: the node did not apply the asked revision in time.
+    pub const REVISION_NOT_APPLIED: &str = "REVISION_NOT_APPLIED";
+    /// UNAVAILABLE: a write or read index did not complete in time.
+    pub const TIMEOUT: &str = "TIMEOUT";
+    /// UNIMPLEMENTED: delegated checks (`actors`) arrive with the agents feature.
+    pub const DELEGATION_UNSUPPORTED: &str = "DELEGATION_UNSUPPORTED";
+    /// INTERNAL: the server or its storage failed.
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// An error on its way to the client: code, reason, message and optional field and metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: Code,
+    pub reason: &'static str,
+    pub message: String,
+    /// The request field at fault, as a path (`updates[3].relationship.subject`).
+    pub field: Option<String>,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {}: {}", self.code, self.reason, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Shorthand for handler results.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// An error with a code, a reason and a message.
+    pub fn new(code: Code, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            field: None,
+            metadata: Vec::new(),
+        }
+    }
+
+    /// Marks `field` as the field at fault and prefixes the message with it.
+    pub fn at(mut self, field: impl Into<String>) -> Self {
+        let field = field.into();
+        if !field.is_empty() {
+            self.message = format!("{field}: {}", self.message);
+            self.field = Some(field);
+        }
+        self
+    }
+
+    /// Adds one metadata entry.
+    pub fn with(mut self, key: &str, value: impl ToString) -> Self {
+        self.metadata.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// INVALID_ARGUMENT `INVALID_FIELD` naming `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::new(Code::InvalidArgument, reason::INVALID_FIELD, message).at(field)
+    }
+
+    /// INVALID_ARGUMENT `INVALID_FIELD`: a required field is absent or empty.
+    pub fn missing(field: impl Into<String>) -> Self {
+        ApiError::invalid(field, "required")
+    }
+
+    /// FAILED_PRECONDITION `NO_SCHEMA`.
+    pub fn no_schema() -> Self {
+        ApiError::new(
+            Code::FailedPrecondition,
+            reason::NO_SCHEMA,
+            "no schema written: write one with SchemaService.WriteSchema first",
+        )
+    }
+
+    /// INTERNAL.
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(Code::Internal, reason::INTERNAL, message)
+    }
+
+    /// UNAVAILABLE, e.g. while shutting down.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(Code::Unavailable, reason::UNAVAILABLE, message)
+    }
+
+    /// A schema that does not compile: INVALID_ARGUMENT with line and column of the first
+    /// diagnostic (every diagnostic is in the message, one a line).
+    pub fn schema(e: &dhow_schema::SchemaError) -> Self {
+        ApiError::new(
+            Code::InvalidArgument,
+            reason::SCHEMA_PARSE_ERROR,
+            format!("schema does not compile:\n{e}"),
+        )
+        .with("line", e.line())
+        .with("column", e.column())
+        .at("schema")
+    }
+
+    /// The status sent to the client, with `ErrorInfo` (and `BadRequest` when a field is
+    /// known) attached.
+    pub fn into_status(self) -> Status {
+        let mut metadata: HashMap<String, String> = self.metadata.into_iter().collect();
+        let mut details: Vec<ErrorDetail> = Vec::new();
+        if let Some(f) = &self.field {
+            metadata.insert("field".into(), f.clone());
+        }
+        details.push(ErrorInfo::new(self.reason, DOMAIN, metadata).into());
+        if let (Some(f), Code::InvalidArgument) = (&self.field, self.code) {
+            details.push(BadRequest::with_violation(f.clone(), self.message.clone()).into());
+        }
+        Status::with_error_details_vec(self.code, self.message, details)
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        e.into_status()
+    }
+}
+
+impl From<dhow_engine::Error> for ApiError {
+    fn from(e: dhow_engine::Error) -> Self {
+        use dhow_engine::Error as E;
+        let message = e.to_string();
+        match e {
+            E::UnknownType(t) => {
+                ApiError::new(Code::FailedPrecondition, reason::UNKNOWN_TYPE, message)
+                    .with("type", t)
+            }
+            E::UnknownRelation {
+                type_name,
+                relation,
+            } => ApiError::new(Code::FailedPrecondition, reason::UNKNOWN_RELATION, message)
+                .with("type", type_name)
+                .with("relation", relation),
+            E::MaxDepth { max_depth, .. } => {
+                ApiError::new(Code::ResourceExhausted, reason::MAX_DEPTH_EXCEEDED, message)
+                    .with("maximum_depth_allowed", max_depth)
+            }
+            E::CaveatUnsupported(_) => ApiError::new(
+                Code::FailedPrecondition,
+                reason::CAVEAT_EVALUATION_UNSUPPORTED,
+                message,
+            ),
+            E::InvalidRelationship(_) => {
+                ApiError::new(Code::InvalidArgument, reason::INVALID_RELATIONSHIP, message)
+            }
+            E::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<dhow_tuples::Error> for ApiError {
+    fn from(e: dhow_tuples::Error) -> Self {
+        use dhow_tuples::Error as E;
+        let message = e.to_string();
+        match e {
+            E::Parse { .. } | E::Invalid(_) => {
+                if message.contains("more than once") {
+                    ApiError::new(
+                        Code::InvalidArgument,
+                        reason::DUPLICATE_RELATIONSHIP,
+                        message,
+                    )
+                } else {
+                    ApiError::new(Code::InvalidArgument, reason::INVALID_FIELD, message)
+                }
+            }
+            E::AlreadyExists(r) => {
+                ApiError::new(Code::AlreadyExists, reason::ALREADY_EXISTS, message)
+                    .with("relationship", r)
+            }
+            E::PreconditionFailed(_) => ApiError::new(
+                Code::FailedPrecondition,
+                reason::PRECONDITION_FAILED,
+                message,
+            ),
+            E::Storage(_) => ApiError::internal(message),
+            E::RevisionUnavailable { asked, oldest, .. } if asked < oldest => ApiError::new(
+                Code::FailedPrecondition,
+                reason::TOKEN_EXPIRED,
+                format!("revision {asked} is older than the GC window (oldest readable: {oldest})"),
+            ),
+            E::RevisionUnavailable { .. } => {
+                ApiError::new(Code::Unavailable, reason::REVISION_NOT_APPLIED, message)
+            }
+        }
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Rejected(t) => t.into(),
+            NodeError::Unavailable(m) => ApiError::new(
+                Code::Unavailable,
+                reason::UNAVAILABLE,
+                format!("unavailable: {m}"),
+            ),
+            NodeError::Timeout(m) => ApiError::new(
+                Code::Unavailable,
+                reason::TIMEOUT,
+                format!("timed out: {m}"),
+            ),
+            NodeError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::internal(format!("request task failed: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_carries_reason_and_field() {
+        let s = ApiError::invalid("updates[3].relationship", "bad").into_status();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "updates[3].relationship: bad");
+        let info = s.get_details_error_info().unwrap();
+        assert_eq!(info.reason, reason::INVALID_FIELD);
+        assert_eq!(info.domain, DOMAIN);
+        assert_eq!(info.metadata["field"], "updates[3].relationship");
+        assert!(s.get_details_bad_request().is_some());
+    }
+
+    #[test]
+    fn engine_errors_map() {
+        let e: ApiError = dhow_engine::Error::MaxDepth {
+            max_depth: 50,
+            resource: dhow_tuples::ObjectRef::new("doc", "x"),
+            relation: "view".into(),
+        }
+        .into();
+        assert_eq!(e.code, Code::ResourceExhausted);
+        assert_eq!(e.reason, reason::MAX_DEPTH_EXCEEDED);
+        let e: ApiError = dhow_engine::Error::UnknownType("x".into()).into();
+        assert_eq!(e.code, Code::FailedPrecondition);
+        let e: ApiError = dhow_tuples::Error::RevisionUnavailable {
+            asked: 1,
+            oldest: 5,
+            newest: 9,
+        }
+        .into();
+        assert_eq!(e.reason, reason::TOKEN_EXPIRED);
+        let e: ApiError = NodeError::Unavailable("no leader".into()).into();
+        assert_eq!(e.code, Code::Unavailable);
+    }
+}

@@ -1,0 +1,109 @@
+//! Serving: the three `dhow.v1` services, gRPC health (`grpc.health.v1`) and server
+//! reflection (v1 and v1alpha) on one listener, with message size limits, a default request
+//! deadline, a tracing span per request and graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use dhow_proto::v1::permission_service_server::PermissionServiceServer;
+use dhow_proto::v1::relationship_service_server::RelationshipServiceServer;
+use dhow_proto::v1::schema_service_server::SchemaServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::node::Node;
+use crate::service::{Limits, PermissionSvc, RelationshipSvc, SchemaSvc, State};
+
+/// Why serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The gRPC transport failed (listener, HTTP/2).
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built from the descriptor sets.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The fully-qualified names of the public services (for health and reflection).
+pub const SERVICE_NAMES: [&str; 3] = [
+    dhow_proto::v1::permission_service_server::SERVICE_NAME,
+    dhow_proto::v1::relationship_service_server::SERVICE_NAME,
+    dhow_proto::v1::schema_service_server::SERVICE_NAME,
+];
+
+/// Serves the public API of `node` on `listener` until `shutdown` completes, then stops
+/// accepting, marks every service NOT_SERVING, ends Watch streams and drains in-flight calls.
+pub async fn serve<N: Node>(
+    node: Arc<N>,
+    config: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = Limits {
+        max_updates_per_write: config.max_updates_per_write,
+        consistency_timeout: config.consistency_timeout,
+    };
+    let state = Arc::new(State::new(node, limits, stop_rx));
+    let max = config.max_message_bytes;
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    for name in SERVICE_NAMES {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dhow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dhow_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let permission = PermissionServiceServer::new(PermissionSvc::new(state.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let relationship = RelationshipServiceServer::new(RelationshipSvc::new(state.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let schema = SchemaServiceServer::new(SchemaSvc::new(state))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining gRPC calls");
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for name in SERVICE_NAMES {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        let _ = stop_tx.send(true);
+    };
+
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, "serving dhow.v1");
+    Server::builder()
+        .timeout(config.request_timeout)
+        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        .add_service(health_svc)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(permission)
+        .add_service(relationship)
+        .add_service(schema)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! The `dhow.v1` gRPC services and the state they share. Handlers stay thin: validate the
+//! request, resolve the revision, call the engine, store or node (store reads in
+//! `spawn_blocking`), map the error in `error.rs`, attach the token.
+
+mod permission;
+mod relationship;
+mod schema;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dhow_proto::v1::{Consistency, ConsistencyToken};
+use dhow_tuples::Revision;
+use tokio::sync::{watch, RwLock};
+use tokio_stream::Stream;
+use tonic::Status;
+
+use crate::consistency;
+use crate::cursor::ResumePoint;
+use crate::error::{ApiError, ApiResult};
+use crate::node::Node;
+use crate::schema_cache::SchemaCache;
+use crate::token;
+
+pub use permission::PermissionSvc;
+pub use relationship::RelationshipSvc;
+pub use schema::SchemaSvc;
+
+/// A boxed response stream.
+pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Limits the handlers enforce.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_updates_per_write: usize,
+    pub consistency_timeout: Duration,
+}
+
+/// What every service shares.
+pub struct State<N: Node> {
+    pub node: Arc<N>,
+    pub schemas: SchemaCache,
+    pub limits: Limits,
+    /// Relationship writes hold it shared, schema writes exclusively: a write is validated
+    /// against the schema that is in force when it commits (on this server).
+    pub write_gate: RwLock<()>,
+    /// Becomes true when the server shuts down; long streams (Watch) end then.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl<N: Node> State<N> {
+    pub fn new(node: Arc<N>, limits: Limits, stop: watch::Receiver<bool>) -> Self {
+        State {
+            node,
+            schemas: SchemaCache::new(),
+            limits,
+            write_gate: RwLock::new(()),
+            stop,
+        }
+    }
+
+    /// The token of `rev`.
+    pub fn token(&self, rev: Revision) -> ConsistencyToken {
+        token::to_proto(self.node.cluster_id(), rev)
+    }
+
+    /// The revision a request is evaluated at.
+    pub async fn resolve(&self, c: Option<&Consistency>) -> ApiResult<Revision> {
+        consistency::resolve(
+            &*self.node,
+            c,
+            self.limits.consistency_timeout,
+            "consistency",
+        )
+        .await
+    }
+
+    /// The revision of a continued request: the cursor's, which the consistency (if set to
+    /// `at_exact_snapshot`) must agree with; otherwise resolved from the consistency.
+    pub async fn resolve_with_cursor(
+        &self,
+        c: Option<&Consistency>,
+        cursor: Option<&ResumePoint>,
+        cursor_field: &str,
+    ) -> ApiResult<Revision> {
+        let Some(cur) = cursor else {
+            return self.resolve(c).await;
+        };
+        use dhow_proto::v1::consistency::Requirement;
+        if let Some(Requirement::AtExactSnapshot(t)) = c.and_then(|c| c.requirement.as_ref()) {
+            let f = "consistency.at_exact_snapshot";
+            let asked = token::decode_for(self.node.cluster_id(), t, f)?;
+            if asked != cur.revision {
+                return Err(ApiError::invalid(
+                    cursor_field,
+                    format!(
+                        "the cursor continues a read at revision {}, but `{f}` asks for revision {asked}",
+                        cur.revision
+                    ),
+                ));
+            }
+        }
+        consistency::wait_for(&*self.node, cur.revision, self.limits.consistency_timeout).await?;
+        consistency::check_not_expired(&*self.node, cur.revision, cursor_field)?;
+        Ok(cur.revision)
+    }
+}
+
+/// Runs a store-reading closure on the blocking pool.
+pub async fn blocking<T, F>(f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> ApiResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// Maps an error for the client, logging server-side failures.
+pub fn status(e: ApiError) -> Status {
+    match e.code {
+        tonic::Code::Internal => tracing::error!(reason = e.reason, "{}", e.message),
+        tonic::Code::Unavailable => tracing::warn!(reason = e.reason, "{}", e.message),
+        _ => tracing::debug!(reason = e.reason, "{}", e.message),
+    }
+    e.into_status()
+}

@@ -1,0 +1,455 @@
+//! `PermissionService`: Check (with proofs), CheckBulk, Expand, LookupResources and
+//! LookupSubjects, each evaluated by the engine at one resolved revision.
+
+use std::sync::Arc;
+
+use dhow_engine::{CheckRequest as EngineCheck, Options, DEFAULT_MAX_DEPTH};
+use dhow_proto::v1 as pb;
+use dhow_proto::v1::permission_service_server::PermissionService;
+use dhow_tuples::{Subject, Timestamp};
+use tonic::{Code, Request, Response, Status};
+
+use super::{blocking, status, ResponseStream, State};
+use crate::convert::{self, check_ref, join};
+use crate::cursor::{fingerprint, CursorKind, Position, ResumePoint};
+use crate::error::{reason, ApiError, ApiResult};
+use crate::node::Node;
+
+/// The permission service over a node.
+pub struct PermissionSvc<N: Node> {
+    st: Arc<State<N>>,
+}
+
+impl<N: Node> PermissionSvc<N> {
+    pub fn new(st: Arc<State<N>>) -> Self {
+        PermissionSvc { st }
+    }
+}
+
+fn opts(explain: bool) -> Options {
+    Options {
+        now: Timestamp::now(),
+        explain,
+        max_depth: DEFAULT_MAX_DEPTH,
+    }
+}
+
+fn no_actors(actors: &[pb::SubjectReference], field: &str) -> ApiResult<()> {
+    if actors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::Unimplemented,
+            reason::DELEGATION_UNSUPPORTED,
+            "delegated checks arrive with the agents feature",
+        )
+        .at(field))
+    }
+}
+
+/// A checked item, validated against the request's shape.
+struct Item {
+    check: EngineCheck,
+    explain: bool,
+    /// The field prefix of the item (`""` for Check, `items[3]` for CheckBulk).
+    field: String,
+}
+
+fn check_item(
+    prefix: &str,
+    resource: Option<&pb::ObjectReference>,
+    permission: &str,
+    subject: Option<&pb::SubjectReference>,
+    actors: &[pb::SubjectReference],
+    explain: bool,
+) -> ApiResult<Item> {
+    let resource = convert::object(resource, &join(prefix, "resource"), false)?;
+    let permission = convert::relation_name(permission, &join(prefix, "permission"))?;
+    let subject = convert::subject(subject, &join(prefix, "subject"), false)?;
+    no_actors(actors, &join(prefix, "actors"))?;
+    Ok(Item {
+        check: EngineCheck::new(resource, permission, subject),
+        explain,
+        field: prefix.to_string(),
+    })
+}
+
+/// Checks the item's names against the schema, naming its fields.
+fn check_item_schema(engine: &dhow_engine::Engine, it: &Item) -> ApiResult<()> {
+    let p = &it.field;
+    check_ref(
+        engine,
+        &it.check.resource.object_type,
+        Some(&it.check.permission),
+        &join(p, "resource.object_type"),
+        &join(p, "permission"),
+    )?;
+    check_ref(
+        engine,
+        &it.check.subject.object.object_type,
+        it.check.subject.relation.as_deref(),
+        &join(p, "subject.object.object_type"),
+        &join(p, "subject.optional_relation"),
+    )
+}
+
+fn permissionship(allowed: bool) -> i32 {
+    if allowed {
+        pb::Permissionship::HasPermission as i32
+    } else {
+        pb::Permissionship::NoPermission as i32
+    }
+}
+
+fn bulk_error(e: ApiError) -> pb::check_bulk_response_item::Response {
+    pb::check_bulk_response_item::Response::Error(pb::CheckBulkError {
+        code: e.code as i32,
+        message: e.message,
+        reason: e.reason.to_string(),
+    })
+}
+
+impl<N: Node> PermissionSvc<N> {
+    async fn do_check(&self, req: pb::CheckRequest) -> ApiResult<pb::CheckResponse> {
+        let item = check_item(
+            "",
+            req.resource.as_ref(),
+            &req.permission,
+            req.subject.as_ref(),
+            &req.actors,
+            req.explain,
+        )?;
+        let rev = self.st.resolve(req.consistency.as_ref()).await?;
+        let st = self.st.clone();
+        let result = blocking(move || {
+            let store = st.node.store();
+            let schema = st.schemas.require(&*store, rev)?;
+            check_item_schema(&schema.engine, &item)?;
+            let reader = store.reader(rev)?;
+            Ok(schema
+                .engine
+                .check(&reader, &item.check, opts(item.explain))?)
+        })
+        .await?;
+        Ok(pb::CheckResponse {
+            checked_at: Some(self.st.token(rev)),
+            permissionship: permissionship(result.allowed),
+            proof: result.proof.as_ref().map(convert::proof_pb),
+            actor_proofs: Vec::new(),
+        })
+    }
+
+    async fn do_check_bulk(&self, req: pb::CheckBulkRequest) -> ApiResult<pb::CheckBulkResponse> {
+        // Shape errors fail their item only, as a unary Check would have failed.
+        let items: Vec<ApiResult<Item>> = req
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| {
+                check_item(
+                    &format!("items[{i}]"),
+                    it.resource.as_ref(),
+                    &it.permission,
+                    it.subject.as_ref(),
+                    &it.actors,
+                    it.explain,
+                )
+            })
+            .collect();
+        let rev = self.st.resolve(req.consistency.as_ref()).await?;
+        let st = self.st.clone();
+        let outcomes = blocking(move || {
+            let store = st.node.store();
+            let schema = st.schemas.require(&*store, rev)?;
+            let engine = &schema.engine;
+            let reader = store.reader(rev)?;
+            let mut out: Vec<Option<ApiResult<dhow_engine::CheckResult>>> = items
+                .iter()
+                .map(|it| match it {
+                    Err(e) => Some(Err(e.clone())),
+                    Ok(it) => check_item_schema(engine, it).err().map(Err),
+                })
+                .collect();
+            // The valid items, evaluated in two bulk calls (with and without proofs).
+            for explain in [false, true] {
+                let idx: Vec<usize> = items
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, it)| {
+                        out[*i].is_none() && matches!(it, Ok(x) if x.explain == explain)
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                let reqs: Vec<EngineCheck> = idx
+                    .iter()
+                    .filter_map(|i| items[*i].as_ref().ok().map(|it| it.check.clone()))
+                    .collect();
+                let results = engine.check_bulk(&reader, &reqs, opts(explain));
+                for (i, r) in idx.into_iter().zip(results) {
+                    out[i] = Some(r.map_err(ApiError::from));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        let items = req
+            .items
+            .into_iter()
+            .zip(outcomes)
+            .map(|(request, o)| {
+                let response = match o {
+                    Some(Ok(r)) => {
+                        pb::check_bulk_response_item::Response::Result(pb::CheckBulkResult {
+                            permissionship: permissionship(r.allowed),
+                            proof: r.proof.as_ref().map(convert::proof_pb),
+                            actor_proofs: Vec::new(),
+                        })
+                    }
+                    Some(Err(e)) => bulk_error(e),
+                    None => bulk_error(ApiError::internal("check was not evaluated")),
+                };
+                pb::CheckBulkResponseItem {
+                    request: Some(request),
+                    response: Some(response),
+                }
+            })
+            .collect();
+        Ok(pb::CheckBulkResponse {
+            checked_at: Some(self.st.token(rev)),
+            items,
+        })
+    }
+
+    async fn do_expand(&self, req: pb::ExpandRequest) -> ApiResult<pb::ExpandResponse> {
+        let resource = convert::object(req.resource.as_ref(), "resource", false)?;
+        let permission = convert::relation_name(&req.permission, "permission")?;
+        let rev = self.st.resolve(req.consistency.as_ref()).await?;
+        let st = self.st.clone();
+        let tree = blocking(move || {
+            let store = st.node.store();
+            let schema = st.schemas.require(&*store, rev)?;
+            check_ref(
+                &schema.engine,
+                &resource.object_type,
+                Some(&permission),
+                "resource.object_type",
+                "permission",
+            )?;
+            let reader = store.reader(rev)?;
+            Ok(schema
+                .engine
+                .expand(&reader, &resource, &permission, opts(false))?)
+        })
+        .await?;
+        Ok(pb::ExpandResponse {
+            expanded_at: Some(self.st.token(rev)),
+            tree: Some(convert::expand_pb(&tree)),
+        })
+    }
+
+    async fn do_lookup_resources(
+        &self,
+        req: pb::LookupResourcesRequest,
+    ) -> ApiResult<Vec<pb::LookupResourcesResponse>> {
+        let rtype = convert::type_name(&req.resource_object_type, "resource_object_type")?;
+        let permission = convert::relation_name(&req.permission, "permission")?;
+        let subject = convert::subject(req.subject.as_ref(), "subject", false)?;
+        let cluster = self.st.node.cluster_id();
+        let fp = fingerprint(&[&rtype, &permission, &subject.to_string()]);
+        let resume = req
+            .optional_cursor
+            .as_ref()
+            .map(|c| {
+                ResumePoint::decode(
+                    c,
+                    CursorKind::LookupResources,
+                    cluster,
+                    fp,
+                    "optional_cursor",
+                )
+            })
+            .transpose()?;
+        let after = match resume.as_ref().map(|r| &r.position) {
+            Some(Position::ResourceId(id)) => Some(id.clone()),
+            _ => None,
+        };
+        let rev = self
+            .st
+            .resolve_with_cursor(req.consistency.as_ref(), resume.as_ref(), "optional_cursor")
+            .await?;
+        let st = self.st.clone();
+        let limit = req.optional_limit as usize;
+        let (rt, perm, subj) = (rtype.clone(), permission.clone(), subject.clone());
+        let ids = blocking(move || {
+            let store = st.node.store();
+            let schema = st.schemas.require(&*store, rev)?;
+            lookup_refs(&schema.engine, &rt, &perm, &subj)?;
+            let reader = store.reader(rev)?;
+            Ok(schema
+                .engine
+                .lookup_resources(&reader, &rt, &perm, &subj, opts(false))?)
+        })
+        .await?;
+        let mut ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| after.as_ref().is_none_or(|a| id > a))
+            .collect();
+        ids.sort();
+        if limit > 0 {
+            ids.truncate(limit);
+        }
+        let token = self.st.token(rev);
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let cursor = ResumePoint {
+                    kind: CursorKind::LookupResources,
+                    cluster_id: cluster,
+                    revision: rev,
+                    fingerprint: fp,
+                    position: Position::ResourceId(id.clone()),
+                }
+                .encode();
+                pb::LookupResourcesResponse {
+                    looked_up_at: Some(token.clone()),
+                    resource_object_id: id,
+                    after_result_cursor: Some(cursor),
+                }
+            })
+            .collect())
+    }
+
+    async fn do_lookup_subjects(
+        &self,
+        req: pb::LookupSubjectsRequest,
+    ) -> ApiResult<Vec<pb::LookupSubjectsResponse>> {
+        let resource = convert::object(req.resource.as_ref(), "resource", false)?;
+        let permission = convert::relation_name(&req.permission, "permission")?;
+        let stype = convert::type_name(&req.subject_object_type, "subject_object_type")?;
+        let srel =
+            convert::subject_relation(&req.optional_subject_relation, "optional_subject_relation")?;
+        let rev = self.st.resolve(req.consistency.as_ref()).await?;
+        let st = self.st.clone();
+        let found = blocking(move || {
+            let store = st.node.store();
+            let schema = st.schemas.require(&*store, rev)?;
+            let e = &schema.engine;
+            check_ref(
+                e,
+                &resource.object_type,
+                Some(&permission),
+                "resource.object_type",
+                "permission",
+            )?;
+            check_ref(
+                e,
+                &stype,
+                srel.as_deref(),
+                "subject_object_type",
+                "optional_subject_relation",
+            )?;
+            let reader = store.reader(rev)?;
+            Ok(e.lookup_subjects(
+                &reader,
+                &resource,
+                &permission,
+                &stype,
+                srel.as_deref(),
+                opts(false),
+            )?)
+        })
+        .await?;
+        let token = self.st.token(rev);
+        Ok(found
+            .into_iter()
+            .map(|f| pb::LookupSubjectsResponse {
+                looked_up_at: Some(token.clone()),
+                subject: Some(convert::subject_pb(&f.subject)),
+                excluded_subjects: f.excluded.iter().map(convert::subject_pb).collect(),
+            })
+            .collect())
+    }
+}
+
+fn lookup_refs(
+    engine: &dhow_engine::Engine,
+    rtype: &str,
+    perm: &str,
+    subject: &Subject,
+) -> ApiResult<()> {
+    check_ref(
+        engine,
+        rtype,
+        Some(perm),
+        "resource_object_type",
+        "permission",
+    )?;
+    check_ref(
+        engine,
+        &subject.object.object_type,
+        subject.relation.as_deref(),
+        "subject.object.object_type",
+        "subject.optional_relation",
+    )
+}
+
+fn stream_of<T: Send + 'static>(items: Vec<T>) -> ResponseStream<T> {
+    Box::pin(tokio_stream::iter(items.into_iter().map(Ok)))
+}
+
+#[tonic::async_trait]
+impl<N: Node> PermissionService for PermissionSvc<N> {
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        self.do_check(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn check_bulk(
+        &self,
+        request: Request<pb::CheckBulkRequest>,
+    ) -> Result<Response<pb::CheckBulkResponse>, Status> {
+        self.do_check_bulk(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn expand(
+        &self,
+        request: Request<pb::ExpandRequest>,
+    ) -> Result<Response<pb::ExpandResponse>, Status> {
+        self.do_expand(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    type LookupResourcesStream = ResponseStream<pb::LookupResourcesResponse>;
+
+    async fn lookup_resources(
+        &self,
+        request: Request<pb::LookupResourcesRequest>,
+    ) -> Result<Response<Self::LookupResourcesStream>, Status> {
+        self.do_lookup_resources(request.into_inner())
+            .await
+            .map(|v| Response::new(stream_of(v)))
+            .map_err(status)
+    }
+
+    type LookupSubjectsStream = ResponseStream<pb::LookupSubjectsResponse>;
+
+    async fn lookup_subjects(
+        &self,
+        request: Request<pb::LookupSubjectsRequest>,
+    ) -> Result<Response<Self::LookupSubjectsStream>, Status> {
+        self.do_lookup_subjects(request.into_inner())
+            .await
+            .map(|v| Response::new(stream_of(v)))
+            .map_err(status)
+    }
+}

@@ -1,0 +1,704 @@
+//! `RelationshipService`: Write, Delete by filter, Read (paginated at one snapshot), Watch
+//! (resumable change stream), Import (client stream of batches) and Export.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dhow_proto::v1 as pb;
+use dhow_proto::v1::relationship_service_server::RelationshipService;
+use dhow_tuples::{
+    Precondition, Relationship, RelationshipFilter, Revision, Timestamp, WriteOp, WriteRequest,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::{blocking, status, ResponseStream, State};
+use crate::consistency;
+use crate::convert::{self, check_filter, check_ref, join};
+use crate::cursor::{fingerprint, CursorKind, Position, ResumePoint};
+use crate::error::{reason, ApiError, ApiResult};
+use crate::node::{Node, NodeError};
+use crate::token;
+
+/// Relationships read from the store per page (Read, Export, Delete).
+const PAGE: usize = 1000;
+/// Changes read per Watch poll (a revision's changes are never split).
+const WATCH_PAGE: usize = 1000;
+/// How long a Watch waits for a new revision before checking its client is still there.
+const WATCH_WAIT: Duration = Duration::from_secs(30);
+
+/// The relationship service over a node.
+pub struct RelationshipSvc<N: Node> {
+    st: Arc<State<N>>,
+}
+
+impl<N: Node> RelationshipSvc<N> {
+    pub fn new(st: Arc<State<N>>) -> Self {
+        RelationshipSvc { st }
+    }
+}
+
+/// Validates a relationship to be stored against the schema, naming the field at fault.
+fn validate_stored(engine: &dhow_engine::Engine, r: &Relationship, field: &str) -> ApiResult<()> {
+    use dhow_engine::Error as E;
+    engine.validate_relationship(r).map_err(|e| {
+        let sub = match &e {
+            E::UnknownType(t) if *t == r.resource.object_type => "resource.object_type",
+            E::UnknownType(_) => "subject.object.object_type",
+            E::UnknownRelation {
+                type_name,
+                relation,
+            } if *type_name == r.resource.object_type && *relation == r.relation => "relation",
+            E::UnknownRelation { .. } => "subject.optional_relation",
+            _ => "",
+        };
+        ApiError::from(e).at(join(field, sub))
+    })
+}
+
+/// Validates the names of a relationship to be deleted (only its key matters).
+fn validate_deleted(engine: &dhow_engine::Engine, r: &Relationship, field: &str) -> ApiResult<()> {
+    check_ref(
+        engine,
+        &r.resource.object_type,
+        Some(&r.relation),
+        &join(field, "resource.object_type"),
+        &join(field, "relation"),
+    )?;
+    check_ref(
+        engine,
+        &r.subject.object.object_type,
+        r.subject.relation.as_deref(),
+        &join(field, "subject.object.object_type"),
+        &join(field, "subject.optional_relation"),
+    )
+}
+
+fn preconditions(pre: &[pb::Precondition]) -> ApiResult<Vec<Precondition>> {
+    use pb::precondition::Operation;
+    pre.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let field = format!("optional_preconditions[{i}]");
+            let filter = convert::filter(p.filter.as_ref(), &join(&field, "filter"))?;
+            match Operation::try_from(p.operation) {
+                Ok(Operation::MustMatch) => Ok(Precondition::MustMatch(filter)),
+                Ok(Operation::MustNotMatch) => Ok(Precondition::MustNotMatch(filter)),
+                _ => Err(ApiError::invalid(
+                    join(&field, "operation"),
+                    "must be OPERATION_MUST_MATCH or OPERATION_MUST_NOT_MATCH",
+                )),
+            }
+        })
+        .collect()
+}
+
+fn check_preconditions_schema(engine: &dhow_engine::Engine, pre: &[Precondition]) -> ApiResult<()> {
+    for (i, p) in pre.iter().enumerate() {
+        let (Precondition::MustMatch(f) | Precondition::MustNotMatch(f)) = p;
+        check_filter(engine, f, &format!("optional_preconditions[{i}].filter"))?;
+    }
+    Ok(())
+}
+
+type Key = (String, String, String, String, String, Option<String>);
+
+fn key(r: &Relationship) -> Key {
+    (
+        r.resource.object_type.clone(),
+        r.resource.object_id.clone(),
+        r.relation.clone(),
+        r.subject.object.object_type.clone(),
+        r.subject.object.object_id.clone(),
+        r.subject.relation.clone(),
+    )
+}
+
+/// Maps a refused write, pointing at the update a CREATE conflict came from.
+fn write_error(e: NodeError, rels: &[(String, &Relationship)]) -> ApiError {
+    if let NodeError::Rejected(dhow_tuples::Error::AlreadyExists(text)) = &e {
+        if let Some((field, _)) = rels.iter().find(|(_, r)| r.to_string() == *text) {
+            return ApiError::from(e).at(field.clone());
+        }
+    }
+    ApiError::from(e)
+}
+
+/// One page of relationships matching `filter` at `rev`, after `after`.
+async fn read_page<N: Node>(
+    st: &Arc<State<N>>,
+    rev: Revision,
+    filter: &RelationshipFilter,
+    after: Option<Relationship>,
+    n: usize,
+) -> ApiResult<Vec<Relationship>> {
+    let st = st.clone();
+    let filter = filter.clone();
+    blocking(move || {
+        let store = st.node.store();
+        let reader = store.reader(rev)?;
+        Ok(reader.read(&filter, after.as_ref(), n)?)
+    })
+    .await
+}
+
+impl<N: Node> RelationshipSvc<N> {
+    async fn do_write(&self, req: pb::WriteRequest) -> ApiResult<pb::WriteResponse> {
+        use pb::relationship_update::Operation;
+        let max = self.st.limits.max_updates_per_write;
+        if req.updates.len() > max {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                reason::TOO_MANY_UPDATES,
+                format!(
+                    "{} updates in one write; at most {max} are allowed (split the write, or use Import)",
+                    req.updates.len()
+                ),
+            )
+            .with("max_updates_per_write", max)
+            .at("updates"));
+        }
+        let mut ops = Vec::with_capacity(req.updates.len());
+        let mut seen: HashMap<Key, usize> = HashMap::new();
+        for (i, u) in req.updates.iter().enumerate() {
+            let field = format!("updates[{i}]");
+            let rel =
+                convert::relationship(u.relationship.as_ref(), &join(&field, "relationship"))?;
+            let op = match Operation::try_from(u.operation) {
+                Ok(Operation::Create) => WriteOp::Create(rel),
+                Ok(Operation::Touch) => WriteOp::Touch(rel),
+                Ok(Operation::Delete) => WriteOp::Delete(rel),
+                _ => {
+                    return Err(ApiError::invalid(
+                        join(&field, "operation"),
+                        "must be OPERATION_CREATE, OPERATION_TOUCH or OPERATION_DELETE",
+                    ))
+                }
+            };
+            let (WriteOp::Create(r) | WriteOp::Touch(r) | WriteOp::Delete(r)) = &op;
+            if let Some(first) = seen.insert(key(r), i) {
+                return Err(ApiError::new(
+                    Code::InvalidArgument,
+                    reason::DUPLICATE_RELATIONSHIP,
+                    format!("relationship `{r}` appears more than once in one write (first at updates[{first}])"),
+                )
+                .at(join(&field, "relationship")));
+            }
+            ops.push(op);
+        }
+        let pre = preconditions(&req.optional_preconditions)?;
+
+        let _gate = self.st.write_gate.read().await;
+        let rev = self.st.node.applied();
+        let st = self.st.clone();
+        let (ops, pre) = blocking(move || {
+            let store = st.node.store();
+            let schema = st.schemas.require(&*store, rev)?;
+            for (i, op) in ops.iter().enumerate() {
+                let field = format!("updates[{i}].relationship");
+                match op {
+                    WriteOp::Create(r) | WriteOp::Touch(r) => {
+                        validate_stored(&schema.engine, r, &field)?
+                    }
+                    WriteOp::Delete(r) => validate_deleted(&schema.engine, r, &field)?,
+                }
+            }
+            check_preconditions_schema(&schema.engine, &pre)?;
+            Ok((ops, pre))
+        })
+        .await?;
+        let fields: Vec<(String, Relationship)> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| {
+                let (WriteOp::Create(r) | WriteOp::Touch(r) | WriteOp::Delete(r)) = op;
+                (format!("updates[{i}].relationship"), r.clone())
+            })
+            .collect();
+        let rev = self
+            .st
+            .node
+            .write(WriteRequest {
+                preconditions: pre,
+                ops,
+            })
+            .await
+            .map_err(|e| {
+                let refs: Vec<(String, &Relationship)> =
+                    fields.iter().map(|(f, r)| (f.clone(), r)).collect();
+                write_error(e, &refs)
+            })?;
+        Ok(pb::WriteResponse {
+            written_at: Some(self.st.token(rev)),
+        })
+    }
+
+    async fn do_delete(&self, req: pb::DeleteRequest) -> ApiResult<pb::DeleteResponse> {
+        let filter = convert::filter(req.filter.as_ref(), "filter")?;
+        let pre = preconditions(&req.optional_preconditions)?;
+        let limit = req.optional_limit as usize;
+        let _gate = self.st.write_gate.read().await;
+        let rev = self.st.node.applied();
+        {
+            let st = self.st.clone();
+            let (f, p) = (filter.clone(), pre.clone());
+            blocking(move || {
+                let store = st.node.store();
+                let schema = st.schemas.require(&*store, rev)?;
+                check_filter(&schema.engine, &f, "filter")?;
+                check_preconditions_schema(&schema.engine, &p)
+            })
+            .await?;
+        }
+        // Read one more than the limit, to know whether matches remain.
+        let want = if limit == 0 { usize::MAX } else { limit + 1 };
+        let mut matches: Vec<Relationship> = Vec::new();
+        let mut after = None;
+        while matches.len() < want {
+            let n = PAGE.min(want - matches.len());
+            let page = read_page(&self.st, rev, &filter, after.take(), n).await?;
+            let done = page.len() < n;
+            after = page.last().cloned();
+            matches.extend(page);
+            if done {
+                break;
+            }
+        }
+        let mut partial = false;
+        if limit > 0 && matches.len() > limit {
+            if !req.optional_allow_partial_deletions {
+                return Err(ApiError::new(
+                    Code::FailedPrecondition,
+                    reason::DELETE_LIMIT_EXCEEDED,
+                    format!(
+                        "more than {limit} relationships match the filter; raise optional_limit or set \
+                         optional_allow_partial_deletions"
+                    ),
+                )
+                .with("limit", limit)
+                .at("optional_limit"));
+            }
+            matches.truncate(limit);
+            partial = true;
+        }
+        let count = matches.len() as u64;
+        let rev = self
+            .st
+            .node
+            .write(WriteRequest {
+                preconditions: pre,
+                ops: matches.into_iter().map(WriteOp::Delete).collect(),
+            })
+            .await?;
+        Ok(pb::DeleteResponse {
+            deleted_at: Some(self.st.token(rev)),
+            deleted_count: count,
+            partial,
+        })
+    }
+
+    async fn do_read(&self, req: pb::ReadRequest) -> ApiResult<ResponseStream<pb::ReadResponse>> {
+        let filter = convert::filter(req.filter.as_ref(), "filter")?;
+        let cluster = self.st.node.cluster_id();
+        let fp = fingerprint(&[&convert::filter_key(&filter)]);
+        let resume = req
+            .optional_cursor
+            .as_ref()
+            .map(|c| ResumePoint::decode(c, CursorKind::Read, cluster, fp, "optional_cursor"))
+            .transpose()?;
+        let rev = self
+            .st
+            .resolve_with_cursor(req.consistency.as_ref(), resume.as_ref(), "optional_cursor")
+            .await?;
+        {
+            let st = self.st.clone();
+            let f = filter.clone();
+            blocking(move || {
+                let store = st.node.store();
+                let schema = st.schemas.require(&*store, rev)?;
+                check_filter(&schema.engine, &f, "filter")
+            })
+            .await?;
+        }
+        let mut after = match resume.map(|r| r.position) {
+            Some(Position::Relationship(r)) => Some(r),
+            _ => None,
+        };
+        let limit = req.optional_limit as usize;
+        let (tx, rx) = mpsc::channel(64);
+        let st = self.st.clone();
+        let token = st.token(rev);
+        tokio::spawn(async move {
+            let mut sent = 0usize;
+            let now = Timestamp::now();
+            loop {
+                let page = match read_page(&st, rev, &filter, after.take(), PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                };
+                let done = page.len() < PAGE;
+                after = page.last().cloned();
+                for r in page {
+                    if r.is_expired_at(now) {
+                        continue;
+                    }
+                    let cursor = ResumePoint {
+                        kind: CursorKind::Read,
+                        cluster_id: cluster,
+                        revision: rev,
+                        fingerprint: fp,
+                        position: Position::Relationship(r.clone()),
+                    }
+                    .encode();
+                    let msg = pb::ReadResponse {
+                        read_at: Some(token.clone()),
+                        relationship: Some(convert::relationship_pb(&r)),
+                        after_result_cursor: Some(cursor),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                    if limit > 0 && sent >= limit {
+                        return;
+                    }
+                }
+                if done {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn do_watch(
+        &self,
+        req: pb::WatchRequest,
+    ) -> ApiResult<ResponseStream<pb::WatchResponse>> {
+        let types: Vec<String> = req
+            .optional_object_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| convert::type_name(t, &format!("optional_object_types[{i}]")))
+            .collect::<ApiResult<_>>()?;
+        let node = &self.st.node;
+        let start = match &req.optional_start_cursor {
+            Some(t) => {
+                let rev = token::decode_for(node.cluster_id(), t, "optional_start_cursor")?;
+                consistency::wait_for(&**node, rev, self.st.limits.consistency_timeout).await?;
+                consistency::check_not_expired(&**node, rev, "optional_start_cursor")?;
+                rev
+            }
+            None => node.applied(),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let st = self.st.clone();
+        tokio::spawn(async move { watch_loop(st, start, types, tx).await });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn do_import(
+        &self,
+        mut stream: Streaming<pb::ImportRequest>,
+    ) -> Result<pb::ImportResponse, Status> {
+        let max = self.st.limits.max_updates_per_write;
+        let mut loaded: u64 = 0;
+        let mut last: Option<Revision> = None;
+        let mut batch_no: usize = 0;
+        while let Some(batch) = stream.message().await? {
+            let rels = batch
+                .relationships
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    convert::relationship(Some(r), &format!("relationships[{i}]"))
+                        .map_err(|e| e.with("batch", batch_no))
+                })
+                .collect::<ApiResult<Vec<_>>>()
+                .map_err(status)?;
+            // TOUCH semantics: a later copy of a relationship replaces an earlier one.
+            let mut chunks: Vec<(Vec<Relationship>, u64)> = Vec::new();
+            for chunk in rels.chunks(max) {
+                let mut index: HashMap<Key, usize> = HashMap::new();
+                let mut out: Vec<Relationship> = Vec::with_capacity(chunk.len());
+                for r in chunk {
+                    match index.get(&key(r)) {
+                        Some(&j) => out[j] = r.clone(),
+                        None => {
+                            index.insert(key(r), out.len());
+                            out.push(r.clone());
+                        }
+                    }
+                }
+                chunks.push((out, chunk.len() as u64));
+            }
+            for (ci, (chunk, n)) in chunks.into_iter().enumerate() {
+                let _gate = self.st.write_gate.read().await;
+                let rev = self.st.node.applied();
+                let st = self.st.clone();
+                let chunk = blocking(move || {
+                    let store = st.node.store();
+                    let schema = st.schemas.require(&*store, rev)?;
+                    for (i, r) in chunk.iter().enumerate() {
+                        validate_stored(
+                            &schema.engine,
+                            r,
+                            &format!("relationships[{}]", ci * max + i),
+                        )
+                        .map_err(|e| e.with("batch", batch_no))?;
+                    }
+                    Ok(chunk)
+                })
+                .await
+                .map_err(status)?;
+                let rev = self
+                    .st
+                    .node
+                    .write(WriteRequest {
+                        preconditions: Vec::new(),
+                        ops: chunk.into_iter().map(WriteOp::Touch).collect(),
+                    })
+                    .await
+                    .map_err(|e| status(ApiError::from(e).with("batch", batch_no)))?;
+                loaded += n;
+                last = Some(rev);
+            }
+            batch_no += 1;
+        }
+        let rev = last.unwrap_or_else(|| self.st.node.applied());
+        Ok(pb::ImportResponse {
+            loaded_count: loaded,
+            written_at: Some(self.st.token(rev)),
+        })
+    }
+
+    async fn do_export(
+        &self,
+        req: pb::ExportRequest,
+    ) -> ApiResult<ResponseStream<pb::ExportResponse>> {
+        let cluster = self.st.node.cluster_id();
+        let fp = fingerprint(&["export"]);
+        let resume = req
+            .optional_cursor
+            .as_ref()
+            .map(|c| ResumePoint::decode(c, CursorKind::Export, cluster, fp, "optional_cursor"))
+            .transpose()?;
+        let rev = self
+            .st
+            .resolve_with_cursor(req.consistency.as_ref(), resume.as_ref(), "optional_cursor")
+            .await?;
+        let mut after = match resume.map(|r| r.position) {
+            Some(Position::Relationship(r)) => Some(r),
+            _ => None,
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let st = self.st.clone();
+        let token = st.token(rev);
+        tokio::spawn(async move {
+            let all = RelationshipFilter::default();
+            let now = Timestamp::now();
+            let mut sent_any = false;
+            loop {
+                let page = match read_page(&st, rev, &all, after.take(), PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                };
+                let done = page.len() < PAGE;
+                after = page.last().cloned();
+                let relationships: Vec<pb::Relationship> = page
+                    .iter()
+                    .filter(|r| !r.is_expired_at(now))
+                    .map(convert::relationship_pb)
+                    .collect();
+                // Every batch is sent unless it is empty; the last one always is, so that
+                // even an empty export tells its revision.
+                if !relationships.is_empty() || (done && !sent_any) {
+                    let cursor = after.clone().map(|r| {
+                        ResumePoint {
+                            kind: CursorKind::Export,
+                            cluster_id: cluster,
+                            revision: rev,
+                            fingerprint: fp,
+                            position: Position::Relationship(r),
+                        }
+                        .encode()
+                    });
+                    let msg = pb::ExportResponse {
+                        exported_at: Some(token.clone()),
+                        relationships,
+                        after_result_cursor: cursor,
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                    sent_any = true;
+                }
+                if done {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+fn change_pb(c: &dhow_tuples::Change) -> pb::RelationshipChange {
+    use pb::relationship_change::Operation;
+    pb::RelationshipChange {
+        operation: if c.deleted {
+            Operation::Delete
+        } else {
+            Operation::Touch
+        } as i32,
+        relationship: Some(convert::relationship_pb(&c.relationship)),
+    }
+}
+
+/// Streams changes after `after` until the client goes away or the server stops. Each
+/// response's `changes_through` is a revision through which every change was sent, so a
+/// client resuming from it misses nothing and sees nothing twice.
+async fn watch_loop<N: Node>(
+    st: Arc<State<N>>,
+    mut after: Revision,
+    types: Vec<String>,
+    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+) {
+    let mut stop = st.stop.clone();
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        // Everything at or below `applied` is in the store before we read it.
+        let applied = st.node.applied();
+        let changes = {
+            let st = st.clone();
+            blocking(move || Ok(st.node.store().changes(after, WATCH_PAGE)?)).await
+        };
+        let changes = match changes {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(Err(status(e))).await;
+                return;
+            }
+        };
+        let truncated = changes.len() >= WATCH_PAGE;
+        let total = changes.len();
+        let kept: Vec<dhow_tuples::Change> = changes
+            .into_iter()
+            .filter(|c| c.revision <= applied)
+            .collect();
+        let through = match kept.last() {
+            Some(last) if truncated && kept.len() == total => last.revision,
+            _ => applied.max(after),
+        };
+        let more = truncated && kept.len() == total;
+        let batch: Vec<pb::RelationshipChange> = kept
+            .iter()
+            .filter(|c| types.is_empty() || types.contains(&c.relationship.resource.object_type))
+            .map(change_pb)
+            .collect();
+        if !batch.is_empty() {
+            let msg = pb::WatchResponse {
+                changes: batch,
+                changes_through: Some(st.token(through)),
+            };
+            if tx.send(Ok(msg)).await.is_err() {
+                return;
+            }
+        }
+        after = through;
+        if more {
+            continue;
+        }
+        tokio::select! {
+            r = st.node.wait_applied(Revision(after.0 + 1), WATCH_WAIT) => match r {
+                Ok(()) | Err(NodeError::Timeout(_)) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(status(e.into()))).await;
+                    return;
+                }
+            },
+            _ = tx.closed() => return,
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+                let _ = tx.send(Err(status(ApiError::unavailable("server shutting down; resume from the last changes_through")))).await;
+                return;
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<N: Node> RelationshipService for RelationshipSvc<N> {
+    async fn write(
+        &self,
+        request: Request<pb::WriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.do_write(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.do_delete(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    type ReadStream = ResponseStream<pb::ReadResponse>;
+
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        self.do_read(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    type WatchStream = ResponseStream<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.do_watch(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn import(
+        &self,
+        request: Request<Streaming<pb::ImportRequest>>,
+    ) -> Result<Response<pb::ImportResponse>, Status> {
+        self.do_import(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ExportStream = ResponseStream<pb::ExportResponse>;
+
+    async fn export(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        self.do_export(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(status)
+    }
+}

@@ -1,0 +1,394 @@
+//! Readers at one revision: `RocksReader` answers from a RocksDB snapshot, so concurrent
+//! applies and GC never change what it sees; `OverlayReader` adds the writes staged so far
+//! in an `apply` batch on top of a reader at the head, for preconditions and CREATE checks.
+
+use std::collections::BTreeMap;
+
+use dhow_tuples::{ObjectRef, Relationship, RelationshipFilter, Revision, SnapshotReader, Subject};
+use rocksdb::{ColumnFamily, DBRawIteratorWithThreadMode, ReadOptions, SnapshotWithThreadMode, DB};
+
+use crate::error::{corrupt, rocks, StorageError};
+use crate::keys::{
+    decode_version, forward_key, forward_key_of, forward_prefix_of, prefix_end, resource_prefix,
+    reverse_key, reverse_prefix_of, split_version_key, subject_prefix, version_deleted,
+    version_key, KeyFields,
+};
+use crate::store::{read_window, Shared, CF_BY_SUBJECT, CF_TUPLES};
+
+/// A reader at one revision over a RocksDB snapshot. It borrows the store; the snapshot is
+/// released when the reader is dropped.
+pub struct RocksReader<'a> {
+    shared: &'a Shared,
+    snap: SnapshotWithThreadMode<'a, DB>,
+    rev: u64,
+}
+
+impl<'a> RocksReader<'a> {
+    /// A reader at `rev`, which must lie in the readable window recorded in the snapshot.
+    pub(crate) fn new(shared: &'a Shared, rev: Revision) -> Result<Self, StorageError> {
+        let snap = shared.db.snapshot();
+        let (oldest, head) = read_window(shared, |cf, k| snap.get_cf(cf, k))?;
+        if rev.0 > head || rev.0 < oldest {
+            return Err(dhow_tuples::Error::RevisionUnavailable {
+                asked: rev.0,
+                oldest,
+                newest: head,
+            }
+            .into());
+        }
+        Ok(RocksReader {
+            shared,
+            snap,
+            rev: rev.0,
+        })
+    }
+
+    /// A reader at `rev` without the window check (the applier reads at the head it holds).
+    pub(crate) fn at_head(shared: &'a Shared, rev: u64) -> Self {
+        RocksReader {
+            shared,
+            snap: shared.db.snapshot(),
+            rev,
+        }
+    }
+
+    fn cf(&self, name: &str) -> Result<&'a ColumnFamily, StorageError> {
+        self.shared.cf(name)
+    }
+
+    fn iter(
+        &self,
+        cf: &str,
+        lower: &[u8],
+        upper: Option<Vec<u8>>,
+    ) -> Result<DBRawIteratorWithThreadMode<'_, DB>, StorageError> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(lower.to_vec());
+        if let Some(u) = upper {
+            opts.set_iterate_upper_bound(u);
+        }
+        let mut it = self.snap.raw_iterator_cf_opt(self.cf(cf)?, opts);
+        it.seek(lower);
+        Ok(it)
+    }
+
+    /// The version of `fwd` alive at this revision: its created revision and raw value.
+    pub(crate) fn alive_raw(&self, fwd: &[u8]) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(fwd.to_vec());
+        let mut it = self.snap.raw_iterator_cf_opt(self.cf(CF_TUPLES)?, opts);
+        it.seek_for_prev(version_key(fwd, self.rev));
+        let found = match it.item() {
+            Some((k, v)) => {
+                let (kf, created) = split_version_key(k).map_err(corrupt(CF_TUPLES))?;
+                if kf != fwd {
+                    None
+                } else {
+                    let deleted = version_deleted(v).map_err(corrupt(CF_TUPLES))?;
+                    (created <= self.rev && deleted > self.rev).then(|| (created, v.to_vec()))
+                }
+            }
+            None => None,
+        };
+        it.status().map_err(rocks(format!(
+            "reading a relationship at revision {}",
+            self.rev
+        )))?;
+        Ok(found)
+    }
+
+    /// The relationship with forward key `fwd` alive at this revision.
+    pub(crate) fn find_key(&self, fwd: &[u8]) -> Result<Option<Relationship>, StorageError> {
+        match self.alive_raw(fwd)? {
+            Some((_, v)) => decode_version(fwd, &v)
+                .map(Some)
+                .map_err(corrupt(CF_TUPLES)),
+            None => Ok(None),
+        }
+    }
+
+    /// Visits the relationships alive at this revision with forward keys in `[lower, upper)`,
+    /// in key order, until `f` returns false.
+    fn scan_forward(
+        &self,
+        lower: &[u8],
+        upper: Option<Vec<u8>>,
+        mut f: impl FnMut(&[u8], Relationship) -> bool,
+    ) -> Result<(), StorageError> {
+        let mut it = self.iter(CF_TUPLES, lower, upper)?;
+        while let Some((k, v)) = it.item() {
+            let (fwd, created) = split_version_key(k).map_err(corrupt(CF_TUPLES))?;
+            if created <= self.rev {
+                let deleted = version_deleted(v).map_err(corrupt(CF_TUPLES))?;
+                if deleted > self.rev {
+                    let rel = decode_version(fwd, v).map_err(corrupt(CF_TUPLES))?;
+                    if !f(fwd, rel) {
+                        return Ok(());
+                    }
+                }
+            }
+            it.next();
+        }
+        it.status().map_err(rocks(format!(
+            "scanning relationships at revision {}",
+            self.rev
+        )))
+    }
+
+    /// Visits the reverse-index entries starting with `prefix`, decoded.
+    fn scan_reverse(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(KeyFields) -> Result<bool, StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut it = self.iter(CF_BY_SUBJECT, prefix, prefix_end(prefix))?;
+        while let Some(k) = it.key() {
+            let fields = KeyFields::decode_reverse(k).map_err(corrupt(CF_BY_SUBJECT))?;
+            if !f(fields)? {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status().map_err(rocks(format!(
+            "scanning the subject index at revision {}",
+            self.rev
+        )))
+    }
+
+    fn by_resource_inner(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+    ) -> Result<Vec<Relationship>, StorageError> {
+        let prefix = resource_prefix(resource, relation);
+        let mut out = Vec::new();
+        self.scan_forward(&prefix, prefix_end(&prefix), |_, r| {
+            out.push(r);
+            true
+        })?;
+        Ok(out)
+    }
+
+    fn by_subject_inner(&self, subject: &ObjectRef) -> Result<Vec<Relationship>, StorageError> {
+        let mut out = Vec::new();
+        self.scan_reverse(&subject_prefix(subject), |fields| {
+            if let Some(r) = self.find_key(&fields.forward())? {
+                out.push(r);
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    fn read_inner(
+        &self,
+        filter: &RelationshipFilter,
+        after: Option<&Relationship>,
+        limit: usize,
+    ) -> Result<Vec<Relationship>, StorageError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let after_key = after.map(forward_key);
+        if filter.resource_type.is_some() || filter.subject_type.is_none() {
+            // The forward index, from the longest prefix of leading fields given (the whole
+            // column family when there is none).
+            let prefix = forward_prefix_of(
+                [
+                    filter.resource_type.as_deref(),
+                    filter.resource_id.as_deref(),
+                    filter.relation.as_deref(),
+                    filter.subject_type.as_deref(),
+                    filter.subject_id.as_deref(),
+                ],
+                filter.subject_relation.as_ref().map(|s| s.as_deref()),
+            );
+            let upper = prefix_end(&prefix);
+            let lower = match &after_key {
+                Some(a) if *a > prefix => a.clone(),
+                _ => prefix,
+            };
+            self.scan_forward(&lower, upper, |fwd, r| {
+                if after_key.as_deref() != Some(fwd) && filter.matches(&r) {
+                    out.push(r);
+                }
+                out.len() < limit
+            })?;
+        } else {
+            // Only subject fields: the reverse index gives the candidates, which are then
+            // put in forward key order and resolved until the page is full.
+            let prefix = reverse_prefix_of(
+                filter.subject_type.as_deref(),
+                filter.subject_id.as_deref(),
+                filter.subject_relation.as_ref().map(|s| s.as_deref()),
+                [
+                    filter.resource_type.as_deref(),
+                    filter.resource_id.as_deref(),
+                    filter.relation.as_deref(),
+                ],
+            );
+            let mut candidates = Vec::new();
+            self.scan_reverse(&prefix, |fields| {
+                if filter.matches(&fields.to_bare_relationship()) {
+                    let fwd = fields.forward();
+                    if after_key.as_ref().is_none_or(|a| fwd > *a) {
+                        candidates.push(fwd);
+                    }
+                }
+                Ok(true)
+            })?;
+            candidates.sort_unstable();
+            for fwd in candidates {
+                if let Some(r) = self.find_key(&fwd)? {
+                    out.push(r);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl SnapshotReader for RocksReader<'_> {
+    fn revision(&self) -> Revision {
+        Revision(self.rev)
+    }
+
+    fn by_resource(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+    ) -> Result<Vec<Relationship>, dhow_tuples::Error> {
+        Ok(self.by_resource_inner(resource, relation)?)
+    }
+
+    fn find(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+        subject: &Subject,
+    ) -> Result<Option<Relationship>, dhow_tuples::Error> {
+        Ok(self.find_key(&forward_key_of(resource, relation, subject))?)
+    }
+
+    fn by_subject_object(
+        &self,
+        subject: &ObjectRef,
+    ) -> Result<Vec<Relationship>, dhow_tuples::Error> {
+        Ok(self.by_subject_inner(subject)?)
+    }
+
+    fn read(
+        &self,
+        filter: &RelationshipFilter,
+        after: Option<&Relationship>,
+        limit: usize,
+    ) -> Result<Vec<Relationship>, dhow_tuples::Error> {
+        Ok(self.read_inner(filter, after, limit)?)
+    }
+}
+
+/// What an apply batch has staged for one relationship key: the relationship as last
+/// written and whether it is alive (created or touched) or deleted.
+pub(crate) type Staged = BTreeMap<Vec<u8>, (Relationship, bool)>;
+
+/// The state at the head plus the writes staged so far in one batch, at the batch's revision.
+pub(crate) struct OverlayReader<'r, 'a> {
+    pub base: &'r RocksReader<'a>,
+    pub staged: &'r Staged,
+    pub rev: Revision,
+}
+
+impl OverlayReader<'_, '_> {
+    /// Base results not shadowed by the overlay, plus `extra`, ordered by `order`.
+    fn merge<'x>(
+        &self,
+        base: Vec<Relationship>,
+        extra: impl Iterator<Item = &'x Relationship>,
+        order: fn(&Relationship) -> Vec<u8>,
+    ) -> Vec<Relationship> {
+        let mut v: Vec<(Vec<u8>, Relationship)> = base
+            .into_iter()
+            .filter(|r| !self.staged.contains_key(&forward_key(r)))
+            .map(|r| (order(&r), r))
+            .collect();
+        v.extend(extra.map(|r| (order(r), r.clone())));
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn alive(&self) -> impl Iterator<Item = &Relationship> {
+        self.staged
+            .values()
+            .filter(|(_, alive)| *alive)
+            .map(|(r, _)| r)
+    }
+}
+
+impl SnapshotReader for OverlayReader<'_, '_> {
+    fn revision(&self) -> Revision {
+        self.rev
+    }
+
+    fn by_resource(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+    ) -> Result<Vec<Relationship>, dhow_tuples::Error> {
+        let base = self.base.by_resource_inner(resource, relation)?;
+        let extra = self
+            .alive()
+            .filter(|r| r.resource == *resource && r.relation == relation);
+        Ok(self.merge(base, extra, forward_key))
+    }
+
+    fn find(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+        subject: &Subject,
+    ) -> Result<Option<Relationship>, dhow_tuples::Error> {
+        let fwd = forward_key_of(resource, relation, subject);
+        match self.staged.get(&fwd) {
+            Some((r, alive)) => Ok(alive.then(|| r.clone())),
+            None => Ok(self.base.find_key(&fwd)?),
+        }
+    }
+
+    fn by_subject_object(
+        &self,
+        subject: &ObjectRef,
+    ) -> Result<Vec<Relationship>, dhow_tuples::Error> {
+        let base = self.base.by_subject_inner(subject)?;
+        let extra = self.alive().filter(|r| r.subject.object == *subject);
+        Ok(self.merge(base, extra, reverse_key))
+    }
+
+    fn read(
+        &self,
+        filter: &RelationshipFilter,
+        after: Option<&Relationship>,
+        limit: usize,
+    ) -> Result<Vec<Relationship>, dhow_tuples::Error> {
+        // The overlay can hide at most as many base results as it has matching keys, so a
+        // base page that much longer still holds the first `limit` of the merged view.
+        let shadowing = self
+            .staged
+            .values()
+            .filter(|(r, _)| filter.matches(r))
+            .count();
+        let base = self
+            .base
+            .read_inner(filter, after, limit.saturating_add(shadowing))?;
+        let after_key = after.map(forward_key);
+        let extra = self.alive().filter(|r| {
+            filter.matches(r) && after_key.as_ref().is_none_or(|a| forward_key(r) > *a)
+        });
+        let mut merged = self.merge(base, extra, forward_key);
+        merged.truncate(limit);
+        Ok(merged)
+    }
+}

@@ -1,0 +1,736 @@
+//! `RocksStore`: opening the database (column families, format check), the `TupleStore`
+//! implementation (apply in one synced WriteBatch, MVCC readers, changes, schema history,
+//! GC driven by the change log), cluster id, checkpoints and restore.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dhow_tuples::{
+    check_preconditions, Batch, BoxedReader, Change, Error, Revision, TupleStore, WriteOp,
+};
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, WriteBatch,
+    WriteOptions, DB,
+};
+
+use crate::error::{corrupt, io, rocks, StorageError};
+use crate::keys::{
+    be_u64, change_key, change_key_revision, changes_from, decode_change, decode_u64_key,
+    encode_change, encode_version, forward_key, prefix_end, reverse_key, split_version_key,
+    u64_key, version_deleted, version_key, with_deleted, KeyFields, ALIVE, KEY_FORMAT,
+};
+use crate::raftlog::{RaftBounds, RaftLogStore};
+use crate::reader::{OverlayReader, RocksReader, Staged};
+
+pub(crate) const CF_TUPLES: &str = "tuples";
+pub(crate) const CF_BY_SUBJECT: &str = "by_subject";
+pub(crate) const CF_CHANGES: &str = "changes";
+pub(crate) const CF_SCHEMAS: &str = "schemas";
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_RAFT_LOG: &str = "raft_log";
+pub(crate) const CF_RAFT_STATE: &str = "raft_state";
+const ALL_CFS: [&str; 7] = [
+    CF_TUPLES,
+    CF_BY_SUBJECT,
+    CF_CHANGES,
+    CF_SCHEMAS,
+    CF_META,
+    CF_RAFT_LOG,
+    CF_RAFT_STATE,
+];
+
+pub(crate) const META_FORMAT: &[u8] = b"format_version";
+pub(crate) const META_HEAD: &[u8] = b"applied_revision";
+pub(crate) const META_OLDEST: &[u8] = b"oldest_revision";
+pub(crate) const META_CLUSTER: &[u8] = b"cluster_id";
+
+/// The storage format this build writes and reads (in `meta`, key `format_version`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How many distinct relationship keys one GC WriteBatch handles at most (at revision
+/// boundaries), so collecting a long window does not build one huge batch.
+const GC_CHUNK: usize = 10_000;
+
+/// Options for [`RocksStore::open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Create the database if the directory holds none (default true).
+    pub create_if_missing: bool,
+    /// Sync every write (apply, GC, Raft log and state) to disk before it returns (default
+    /// true). Turning it off loses acknowledged writes on a machine crash: tests only.
+    pub sync_writes: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            create_if_missing: true,
+            sync_writes: true,
+        }
+    }
+}
+
+/// State shared by the store, its readers and its Raft log handles.
+pub(crate) struct Shared {
+    pub db: DB,
+    pub path: PathBuf,
+    sync: bool,
+    /// The applied revision (mirrors `meta`; readers check the snapshot's own copy).
+    head: AtomicU64,
+    /// The oldest readable revision (mirrors `meta`).
+    oldest: AtomicU64,
+    /// Serialises apply, GC and checkpoints: one writer of relationship data at a time.
+    apply_lock: Mutex<()>,
+    /// The Raft log's bounds; held across every Raft log write.
+    pub raft: Mutex<RaftBounds>,
+}
+
+impl Shared {
+    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily, StorageError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::Corrupt {
+                cf: "(column families)",
+                message: format!("column family `{name}` is missing"),
+            })
+    }
+
+    /// Writes `batch` atomically, synced unless the store was opened without sync.
+    pub(crate) fn write(&self, batch: WriteBatch, what: &str) -> Result<(), StorageError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db.write_opt(batch, &wo).map_err(rocks(what))
+    }
+}
+
+/// Reads (oldest, head) from `meta` through `get` (a snapshot's or the database's).
+pub(crate) fn read_window(
+    shared: &Shared,
+    get: impl Fn(&ColumnFamily, &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>,
+) -> Result<(u64, u64), StorageError> {
+    let meta = shared.cf(CF_META)?;
+    let read = |key: &[u8], name: &str| -> Result<u64, StorageError> {
+        match get(meta, key).map_err(rocks(format!("reading the {name}")))? {
+            Some(b) => be_u64(&b).map_err(|m| StorageError::Corrupt {
+                cf: CF_META,
+                message: format!("{name}: {m}"),
+            }),
+            None => Ok(0),
+        }
+    };
+    Ok((
+        read(META_OLDEST, "oldest revision")?,
+        read(META_HEAD, "applied revision")?,
+    ))
+}
+
+/// Dhow's durable store on RocksDB. Cloning is cheap and shares the database.
+///
+/// Relationships are kept as MVCC versions: each version's key ends with the revision that
+/// created it, and its value records the revision that deleted it (`u64::MAX` while alive),
+/// rewritten in place when a later revision deletes or replaces it. A reader at revision r
+/// sees the version with `created <= r < deleted`; readers hold a RocksDB snapshot, so a
+/// concurrent apply (which rewrites deleted revisions) or GC (which removes versions) never
+/// changes what they see. See [`crate::keys`] for the byte layout.
+#[derive(Clone)]
+pub struct RocksStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.shared.path)
+            .field("head", &self.shared.head.load(Ordering::Acquire))
+            .field("oldest", &self.shared.oldest.load(Ordering::Acquire))
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data is only updated after a successful write, so a panic elsewhere
+    // cannot leave it inconsistent: recover instead of wedging the store.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn cf_options() -> Options {
+    let mut o = Options::default();
+    o.set_compression_type(DBCompressionType::Lz4);
+    o
+}
+
+impl RocksStore {
+    /// Opens (or creates) the store at `path`, creating missing column families, and checks
+    /// the storage format version.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<RocksStore, StorageError> {
+        let mut db_opts = cf_options();
+        db_opts.create_if_missing(opts.create_if_missing);
+        db_opts.create_missing_column_families(true);
+        let mut names: Vec<String> = ALL_CFS.iter().map(|s| s.to_string()).collect();
+        // Every existing column family must be opened too (a newer format may have more;
+        // the format check below then refuses the store with a clear message).
+        if let Ok(existing) = DB::list_cf(&db_opts, path) {
+            for n in existing {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        let descriptors = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, cf_options()));
+        let db = DB::open_cf_descriptors(&db_opts, path, descriptors)
+            .map_err(rocks(format!("opening the store at {}", path.display())))?;
+        let mut shared = Shared {
+            db,
+            path: path.to_path_buf(),
+            sync: opts.sync_writes,
+            head: AtomicU64::new(0),
+            oldest: AtomicU64::new(0),
+            apply_lock: Mutex::new(()),
+            raft: Mutex::new(RaftBounds::default()),
+        };
+        check_format(&shared)?;
+        let (oldest, head) = read_window(&shared, |cf, k| shared.db.get_cf(cf, k))?;
+        shared.head = AtomicU64::new(head);
+        shared.oldest = AtomicU64::new(oldest);
+        shared.raft = Mutex::new(RaftBounds::load(&shared)?);
+        Ok(RocksStore {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// A handle to the Raft log and state kept in the same database.
+    pub fn raft_log(&self) -> RaftLogStore {
+        RaftLogStore::new(self.shared.clone())
+    }
+
+    /// A reader at `rev` with its concrete type (the trait's `reader` boxes it).
+    pub fn snapshot_reader(&self, rev: Revision) -> Result<RocksReader<'_>, StorageError> {
+        RocksReader::new(&self.shared, rev)
+    }
+
+    /// The cluster id recorded in this store, if any.
+    pub fn cluster_id(&self) -> Result<Option<u64>, StorageError> {
+        let meta = self.shared.cf(CF_META)?;
+        match self
+            .shared
+            .db
+            .get_cf(meta, META_CLUSTER)
+            .map_err(rocks("reading the cluster id"))?
+        {
+            Some(b) => be_u64(&b).map(Some).map_err(|m| StorageError::Corrupt {
+                cf: CF_META,
+                message: format!("cluster id: {m}"),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the cluster id (synced).
+    pub fn set_cluster_id(&self, id: u64) -> Result<(), StorageError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.shared.cf(CF_META)?, META_CLUSTER, id.to_be_bytes());
+        self.shared.write(b, "writing the cluster id")
+    }
+
+    /// Writes a RocksDB checkpoint of the whole database into `dir` (which must not exist)
+    /// and returns the applied revision it holds. Applies wait while it is taken.
+    pub fn checkpoint(&self, dir: &Path) -> Result<Revision, StorageError> {
+        let _g = lock(&self.shared.apply_lock);
+        let cp = Checkpoint::new(&self.shared.db).map_err(rocks("preparing a checkpoint"))?;
+        cp.create_checkpoint(dir)
+            .map_err(rocks(format!("writing a checkpoint to {}", dir.display())))?;
+        Ok(Revision(self.shared.head.load(Ordering::Acquire)))
+    }
+
+    /// Creates a store at `path` (absent or an empty directory) from the checkpoint in
+    /// `checkpoint` and opens it. The checkpoint's Raft log and state belong to the node that
+    /// made it, so they are cleared: the caller then records its own hard state, conf state
+    /// and the snapshot's index and term (`RaftLogStore::install_snapshot`).
+    pub fn restore_from_checkpoint(
+        checkpoint: &Path,
+        path: &Path,
+        opts: StoreOptions,
+    ) -> Result<RocksStore, StorageError> {
+        if path.exists() {
+            let mut entries = std::fs::read_dir(path).map_err(io("listing", path))?;
+            if entries.next().is_some() {
+                return Err(StorageError::Invalid(format!(
+                    "refusing to restore a checkpoint into {}: the directory is not empty",
+                    path.display()
+                )));
+            }
+        }
+        copy_dir(checkpoint, path)?;
+        let store = RocksStore::open(
+            path,
+            StoreOptions {
+                create_if_missing: false,
+                ..opts
+            },
+        )?;
+        store.raft_log().clear()?;
+        Ok(store)
+    }
+
+    fn apply_inner(
+        &self,
+        rev: Revision,
+        batch: &Batch,
+    ) -> Result<Vec<Result<(), Error>>, StorageError> {
+        let sh = &*self.shared;
+        let _g = lock(&sh.apply_lock);
+        let head = sh.head.load(Ordering::Acquire);
+        if rev.0 <= head {
+            return Err(StorageError::Invalid(format!(
+                "apply at revision {rev}, but the store is already at {head}"
+            )));
+        }
+        let base = RocksReader::at_head(sh, head);
+        let mut staged = Staged::new();
+        let mut changes: Vec<(bool, &dhow_tuples::Relationship)> = Vec::new();
+        let mut outcomes = Vec::with_capacity(batch.writes.len());
+        for w in &batch.writes {
+            let view = OverlayReader {
+                base: &base,
+                staged: &staged,
+                rev,
+            };
+            let outcome = validate_write(&view, w);
+            match outcome {
+                Ok(keys) => {
+                    for (op, key) in w.ops.iter().zip(keys) {
+                        let (r, alive) = match op {
+                            WriteOp::Create(r) | WriteOp::Touch(r) => (r, true),
+                            WriteOp::Delete(r) => (r, false),
+                        };
+                        staged.insert(key, (r.clone(), alive));
+                        changes.push((!alive, r));
+                    }
+                    outcomes.push(Ok(()));
+                }
+                // The store failing is not the write's fault: nothing of the batch applies.
+                Err(Error::Storage(m)) => return Err(Error::Storage(m).into()),
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
+
+        let tuples = sh.cf(CF_TUPLES)?;
+        let by_subject = sh.cf(CF_BY_SUBJECT)?;
+        let mut wb = WriteBatch::default();
+        for (fwd, (r, alive)) in &staged {
+            if let Some((created, value)) = base.alive_raw(fwd)? {
+                let ended = with_deleted(&value, rev.0).map_err(corrupt(CF_TUPLES))?;
+                wb.put_cf(tuples, version_key(fwd, created), ended);
+            }
+            if *alive {
+                let value = encode_version(ALIVE, r).map_err(StorageError::Invalid)?;
+                wb.put_cf(tuples, version_key(fwd, rev.0), value);
+                wb.put_cf(by_subject, reverse_key(r), b"");
+            }
+        }
+        let changes_cf = sh.cf(CF_CHANGES)?;
+        for (seq, (deleted, r)) in changes.iter().enumerate() {
+            let seq = u32::try_from(seq).map_err(|_| {
+                StorageError::Invalid(format!("revision {rev} has more than 2^32 changes"))
+            })?;
+            let value = encode_change(*deleted, r).map_err(StorageError::Invalid)?;
+            wb.put_cf(changes_cf, change_key(rev.0, seq), value);
+        }
+        if let Some(s) = &batch.schema {
+            wb.put_cf(sh.cf(CF_SCHEMAS)?, u64_key(rev.0), s.as_bytes());
+        }
+        wb.put_cf(sh.cf(CF_META)?, META_HEAD, rev.0.to_be_bytes());
+        drop(base);
+        sh.write(wb, &format!("writing revision {rev}"))?;
+        sh.head.store(rev.0, Ordering::Release);
+        Ok(outcomes)
+    }
+
+    fn changes_inner(&self, after: Revision, limit: usize) -> Result<Vec<Change>, StorageError> {
+        let sh = &*self.shared;
+        let snap = sh.db.snapshot();
+        let (oldest, head) = read_window(sh, |cf, k| snap.get_cf(cf, k))?;
+        if after.0 < oldest {
+            return Err(Error::RevisionUnavailable {
+                asked: after.0,
+                oldest,
+                newest: head,
+            }
+            .into());
+        }
+        let mut out: Vec<Change> = Vec::new();
+        let Some(start) = after.0.checked_add(1) else {
+            return Ok(out);
+        };
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(vec![KEY_FORMAT + 1]);
+        let mut it = snap.raw_iterator_cf_opt(sh.cf(CF_CHANGES)?, opts);
+        it.seek(changes_from(start));
+        while let Some((k, v)) = it.item() {
+            let rev = Revision(change_key_revision(k).map_err(corrupt(CF_CHANGES))?);
+            if out.len() >= limit && out.last().is_some_and(|l| l.revision != rev) {
+                break;
+            }
+            let (deleted, _, relationship) = decode_change(v).map_err(corrupt(CF_CHANGES))?;
+            out.push(Change {
+                revision: rev,
+                deleted,
+                relationship,
+            });
+            it.next();
+        }
+        it.status()
+            .map_err(rocks(format!("reading changes after revision {after}")))?;
+        Ok(out)
+    }
+
+    fn schema_inner(&self, rev: Revision) -> Result<Option<(Revision, String)>, StorageError> {
+        let sh = &*self.shared;
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(vec![KEY_FORMAT]);
+        let mut it = sh.db.raw_iterator_cf_opt(sh.cf(CF_SCHEMAS)?, opts);
+        it.seek_for_prev(u64_key(rev.0));
+        let found = match it.item() {
+            Some((k, v)) => {
+                let at = decode_u64_key(k).map_err(corrupt(CF_SCHEMAS))?;
+                let text = String::from_utf8(v.to_vec()).map_err(|e| StorageError::Corrupt {
+                    cf: CF_SCHEMAS,
+                    message: format!("schema of revision {at} is not UTF-8: {e}"),
+                })?;
+                Some((Revision(at), text))
+            }
+            None => None,
+        };
+        it.status()
+            .map_err(rocks(format!("reading the schema at revision {rev}")))?;
+        Ok(found)
+    }
+
+    fn gc_inner(&self, before: Revision) -> Result<(), StorageError> {
+        let sh = &*self.shared;
+        let _g = lock(&sh.apply_lock);
+        let head = sh.head.load(Ordering::Acquire);
+        let oldest = sh.oldest.load(Ordering::Acquire);
+        let before = before.0.min(head);
+        if before <= oldest {
+            return Ok(());
+        }
+        // Every version deleted in (oldest, before] was deleted by a change recorded at that
+        // revision, so the change log names exactly the keys to clean.
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(match before.checked_add(1) {
+            Some(end) => changes_from(end),
+            None => vec![KEY_FORMAT + 1],
+        });
+        let mut it = sh.db.raw_iterator_cf_opt(sh.cf(CF_CHANGES)?, opts);
+        it.seek(changes_from(oldest + 1));
+        let mut keys = BTreeSet::new();
+        let mut change_keys = Vec::new();
+        let mut current: Option<u64> = None;
+        while let Some((k, v)) = it.item() {
+            let rev = change_key_revision(k).map_err(corrupt(CF_CHANGES))?;
+            if let Some(cur) = current.filter(|c| *c != rev && keys.len() >= GC_CHUNK) {
+                self.gc_commit(cur, &keys, &change_keys)?;
+                keys.clear();
+                change_keys.clear();
+            }
+            current = Some(rev);
+            let (_, fwd, _) = decode_change(v).map_err(corrupt(CF_CHANGES))?;
+            keys.insert(fwd);
+            change_keys.push(k.to_vec());
+            it.next();
+        }
+        it.status()
+            .map_err(rocks(format!("reading changes up to revision {before}")))?;
+        drop(it);
+        self.gc_commit(before, &keys, &change_keys)
+    }
+
+    /// Removes the versions of `keys` deleted at or before `upto` (and index entries left
+    /// pointing at nothing), the given change entries, and records `upto` as the oldest
+    /// readable revision, in one synced batch.
+    fn gc_commit(
+        &self,
+        upto: u64,
+        keys: &BTreeSet<Vec<u8>>,
+        change_keys: &[Vec<u8>],
+    ) -> Result<(), StorageError> {
+        let sh = &*self.shared;
+        let tuples = sh.cf(CF_TUPLES)?;
+        let mut wb = WriteBatch::default();
+        for fwd in keys {
+            let mut opts = ReadOptions::default();
+            if let Some(end) = prefix_end(fwd) {
+                opts.set_iterate_upper_bound(end);
+            }
+            let mut it = sh.db.raw_iterator_cf_opt(tuples, opts);
+            it.seek(fwd);
+            let mut remaining = 0usize;
+            while let Some((k, v)) = it.item() {
+                let (kf, _) = split_version_key(k).map_err(corrupt(CF_TUPLES))?;
+                if kf == fwd.as_slice() {
+                    if version_deleted(v).map_err(corrupt(CF_TUPLES))? <= upto {
+                        wb.delete_cf(tuples, k);
+                    } else {
+                        remaining += 1;
+                    }
+                }
+                it.next();
+            }
+            it.status()
+                .map_err(rocks("reading versions to collect garbage"))?;
+            if remaining == 0 {
+                let fields = KeyFields::decode_forward(fwd).map_err(corrupt(CF_CHANGES))?;
+                wb.delete_cf(sh.cf(CF_BY_SUBJECT)?, fields.reverse());
+            }
+        }
+        let changes_cf = sh.cf(CF_CHANGES)?;
+        for k in change_keys {
+            wb.delete_cf(changes_cf, k);
+        }
+        wb.put_cf(sh.cf(CF_META)?, META_OLDEST, upto.to_be_bytes());
+        sh.write(wb, &format!("collecting garbage up to revision {upto}"))?;
+        sh.oldest.store(upto, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Validates one write against `view` (head plus earlier writes of the batch) and returns
+/// the forward key of each op. Mirrors `MemStore::stage`.
+fn validate_write(
+    view: &OverlayReader<'_, '_>,
+    w: &dhow_tuples::WriteRequest,
+) -> Result<Vec<Vec<u8>>, Error> {
+    check_preconditions(view, &w.preconditions)?;
+    let mut seen = HashSet::with_capacity(w.ops.len());
+    let mut keys = Vec::with_capacity(w.ops.len());
+    for op in &w.ops {
+        let (WriteOp::Create(r) | WriteOp::Touch(r) | WriteOp::Delete(r)) = op;
+        let key = forward_key(r);
+        if !seen.insert(key.clone()) {
+            return Err(Error::Invalid(format!(
+                "relationship `{r}` appears more than once in one write"
+            )));
+        }
+        if let WriteOp::Create(r) = op {
+            let exists = match view.staged.get(&key) {
+                Some((_, alive)) => *alive,
+                None => view.base.find_key(&key)?.is_some(),
+            };
+            if exists {
+                return Err(Error::AlreadyExists(r.to_string()));
+            }
+        }
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// Checks (or, for a new database, records) the storage format version.
+fn check_format(sh: &Shared) -> Result<(), StorageError> {
+    let meta = sh.cf(CF_META)?;
+    let path = sh.path.display().to_string();
+    match sh
+        .db
+        .get_cf(meta, META_FORMAT)
+        .map_err(rocks("reading the format version"))?
+    {
+        Some(b) => {
+            let found = <[u8; 4]>::try_from(b.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt {
+                    cf: CF_META,
+                    message: format!("format version of {} bytes (expected 4)", b.len()),
+                })?;
+            if found > FORMAT_VERSION {
+                Err(StorageError::NewerFormat {
+                    path,
+                    found,
+                    supported: FORMAT_VERSION,
+                })
+            } else if found != FORMAT_VERSION {
+                Err(StorageError::UnknownFormat {
+                    path,
+                    found,
+                    supported: FORMAT_VERSION,
+                })
+            } else {
+                Ok(())
+            }
+        }
+        None => {
+            let has_head = sh
+                .db
+                .get_cf(meta, META_HEAD)
+                .map_err(rocks("reading the applied revision"))?
+                .is_some();
+            if has_head {
+                return Err(StorageError::Corrupt {
+                    cf: CF_META,
+                    message: format!("the store at {path} has data but no format version"),
+                });
+            }
+            let mut b = WriteBatch::default();
+            b.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
+            sh.write(b, "recording the format version")
+        }
+    }
+}
+
+/// Copies the files of a checkpoint directory (recursively) into `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<(), StorageError> {
+    std::fs::create_dir_all(to).map_err(io("creating", to))?;
+    for entry in std::fs::read_dir(from).map_err(io("listing", from))? {
+        let entry = entry.map_err(io("listing", from))?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let kind = entry.file_type().map_err(io("inspecting", &src))?;
+        if kind.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(io("copying", &src))?;
+        }
+    }
+    Ok(())
+}
+
+impl TupleStore for RocksStore {
+    fn head(&self) -> Revision {
+        Revision(self.shared.head.load(Ordering::Acquire))
+    }
+
+    fn oldest(&self) -> Revision {
+        Revision(self.shared.oldest.load(Ordering::Acquire))
+    }
+
+    fn apply(&self, rev: Revision, batch: &Batch) -> Result<Vec<Result<(), Error>>, Error> {
+        Ok(self.apply_inner(rev, batch)?)
+    }
+
+    fn reader(&self, rev: Revision) -> Result<BoxedReader<'_>, Error> {
+        Ok(Box::new(RocksReader::new(&self.shared, rev)?))
+    }
+
+    fn changes(&self, after: Revision, limit: usize) -> Result<Vec<Change>, Error> {
+        Ok(self.changes_inner(after, limit)?)
+    }
+
+    fn schema_at(&self, rev: Revision) -> Result<Option<(Revision, String)>, Error> {
+        Ok(self.schema_inner(rev)?)
+    }
+
+    fn gc(&self, before: Revision) -> Result<(), Error> {
+        Ok(self.gc_inner(before)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_or_unknown_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let set_format = |v: u32| {
+            let s = RocksStore::open(&path, StoreOptions::default()).unwrap();
+            let mut b = WriteBatch::default();
+            b.put_cf(s.shared.cf(CF_META).unwrap(), META_FORMAT, v.to_be_bytes());
+            s.shared.write(b, "test").unwrap();
+        };
+        set_format(FORMAT_VERSION + 1);
+        let err = RocksStore::open(&path, StoreOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, StorageError::NewerFormat { found, .. } if found == FORMAT_VERSION + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer"), "{err}");
+
+        // Write version 0 through a raw handle (the store itself refuses to open now).
+        {
+            let mut o = Options::default();
+            o.create_missing_column_families(true);
+            let db = DB::open_cf(&o, &path, ALL_CFS).unwrap();
+            db.put_cf(
+                db.cf_handle(CF_META).unwrap(),
+                META_FORMAT,
+                0u32.to_be_bytes(),
+            )
+            .unwrap();
+        }
+        let err = RocksStore::open(&path, StoreOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, StorageError::UnknownFormat { found: 0, .. }),
+            "{err}"
+        );
+
+        // Garbage in the format slot is corruption, not a panic.
+        {
+            let db = DB::open_cf(&Options::default(), &path, ALL_CFS).unwrap();
+            db.put_cf(db.cf_handle(CF_META).unwrap(), META_FORMAT, b"x")
+                .unwrap();
+        }
+        let err = RocksStore::open(&path, StoreOptions::default()).unwrap_err();
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+        let as_tuples: Error = err.into();
+        assert!(matches!(as_tuples, Error::Storage(_)));
+    }
+
+    #[test]
+    fn opening_a_missing_store_without_create_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = RocksStore::open(
+            &dir.path().join("nope"),
+            StoreOptions {
+                create_if_missing: false,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("opening the store"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_values_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let r = dhow_tuples::parse_relationship("document:a#viewer@user:x").unwrap();
+        s.apply(
+            Revision(1),
+            &Batch {
+                writes: vec![dhow_tuples::WriteRequest {
+                    preconditions: vec![],
+                    ops: vec![WriteOp::Create(r.clone())],
+                }],
+                schema: None,
+            },
+        )
+        .unwrap();
+        let mut b = WriteBatch::default();
+        b.put_cf(
+            s.shared.cf(CF_TUPLES).unwrap(),
+            version_key(&forward_key(&r), 1),
+            [9u8, 9],
+        );
+        b.put_cf(s.shared.cf(CF_CHANGES).unwrap(), change_key(1, 0), [1u8]);
+        s.shared.write(b, "test").unwrap();
+        let reader = s.reader(Revision(1)).unwrap();
+        let err = reader.by_resource(&r.resource, "viewer").unwrap_err();
+        assert!(
+            matches!(&err, Error::Storage(m) if m.contains("tuples")),
+            "{err}"
+        );
+        assert!(reader.find(&r.resource, "viewer", &r.subject).is_err());
+        assert!(s.changes(Revision(0), 10).is_err());
+    }
+}
