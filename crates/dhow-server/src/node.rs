@@ -1,5 +1,5 @@
 //! The boundary between the gRPC layer and replication: what a node offers the services.
-//! `RaftNode` (crate dhow-raft, adapted in `raft_node.rs`) is the real implementation;
+//! The Raft node (crate dhow-raft, adapted in the binary's `serve.rs`) is the real implementation;
 //! `MemNode` is the in-memory second implementation the service tests also run against.
 
 use std::future::Future;

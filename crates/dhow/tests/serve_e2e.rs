@@ -374,8 +374,12 @@ async fn spicedb_scenarios_pass_through_the_api() {
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        // The server refuses caveated relationships (caveats are not supported yet), so the
+        // files that use caveats cannot load; in-process they only count as skipped.
+        .filter(|p| !std::fs::read_to_string(p).unwrap().contains("caveat"))
         .collect();
     files.sort();
+    assert_eq!(files.len(), 53, "the scenarios without caveats");
     // Give the node a moment to elect itself.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut args: Vec<String> = vec!["validate".into()];
@@ -386,7 +390,7 @@ async fn spicedb_scenarios_pass_through_the_api() {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let last = stdout.lines().last().unwrap_or("").to_string();
         if out.status.success() {
-            assert_eq!(last, "289 passed, 0 failed, 122 skipped", "{stdout}");
+            assert_eq!(last, "289 passed, 0 failed", "{stdout}");
             return;
         }
         if Instant::now() > deadline || !stdout.contains("UNAVAILABLE") {
