@@ -21,8 +21,9 @@ deps:
 run *args: deps
     cargo run -q -p dhow -- serve {{args}}
 
-# The whole test suite (what CI runs). One `cargo test --workspace` builds everything once
-# (RocksDB included); the binary it built then runs SpiceDB's scenarios.
+# One `cargo test --workspace` builds everything once (RocksDB included), then the binary it
+# built runs SpiceDB's scenarios.
+# The whole test suite (what CI runs).
 test: deps
     cargo fmt --all -- --check
     cargo test --workspace
