@@ -51,17 +51,7 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
     }
 
     fn visible(&self, rels: Vec<Relationship>) -> Result<Vec<Relationship>, Error> {
-        let mut out = Vec::with_capacity(rels.len());
-        for r in rels {
-            if r.is_expired_at(self.opts.now) {
-                continue;
-            }
-            if r.caveat.is_some() {
-                return Err(Error::CaveatUnsupported(r.to_string()));
-            }
-            out.push(r);
-        }
-        Ok(out)
+        Engine::visible(rels, self.opts.now)
     }
 
     fn proof(
@@ -120,16 +110,8 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
                 ),
             });
         }
-        let schema = self.engine.schema.clone();
-        let member = schema
-            .member(&resource.object_type, relation)
-            .ok_or_else(|| match schema.definition(&resource.object_type) {
-                None => Error::UnknownType(resource.object_type.clone()),
-                Some(_) => Error::UnknownRelation {
-                    type_name: resource.object_type.clone(),
-                    relation: relation.to_string(),
-                },
-            })?;
+        let engine = self.engine;
+        let member = engine.member_of(resource, relation)?;
         self.in_progress.insert(key.clone());
         let cuts_before = self.cycle_cuts;
         let inner = match member {

@@ -66,16 +66,8 @@ impl<R: SnapshotReader> Expander<'_, R> {
             );
             return Ok(node(ExpandTree::Leaf(vec![me])));
         }
-        let schema = self.engine.schema().clone();
-        let member = schema
-            .member(&resource.object_type, relation)
-            .ok_or_else(|| match schema.definition(&resource.object_type) {
-                None => Error::UnknownType(resource.object_type.clone()),
-                Some(_) => Error::UnknownRelation {
-                    type_name: resource.object_type.clone(),
-                    relation: relation.to_string(),
-                },
-            })?;
+        let engine = self.engine;
+        let member = engine.member_of(resource, relation)?;
         self.path.insert(key.clone());
         let tree = match member {
             Member::Relation(_) => self.leaf(resource, relation),
@@ -87,13 +79,7 @@ impl<R: SnapshotReader> Expander<'_, R> {
 
     fn leaf(&mut self, resource: &ObjectRef, relation: &str) -> Result<ExpandTree, Error> {
         let mut subjects = Vec::new();
-        for r in self.reader.by_resource(resource, relation)? {
-            if r.is_expired_at(self.opts.now) {
-                continue;
-            }
-            if r.caveat.is_some() {
-                return Err(Error::CaveatUnsupported(r.to_string()));
-            }
+        for r in Engine::visible(self.reader.by_resource(resource, relation)?, self.opts.now)? {
             subjects.push(r.subject);
         }
         Ok(ExpandTree::Leaf(subjects))
@@ -142,13 +128,9 @@ impl<R: SnapshotReader> Expander<'_, R> {
             } => {
                 let schema = self.engine.schema().clone();
                 let mut kids = Vec::new();
-                for r in self.reader.by_resource(resource, tupleset)? {
-                    if r.is_expired_at(self.opts.now) {
-                        continue;
-                    }
-                    if r.caveat.is_some() {
-                        return Err(Error::CaveatUnsupported(r.to_string()));
-                    }
+                for r in
+                    Engine::visible(self.reader.by_resource(resource, tupleset)?, self.opts.now)?
+                {
                     let t = &r.subject.object;
                     if t.is_wildcard() {
                         continue;

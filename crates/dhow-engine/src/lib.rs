@@ -89,6 +89,42 @@ impl Engine {
         &self.schema
     }
 
+    /// The relation or permission `relation` of `resource`'s type, or the error naming what is
+    /// missing (the type, or the relation on it).
+    pub(crate) fn member_of(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+    ) -> Result<dhow_schema::Member<'_>, Error> {
+        let def = self
+            .schema
+            .definition(&resource.object_type)
+            .ok_or_else(|| Error::UnknownType(resource.object_type.clone()))?;
+        def.member(relation).ok_or_else(|| Error::UnknownRelation {
+            type_name: resource.object_type.clone(),
+            relation: relation.to_string(),
+        })
+    }
+
+    /// The relationships of `rels` visible at `now`: expired ones dropped; a caveated one is an
+    /// error, since caveats are not evaluated yet.
+    pub(crate) fn visible(
+        rels: Vec<dhow_tuples::Relationship>,
+        now: Timestamp,
+    ) -> Result<Vec<dhow_tuples::Relationship>, Error> {
+        let mut out = Vec::with_capacity(rels.len());
+        for r in rels {
+            if r.is_expired_at(now) {
+                continue;
+            }
+            if r.caveat.is_some() {
+                return Err(Error::CaveatUnsupported(r.to_string()));
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
     /// Validates that `type_name` is defined and, if given, that `relation` exists on it.
     pub fn validate_ref(&self, type_name: &str, relation: Option<&str>) -> Result<(), Error> {
         let def = self

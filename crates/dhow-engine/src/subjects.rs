@@ -118,16 +118,8 @@ impl<R: SnapshotReader> Lookup<'_, R> {
             self.cycle_cuts += 1;
             return Ok(SubjectSet::default());
         }
-        let schema = self.engine.schema().clone();
-        let member = schema
-            .member(&resource.object_type, relation)
-            .ok_or_else(|| match schema.definition(&resource.object_type) {
-                None => Error::UnknownType(resource.object_type.clone()),
-                Some(_) => Error::UnknownRelation {
-                    type_name: resource.object_type.clone(),
-                    relation: relation.to_string(),
-                },
-            })?;
+        let engine = self.engine;
+        let member = engine.member_of(resource, relation)?;
         self.in_progress.insert(key.clone());
         let cuts = self.cycle_cuts;
         let set = match member {
@@ -159,13 +151,7 @@ impl<R: SnapshotReader> Lookup<'_, R> {
         depth: u32,
     ) -> Result<SubjectSet, Error> {
         let mut set = SubjectSet::default();
-        for r in self.reader.by_resource(resource, relation)? {
-            if r.is_expired_at(self.opts.now) {
-                continue;
-            }
-            if r.caveat.is_some() {
-                return Err(Error::CaveatUnsupported(r.to_string()));
-            }
+        for r in Engine::visible(self.reader.by_resource(resource, relation)?, self.opts.now)? {
             let s = r.subject;
             if s.object.object_type == self.target_type && s.relation == self.target_relation {
                 if s.is_wildcard() {
@@ -225,13 +211,9 @@ impl<R: SnapshotReader> Lookup<'_, R> {
             } => {
                 let schema = self.engine.schema().clone();
                 let mut acc: Option<SubjectSet> = None;
-                for r in self.reader.by_resource(resource, tupleset)? {
-                    if r.is_expired_at(self.opts.now) {
-                        continue;
-                    }
-                    if r.caveat.is_some() {
-                        return Err(Error::CaveatUnsupported(r.to_string()));
-                    }
+                for r in
+                    Engine::visible(self.reader.by_resource(resource, tupleset)?, self.opts.now)?
+                {
                     let t = &r.subject.object;
                     if t.is_wildcard() {
                         continue;
