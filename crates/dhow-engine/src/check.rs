@@ -290,7 +290,7 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
             mode,
         };
         let rels = self.visible(self.reader.by_resource(resource, tupleset)?)?;
-        let schema = self.engine.schema.clone();
+        let schema = &self.engine.schema;
         let mut children = Vec::new();
         let mut any_target = false;
         for r in rels {

@@ -16,7 +16,7 @@ mod validate;
 use std::sync::Arc;
 
 use dhow_schema::Schema;
-use dhow_tuples::{ObjectRef, Revision, Subject, Timestamp};
+use dhow_tuples::{ObjectRef, Subject, Timestamp};
 
 pub use check::CheckResult;
 pub use error::Error;
@@ -141,9 +141,4 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-/// The revision an answer was computed at, for callers that only need that.
-pub fn revision_of<R: dhow_tuples::SnapshotReader>(reader: &R) -> Revision {
-    reader.revision()
 }

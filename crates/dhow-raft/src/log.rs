@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 /// One stored log entry: index, term, the protobuf-encoded `Entry`.
@@ -247,15 +247,8 @@ impl<L: LogStore> raft::Storage for RaftStorage<L> {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Streaming a store checkpoint to a lagging peer arrives with the cluster; until then a
-        // snapshot of the metadata only is never valid data, so refuse.
-        let (index, term) = self.with(|l| l.snapshot_meta()).map_err(store_err)?;
-        let cs = self.conf_state().map_err(store_err)?.unwrap_or_default();
-        let mut meta = SnapshotMetadata::default();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(cs);
-        let _ = meta;
+        // Streaming a store checkpoint to a lagging peer arrives with the cluster (issue 4);
+        // until then there is no snapshot to give, and raft-rs is told to retry later.
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))
