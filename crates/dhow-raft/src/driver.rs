@@ -2,9 +2,11 @@
 //! entries, and handles each Ready in raft-rs's documented order (send messages, apply a
 //! snapshot, apply committed entries, persist entries and hard state, send persisted
 //! messages, advance, apply what the light ready commits). Proposals are answered by the
-//! proposal id carried in the entry, never by queue position.
+//! proposal id carried in the entry, never by queue position. Membership changes are raft-rs
+//! conf changes carrying the new member's peer address; snapshots arrive with their data
+//! already staged by the transport and are installed here.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,17 +14,104 @@ use std::time::{Duration, Instant};
 
 use dhow_tuples::{Batch, Revision, TupleStore, WriteRequest};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfState, Entry, EntryType, Message};
-use raft::{RawNode, StateRole};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType,
+};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{oneshot, watch};
 
 use crate::codec::{self, Body, Proposal};
-use crate::log::{LogStore, RaftStorage};
+use crate::log::{LogStore, Membership, RaftStorage};
+use crate::snapshot::{decode_header, StagedSnapshot};
 use crate::RaftError;
 
-/// Node-to-node delivery of raft-rs messages, as encoded bytes.
+/// Node-to-node delivery of raft-rs messages, as encoded bytes. Called from the Raft thread:
+/// implementations queue and return at once. Delivery may fail silently (Raft retries).
 pub trait Transport: Send + 'static {
+    /// Sends one message to node `to`.
     fn send(&self, to: u64, message: Vec<u8>);
+    /// Sends a snapshot message to `to` together with the data of the store at `revision`
+    /// (see [`crate::SnapshotSource`]), then reports the outcome through the reporter given
+    /// to [`Transport::attach`]. The default refuses at once.
+    fn send_snapshot(&self, to: u64, message: Vec<u8>, revision: Revision) {
+        let _ = (message, revision);
+        tracing::warn!(to, "this transport cannot send snapshots");
+    }
+    /// The peer addresses changed (a member added or removed).
+    fn set_peers(&self, peers: &BTreeMap<u64, String>) {
+        let _ = peers;
+    }
+    /// Called once before the loop starts, with a handle to report delivery problems.
+    fn attach(&self, reporter: Reporter) {
+        let _ = reporter;
+    }
+}
+
+/// What a transport tells the Raft loop about deliveries.
+#[derive(Clone)]
+pub struct Reporter {
+    tx: Sender<Request>,
+}
+
+impl Reporter {
+    /// Node `to` could not be reached (raft-rs then probes it gently).
+    pub fn unreachable(&self, to: u64) {
+        let _ = self.tx.send(Request::Report(Report::Unreachable(to)));
+    }
+    /// A snapshot sent to `to` was installed there (`ok`) or failed.
+    pub fn snapshot_done(&self, to: u64, ok: bool) {
+        let _ = self.tx.send(Request::Report(Report::Snapshot(to, ok)));
+    }
+}
+
+pub(crate) enum Report {
+    Unreachable(u64),
+    Snapshot(u64, bool),
+}
+
+/// A change of membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Add a voter (or promote a learner) reachable at the peer address.
+    AddVoter { id: u64, addr: String },
+    /// Add a non-voting replica that follows the log and serves reads.
+    AddLearner { id: u64, addr: String },
+    /// Remove a voter or learner.
+    Remove { id: u64 },
+}
+
+/// A node's role, as `dhow cluster status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    /// Not a member (removed, or joining and not yet given a snapshot).
+    None,
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+    pub learner: bool,
+    /// The highest log index known to be replicated there (leader only).
+    pub matched: Option<u64>,
+}
+
+/// What a node knows of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub id: u64,
+    pub role: Role,
+    /// 0 when no leader is known.
+    pub leader: u64,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub members: Vec<Member>,
 }
 
 /// A transport for a one-node cluster: there is nobody to talk to.
@@ -39,8 +128,12 @@ impl Transport for NoTransport {
 pub struct RaftConfig {
     /// This node's id (non-zero).
     pub id: u64,
-    /// The voters of a new cluster (used only when the log is empty).
-    pub initial_voters: Vec<u64>,
+    /// The members of a new cluster and their peer addresses (used only when the log holds no
+    /// membership yet). With `join`, the addresses of the running cluster instead.
+    pub initial_peers: BTreeMap<u64, String>,
+    /// Join a running cluster (after `add` there): start with no membership and wait for a
+    /// snapshot from the leader.
+    pub join: bool,
     /// How often the loop ticks raft-rs.
     pub tick: Duration,
     pub election_tick: usize,
@@ -55,7 +148,8 @@ impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
             id: 1,
-            initial_voters: vec![1],
+            initial_peers: BTreeMap::from([(1, String::new())]),
+            join: false,
             tick: Duration::from_millis(100),
             election_tick: 10,
             heartbeat_tick: 3,
@@ -70,12 +164,22 @@ pub(crate) enum Request {
     Schema(String, oneshot::Sender<Result<Revision, RaftError>>),
     ReadIndex(oneshot::Sender<Result<Revision, RaftError>>),
     Step(Vec<u8>),
+    Snapshot(
+        Vec<u8>,
+        StagedSnapshot,
+        oneshot::Sender<Result<(), RaftError>>,
+    ),
+    Change(MemberChange, oneshot::Sender<Result<Revision, RaftError>>),
+    TransferLeader(u64, oneshot::Sender<Result<(), RaftError>>),
+    Status(oneshot::Sender<Status>),
+    Report(Report),
     Shutdown,
 }
 
 enum Waiter {
     Writes(Vec<oneshot::Sender<Result<Revision, RaftError>>>),
-    Schema(oneshot::Sender<Result<Revision, RaftError>>),
+    /// A schema or a membership change.
+    One(oneshot::Sender<Result<Revision, RaftError>>),
 }
 
 /// A running Raft node: submit writes and reads, watch the applied revision.
@@ -99,16 +203,35 @@ impl RaftHandle {
             return Err(RaftError::Config("node id must be non-zero".into()));
         }
         let storage = RaftStorage::new(log);
-        if storage.conf_state().map_err(RaftError::Storage)?.is_none() {
-            if config.initial_voters.is_empty() {
-                return Err(RaftError::Config(
-                    "a new cluster needs at least one voter".into(),
-                ));
+        let membership = match storage.membership().map_err(RaftError::Storage)? {
+            Some(m) => m,
+            None => {
+                let m = if config.join {
+                    Membership {
+                        conf: ConfState::default(),
+                        peers: config.initial_peers.clone(),
+                    }
+                } else {
+                    if !config.initial_peers.contains_key(&config.id) {
+                        return Err(RaftError::Config(format!(
+                            "node {} is not in the initial cluster {:?}",
+                            config.id,
+                            config.initial_peers.keys().collect::<Vec<_>>()
+                        )));
+                    }
+                    let voters: Vec<u64> = config.initial_peers.keys().copied().collect();
+                    Membership {
+                        conf: ConfState::from((voters, vec![])),
+                        peers: config.initial_peers.clone(),
+                    }
+                };
+                storage.set_membership(&m).map_err(RaftError::Storage)?;
+                m
             }
-            let cs = ConfState::from((config.initial_voters.clone(), vec![]));
-            storage.set_conf_state(&cs).map_err(RaftError::Storage)?;
-        }
+        };
+        repair(&storage, store.head()).map_err(RaftError::Storage)?;
         let applied = store.head();
+        storage.set_applied(applied.0);
         let raft_config = raft::Config {
             id: config.id,
             election_tick: config.election_tick,
@@ -129,17 +252,14 @@ impl RaftHandle {
         );
         let mut raw = RawNode::new(&raft_config, storage.clone(), &logger)
             .map_err(|e| RaftError::Raft(e.to_string()))?;
-        let voters = storage
-            .conf_state()
-            .map_err(RaftError::Storage)?
-            .map(|c| c.voters)
-            .unwrap_or_default();
-        if voters == [config.id] {
+        if membership.conf.voters == [config.id] {
             raw.campaign().map_err(|e| RaftError::Raft(e.to_string()))?;
         }
         let (tx, rx) = mpsc::channel();
         let (applied_tx, applied_rx) = watch::channel(applied);
         let id = config.id;
+        transport.attach(Reporter { tx: tx.clone() });
+        transport.set_peers(&membership.peers);
         let mut driver = Driver {
             raw,
             storage,
@@ -148,10 +268,13 @@ impl RaftHandle {
             rx,
             applied_tx,
             config,
+            membership,
             waiters: HashMap::new(),
             reads: HashMap::new(),
+            staged: None,
             next_id: 1,
             was_leader: false,
+            leader: 0,
             failed: None,
         };
         let thread = std::thread::Builder::new()
@@ -239,6 +362,38 @@ impl RaftHandle {
         let _ = self.tx.send(Request::Step(message));
     }
 
+    /// Delivers a snapshot message whose data the transport has received in full.
+    pub async fn step_snapshot(
+        &self,
+        message: Vec<u8>,
+        data: StagedSnapshot,
+    ) -> Result<(), RaftError> {
+        self.submit(|tx| Request::Snapshot(message, data, tx))
+            .await
+            .unwrap_or(Err(RaftError::Stopped))
+    }
+
+    /// Proposes a membership change; resolves once it is applied here.
+    pub async fn change_membership(&self, change: MemberChange) -> Result<Revision, RaftError> {
+        self.submit(|tx| Request::Change(change, tx))
+            .await
+            .unwrap_or(Err(RaftError::Stopped))
+    }
+
+    /// Asks the leader to hand leadership to `to` (returns once asked, not once done).
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), RaftError> {
+        self.submit(|tx| Request::TransferLeader(to, tx))
+            .await
+            .unwrap_or(Err(RaftError::Stopped))
+    }
+
+    /// What this node knows of the cluster.
+    pub async fn status(&self) -> Result<Status, RaftError> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Request::Status(tx));
+        rx.await.map_err(|_| RaftError::Stopped)
+    }
+
     /// Stops the loop and waits for it.
     pub fn shutdown(&mut self) {
         let _ = self.tx.send(Request::Shutdown);
@@ -262,11 +417,45 @@ struct Driver<L: LogStore, T: Transport> {
     rx: Receiver<Request>,
     applied_tx: watch::Sender<Revision>,
     config: RaftConfig,
+    membership: Membership,
     waiters: HashMap<u64, Waiter>,
     reads: HashMap<u64, oneshot::Sender<Result<Revision, RaftError>>>,
+    /// Data of a snapshot whose message was stepped and is not installed yet: (index, data).
+    staged: Option<(u64, StagedSnapshot)>,
     next_id: u64,
     was_leader: bool,
+    /// The leader known at the last check (0: none).
+    leader: u64,
     failed: Option<String>,
+}
+
+/// Brings the log in line with the store after a crash between the two: entries the store
+/// has applied were committed, and a store that missed a snapshot the log recorded must be
+/// given a new one.
+fn repair<L: LogStore>(storage: &RaftStorage<L>, head: Revision) -> Result<(), String> {
+    let (snap_index, _) = storage.with(|l| l.snapshot_meta())?;
+    let mut hs = storage.hard_state()?;
+    if head.0 < snap_index {
+        tracing::warn!(
+            head = head.0,
+            snap_index,
+            "the store is behind the log's snapshot (crash while installing it): waiting for a new snapshot"
+        );
+        storage.with(|l| l.install_snapshot(head.0, 0))?;
+        hs.commit = head.0;
+        return storage.set_hard_state(&hs);
+    }
+    if head.0 > hs.commit {
+        let last = storage.with(|l| l.last_index())?;
+        if head.0 > last {
+            return Err(format!(
+                "the store is at revision {head} but the Raft log ends at {last}: the data dir is damaged"
+            ));
+        }
+        hs.commit = head.0;
+        storage.set_hard_state(&hs)?;
+    }
+    Ok(())
 }
 
 impl<L: LogStore, T: Transport> Driver<L, T> {
@@ -332,7 +521,7 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                 }) {
                     Ok(data) => match self.raw.propose(vec![], data) {
                         Ok(()) => {
-                            self.waiters.insert(id, Waiter::Schema(tx));
+                            self.waiters.insert(id, Waiter::One(tx));
                         }
                         Err(e) => {
                             let _ = tx.send(Err(not_leader(e)));
@@ -344,11 +533,20 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                 }
             }
             Request::ReadIndex(tx) => {
+                if self.raw.raft.leader_id == 0 {
+                    let _ = tx.send(Err(RaftError::Unavailable(
+                        "no leader is known to this node (election in progress, or cut off from the majority)".into(),
+                    )));
+                    return;
+                }
                 let id = self.new_id();
                 self.raw.read_index(id.to_be_bytes().to_vec());
                 self.reads.insert(id, tx);
             }
             Request::Step(bytes) => match Message::parse_from_bytes(&bytes) {
+                Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                    tracing::warn!(from = m.from, "snapshot message without its data dropped");
+                }
                 Ok(m) => {
                     if let Err(e) = self.raw.step(m) {
                         tracing::debug!(error = %e, "raft step refused a message");
@@ -356,7 +554,133 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                 }
                 Err(e) => tracing::warn!(error = %e, "undecodable raft message dropped"),
             },
+            Request::Snapshot(bytes, data, tx) => {
+                let outcome = match Message::parse_from_bytes(&bytes) {
+                    Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                        let index = m.get_snapshot().get_metadata().index;
+                        self.staged = Some((index, data));
+                        self.raw.step(m).map_err(|e| RaftError::Raft(e.to_string()))
+                    }
+                    Ok(m) => Err(RaftError::Raft(format!(
+                        "expected a snapshot message, got {:?}",
+                        m.get_msg_type()
+                    ))),
+                    Err(e) => Err(RaftError::Raft(format!(
+                        "undecodable snapshot message: {e}"
+                    ))),
+                };
+                let _ = tx.send(outcome);
+            }
+            Request::Change(change, tx) => self.propose_change(change, tx),
+            Request::TransferLeader(to, tx) => {
+                let outcome = if self.raw.raft.leader_id == 0 {
+                    Err(RaftError::Unavailable(
+                        "no leader is known to this node".into(),
+                    ))
+                } else if !self.membership.conf.voters.contains(&to) {
+                    Err(RaftError::Config(format!(
+                        "node {to} is not a voter of this cluster"
+                    )))
+                } else {
+                    self.raw.transfer_leader(to);
+                    Ok(())
+                };
+                let _ = tx.send(outcome);
+            }
+            Request::Status(tx) => {
+                let _ = tx.send(self.status());
+            }
+            Request::Report(Report::Unreachable(to)) => self.raw.report_unreachable(to),
+            Request::Report(Report::Snapshot(to, ok)) => self.raw.report_snapshot(
+                to,
+                if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                },
+            ),
             Request::Write(..) | Request::Shutdown => unreachable!("handled by the caller"),
+        }
+    }
+
+    fn propose_change(
+        &mut self,
+        change: MemberChange,
+        tx: oneshot::Sender<Result<Revision, RaftError>>,
+    ) {
+        let id = self.new_id();
+        let (kind, node, addr) = match change {
+            MemberChange::AddVoter { id, addr } => (ConfChangeType::AddNode, id, addr),
+            MemberChange::AddLearner { id, addr } => (ConfChangeType::AddLearnerNode, id, addr),
+            MemberChange::Remove { id } => (ConfChangeType::RemoveNode, id, String::new()),
+        };
+        if node == 0 {
+            let _ = tx.send(Err(RaftError::Config("node id must be non-zero".into())));
+            return;
+        }
+        let context = match bincode::serialize(&(id, addr)) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(Err(RaftError::Raft(e.to_string())));
+                return;
+            }
+        };
+        let mut cc = ConfChange::default();
+        cc.set_change_type(kind);
+        cc.node_id = node;
+        cc.context = context.into();
+        match self.raw.propose_conf_change(vec![], cc) {
+            Ok(()) => {
+                self.waiters.insert(id, Waiter::One(tx));
+            }
+            Err(e) => {
+                let _ = tx.send(Err(not_leader(e)));
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let r = &self.raw.raft;
+        let conf = &self.membership.conf;
+        let role =
+            if !conf.voters.contains(&self.config.id) && !conf.learners.contains(&self.config.id) {
+                Role::None
+            } else {
+                match r.state {
+                    StateRole::Leader => Role::Leader,
+                    StateRole::Candidate | StateRole::PreCandidate => Role::Candidate,
+                    StateRole::Follower if conf.learners.contains(&self.config.id) => Role::Learner,
+                    StateRole::Follower => Role::Follower,
+                }
+            };
+        let matched = |id: u64| {
+            if r.state == StateRole::Leader {
+                r.prs().get(id).map(|p| p.matched)
+            } else {
+                None
+            }
+        };
+        let mut members: Vec<Member> = conf
+            .voters
+            .iter()
+            .map(|&id| (id, false))
+            .chain(conf.learners.iter().map(|&id| (id, true)))
+            .map(|(id, learner)| Member {
+                id,
+                addr: self.membership.peers.get(&id).cloned().unwrap_or_default(),
+                learner,
+                matched: matched(id),
+            })
+            .collect();
+        members.sort_by_key(|m| m.id);
+        Status {
+            id: self.config.id,
+            role,
+            leader: r.leader_id,
+            term: r.term,
+            commit: r.raft_log.committed,
+            applied: self.store.head().0,
+            members,
         }
     }
 
@@ -402,14 +726,17 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
 
     fn check_leadership(&mut self) {
         let leader = self.raw.raft.state == StateRole::Leader;
-        if self.was_leader && !leader {
-            // Entries proposed here may still commit under the next leader, or not: the
-            // outcome is unknown, and the callers are told exactly that.
+        let known = self.raw.raft.leader_id;
+        if (self.was_leader && !leader) || known != self.leader {
+            // Entries proposed here (or forwarded to the old leader) may still commit under
+            // the next leader, or not: the outcome is unknown, and the callers are told exactly
+            // that. Reads through the old leader are simply retried by the caller.
             self.fail_all(|| {
-                RaftError::Unavailable("leadership changed before the write committed; it may or may not have been applied".into())
+                RaftError::Unavailable("the leader changed before the request completed; a write may or may not have been applied".into())
             });
         }
         self.was_leader = leader;
+        self.leader = known;
     }
 
     fn fail_all(&mut self, err: impl Fn() -> RaftError) {
@@ -420,7 +747,7 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                         let _ = tx.send(Err(err()));
                     }
                 }
-                Waiter::Schema(tx) => {
+                Waiter::One(tx) => {
                     let _ = tx.send(Err(err()));
                 }
             }
@@ -430,13 +757,57 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
         }
     }
 
-    fn send(&self, msgs: Vec<Message>) {
+    fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
             match m.write_to_bytes() {
+                Ok(bytes) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                    let rev = Revision(m.get_snapshot().get_metadata().index);
+                    tracing::info!(to = m.to, revision = rev.0, "sending a snapshot");
+                    self.transport.send_snapshot(m.to, bytes, rev);
+                }
                 Ok(bytes) => self.transport.send(m.to, bytes),
                 Err(e) => tracing::error!(error = %e, "cannot encode a raft message"),
             }
         }
+    }
+
+    /// Installs the snapshot of a Ready: its staged data into the store, then the log.
+    fn install_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), String> {
+        let meta = snap.get_metadata();
+        let index = meta.index;
+        let data = match self.staged.take() {
+            Some((i, data)) if i == index => data,
+            _ => return Err(format!("snapshot at {index} arrived without its data")),
+        };
+        let peers = decode_header(&snap.data)?;
+        tracing::info!(
+            index,
+            relationships = data.relationships.len(),
+            "installing a snapshot"
+        );
+        let membership = Membership {
+            conf: meta.get_conf_state().clone(),
+            peers,
+        };
+        // The log first: a crash before the store is restored leaves a log ahead of the store,
+        // which `repair` turns into a request for a new snapshot.
+        self.storage
+            .install_snapshot(index, meta.term, &membership)?;
+        self.store
+            .restore(
+                Revision(index),
+                data.schema.as_deref(),
+                &mut data.relationships.into_iter(),
+            )
+            .map_err(|e| format!("restore snapshot at {index}: {e}"))?;
+        self.transport.set_peers(&membership.peers);
+        self.membership = membership;
+        self.storage.set_applied(index);
+        self.fail_all(|| {
+            RaftError::Unavailable("this node installed a snapshot; a write in flight may or may not have been applied".into())
+        });
+        let _ = self.applied_tx.send(Revision(index));
+        Ok(())
     }
 
     fn on_ready(&mut self) -> Result<(), String> {
@@ -448,9 +819,10 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
         if !ready.messages().is_empty() {
             self.send(ready.take_messages());
         }
-        // 2. A snapshot from the leader (installed with the cluster's snapshot transfer).
+        // 2. A snapshot from the leader, its data staged by the transport.
         if !ready.snapshot().is_empty() {
-            return Err("received a raft snapshot, which this node cannot install yet".into());
+            let snap = ready.snapshot().clone();
+            self.install_snapshot(&snap)?;
         }
         // 3. Committed entries.
         self.apply(ready.take_committed_entries())?;
@@ -493,6 +865,7 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
             }
             let mut batch = Batch::default();
             let mut waiter = None;
+            let mut change_outcome = None;
             match entry.get_entry_type() {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
                     let p = codec::decode(&entry.data)?;
@@ -503,14 +876,35 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                     }
                 }
                 EntryType::EntryNormal => {}
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    return Err("membership changes arrive with the cluster issue".into());
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&entry.data)
+                        .map_err(|e| format!("decode conf change at {index}: {e}"))?;
+                    let (pid, addr): (u64, String) = bincode::deserialize(&cc.context)
+                        .map_err(|e| format!("decode conf change context at {index}: {e}"))?;
+                    waiter = self.waiters.remove(&pid);
+                    change_outcome = Some(self.apply_change(&cc, addr)?);
+                }
+                EntryType::EntryConfChangeV2 => {
+                    return Err(format!(
+                        "entry {index} is a joint membership change, which Dhow never proposes"
+                    ));
                 }
             }
             let outcomes = self
                 .store
                 .apply(Revision(index), &batch)
                 .map_err(|e| format!("apply entry {index}: {e}"))?;
+            self.storage.set_applied(index);
+            if let Some(Ok(true)) = change_outcome {
+                // A new member needs the log from the start, which holds no record of the first
+                // members: compact it so that the newcomer is sent a snapshot instead.
+                self.storage.with(|l| l.compact(index, entry.term))?;
+            }
+            if let Some(outcome) = change_outcome {
+                if let Some(Waiter::One(tx)) = waiter.take() {
+                    let _ = tx.send(outcome.map(|_| Revision(index)));
+                }
+            }
             match waiter {
                 Some(Waiter::Writes(txs)) => {
                     for (tx, outcome) in txs.into_iter().zip(outcomes) {
@@ -521,7 +915,7 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                         );
                     }
                 }
-                Some(Waiter::Schema(tx)) => {
+                Some(Waiter::One(tx)) => {
                     let _ = tx.send(Ok(Revision(index)));
                 }
                 None => {}
@@ -529,6 +923,42 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
             let _ = self.applied_tx.send(Revision(index));
         }
         Ok(())
+    }
+
+    /// Applies a membership change to raft-rs and persists the new membership. `Ok(Ok(true))`
+    /// when a member was added; `Ok(Err(..))` when raft-rs refused the change (the entry still
+    /// counts as applied).
+    fn apply_change(
+        &mut self,
+        cc: &ConfChange,
+        addr: String,
+    ) -> Result<Result<bool, RaftError>, String> {
+        let conf = match self.raw.apply_conf_change(cc) {
+            Ok(cs) => cs,
+            Err(e) => {
+                tracing::warn!(error = %e, node = cc.node_id, "membership change refused");
+                return Ok(Err(RaftError::Config(format!(
+                    "membership change refused: {e}"
+                ))));
+            }
+        };
+        let added = cc.get_change_type() != ConfChangeType::RemoveNode;
+        if added {
+            self.membership.peers.insert(cc.node_id, addr);
+        } else {
+            self.membership.peers.remove(&cc.node_id);
+        }
+        self.membership.conf = conf;
+        self.storage.set_membership(&self.membership)?;
+        self.transport.set_peers(&self.membership.peers);
+        tracing::info!(
+            node = cc.node_id,
+            change = ?cc.get_change_type(),
+            voters = ?self.membership.conf.voters,
+            learners = ?self.membership.conf.learners,
+            "membership changed"
+        );
+        Ok(Ok(added))
     }
 
     fn maybe_compact(&mut self) -> Result<(), String> {

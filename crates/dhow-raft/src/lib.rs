@@ -7,9 +7,13 @@ mod codec;
 mod driver;
 mod log;
 mod rocks;
+mod snapshot;
 
-pub use driver::{NoTransport, RaftConfig, RaftHandle, Transport};
-pub use log::{LogStore, MemLog, RaftStorage, RawEntry};
+pub use driver::{
+    Member, MemberChange, NoTransport, RaftConfig, RaftHandle, Reporter, Role, Status, Transport,
+};
+pub use log::{LogStore, MemLog, Membership, RaftStorage, RawEntry};
+pub use snapshot::{SnapshotBuilder, SnapshotSource, StagedSnapshot, CHUNK_RELATIONSHIPS};
 
 /// The one error type of the replication crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,8 +1,10 @@
 //! The Raft log as raft-rs sees it (`raft::Storage`), over a byte-level `LogStore`: entries,
-//! hard state and conf state as protobuf bytes, so the store underneath never sees raft-rs
-//! types. `MemLog` is the in-memory `LogStore` for tests; the RocksDB one lives in
-//! dhow-storage and is adapted in `rocks.rs`.
+//! hard state and membership (conf state plus peer addresses) as bytes, so the store
+//! underneath never sees raft-rs types. `MemLog` is the in-memory `LogStore` for tests; the
+//! RocksDB one lives in dhow-storage and is adapted in `rocks.rs`.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use protobuf::Message as _;
@@ -34,6 +36,54 @@ pub trait LogStore: Send + 'static {
     fn compact(&mut self, index: u64, term: u64) -> Result<(), String>;
     /// Index and term of the last compaction (0, 0 if none).
     fn snapshot_meta(&self) -> Result<(u64, u64), String>;
+    /// The node's state now comes from a snapshot at `index`/`term`: drop the whole log, which
+    /// continues at `index + 1`.
+    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), String>;
+}
+
+/// A log shared with whoever else holds the `Arc` (a test that restarts a node on the same
+/// log, like a file on disk).
+impl<L: LogStore> LogStore for Arc<Mutex<L>> {
+    fn append(&mut self, e: &[RawEntry]) -> Result<(), String> {
+        lock(self)?.append(e)
+    }
+    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, String> {
+        lock(self)?.entries(lo, hi)
+    }
+    fn term(&self, i: u64) -> Result<Option<u64>, String> {
+        lock(self)?.term(i)
+    }
+    fn first_index(&self) -> Result<u64, String> {
+        lock(self)?.first_index()
+    }
+    fn last_index(&self) -> Result<u64, String> {
+        lock(self)?.last_index()
+    }
+    fn hard_state(&self) -> Result<Option<Vec<u8>>, String> {
+        lock(self)?.hard_state()
+    }
+    fn set_hard_state(&mut self, b: &[u8]) -> Result<(), String> {
+        lock(self)?.set_hard_state(b)
+    }
+    fn conf_state(&self) -> Result<Option<Vec<u8>>, String> {
+        lock(self)?.conf_state()
+    }
+    fn set_conf_state(&mut self, b: &[u8]) -> Result<(), String> {
+        lock(self)?.set_conf_state(b)
+    }
+    fn compact(&mut self, i: u64, t: u64) -> Result<(), String> {
+        lock(self)?.compact(i, t)
+    }
+    fn snapshot_meta(&self) -> Result<(u64, u64), String> {
+        lock(self)?.snapshot_meta()
+    }
+    fn install_snapshot(&mut self, i: u64, t: u64) -> Result<(), String> {
+        lock(self)?.install_snapshot(i, t)
+    }
+}
+
+fn lock<L>(m: &Mutex<L>) -> Result<std::sync::MutexGuard<'_, L>, String> {
+    m.lock().map_err(|_| "raft log lock poisoned".to_string())
 }
 
 /// An in-memory `LogStore`.
@@ -95,21 +145,71 @@ impl LogStore for MemLog {
     fn snapshot_meta(&self) -> Result<(u64, u64), String> {
         Ok(self.snap)
     }
+    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), String> {
+        self.entries.clear();
+        self.snap = (index, term);
+        Ok(())
+    }
+}
+
+/// Who is in the cluster: raft-rs's conf state and every member's peer address.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Membership {
+    pub conf: ConfState,
+    pub peers: BTreeMap<u64, String>,
+}
+
+/// First byte of an encoded `Membership` (a bare protobuf `ConfState` never starts with it).
+const MEMBERSHIP_FORMAT: u8 = 0xD1;
+
+impl Membership {
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        let conf = self
+            .conf
+            .write_to_bytes()
+            .map_err(|e| format!("encode conf state: {e}"))?;
+        let mut out = vec![MEMBERSHIP_FORMAT];
+        bincode::serialize_into(&mut out, &(conf, &self.peers))
+            .map_err(|e| format!("encode membership: {e}"))?;
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Membership, String> {
+        match bytes.split_first() {
+            Some((&MEMBERSHIP_FORMAT, rest)) => {
+                let (conf, peers): (Vec<u8>, BTreeMap<u64, String>) =
+                    bincode::deserialize(rest).map_err(|e| format!("decode membership: {e}"))?;
+                let conf = ConfState::parse_from_bytes(&conf)
+                    .map_err(|e| format!("decode conf state: {e}"))?;
+                Ok(Membership { conf, peers })
+            }
+            // Written before peer addresses were kept: a bare conf state.
+            _ => ConfState::parse_from_bytes(bytes)
+                .map(|conf| Membership {
+                    conf,
+                    peers: BTreeMap::new(),
+                })
+                .map_err(|e| format!("decode conf state: {e}")),
+        }
+    }
 }
 
 fn store_err(e: String) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.into()))
 }
 
-/// `raft::Storage` over a shared `LogStore`. The driver writes through the same handle.
+/// `raft::Storage` over a shared `LogStore`. The driver writes through the same handle and
+/// keeps `applied` current, so that a snapshot can be described when raft-rs asks for one.
 pub struct RaftStorage<L: LogStore> {
     pub(crate) log: Arc<Mutex<L>>,
+    applied: Arc<AtomicU64>,
 }
 
 impl<L: LogStore> Clone for RaftStorage<L> {
     fn clone(&self) -> Self {
         RaftStorage {
             log: self.log.clone(),
+            applied: self.applied.clone(),
         }
     }
 }
@@ -118,7 +218,13 @@ impl<L: LogStore> RaftStorage<L> {
     pub fn new(log: L) -> Self {
         RaftStorage {
             log: Arc::new(Mutex::new(log)),
+            applied: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Records the index applied to the state machine.
+    pub fn set_applied(&self, index: u64) {
+        self.applied.store(index, Ordering::Release);
     }
 
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut L) -> Result<T, String>) -> Result<T, String> {
@@ -157,20 +263,36 @@ impl<L: LogStore> RaftStorage<L> {
         }
     }
 
-    pub fn set_conf_state(&self, cs: &ConfState) -> Result<(), String> {
-        let bytes = cs
-            .write_to_bytes()
-            .map_err(|e| format!("encode conf state: {e}"))?;
+    pub fn set_membership(&self, m: &Membership) -> Result<(), String> {
+        let bytes = m.encode()?;
         self.with(|l| l.set_conf_state(&bytes))
     }
 
-    pub fn conf_state(&self) -> Result<Option<ConfState>, String> {
+    pub fn membership(&self) -> Result<Option<Membership>, String> {
         match self.with(|l| l.conf_state())? {
-            Some(b) => ConfState::parse_from_bytes(&b)
-                .map(Some)
-                .map_err(|e| format!("decode conf state: {e}")),
+            Some(b) => Membership::decode(&b).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Makes the log start after a snapshot at `index`/`term` with `membership`, and commits
+    /// up to `index` in the hard state.
+    pub fn install_snapshot(
+        &self,
+        index: u64,
+        term: u64,
+        membership: &Membership,
+    ) -> Result<(), String> {
+        self.with(|l| l.install_snapshot(index, term))?;
+        self.set_membership(membership)?;
+        let mut hs = self.hard_state()?;
+        if hs.commit < index {
+            hs.commit = index;
+        }
+        if hs.term < term {
+            hs.term = term;
+        }
+        self.set_hard_state(&hs)
     }
 
     /// Sets the commit index in the stored hard state.
@@ -187,7 +309,11 @@ impl<L: LogStore> RaftStorage<L> {
 impl<L: LogStore> raft::Storage for RaftStorage<L> {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let hs = self.hard_state().map_err(store_err)?;
-        let cs = self.conf_state().map_err(store_err)?.unwrap_or_default();
+        let cs = self
+            .membership()
+            .map_err(store_err)?
+            .map(|m| m.conf)
+            .unwrap_or_default();
         Ok(RaftState::new(hs, cs))
     }
 
@@ -246,11 +372,24 @@ impl<L: LogStore> raft::Storage for RaftStorage<L> {
         self.with(|l| l.last_index()).map_err(store_err)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Streaming a store checkpoint to a lagging peer arrives with the cluster (issue 4);
-        // until then there is no snapshot to give, and raft-rs is told to retry later.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // The snapshot is described here (index = the applied revision, its term, the
+        // membership); its data, the store at that revision, is streamed by the transport.
+        let index = self.applied.load(Ordering::Acquire);
+        if index == 0 || index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let term = raft::Storage::term(self, index)?;
+        let m = self.membership().map_err(store_err)?.unwrap_or_default();
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = index;
+        snap.mut_metadata().term = term;
+        snap.mut_metadata().set_conf_state(m.conf.clone());
+        snap.data = crate::snapshot::encode_header(&m.peers)
+            .map_err(store_err)?
+            .into();
+        Ok(snap)
     }
 }

@@ -41,4 +41,7 @@ impl LogStore for RaftLogStore {
     fn snapshot_meta(&self) -> Result<(u64, u64), String> {
         Ok(RaftLogStore::snapshot_meta(self))
     }
+    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), String> {
+        RaftLogStore::install_snapshot(self, index, term).map_err(|e| e.to_string())
+    }
 }

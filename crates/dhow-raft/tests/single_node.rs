@@ -5,51 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dhow_raft::{LogStore, MemLog, NoTransport, RaftConfig, RaftError, RaftHandle, RawEntry};
+use dhow_raft::{MemLog, NoTransport, RaftConfig, RaftError, RaftHandle};
 use dhow_tuples::{
     parse_relationship, ObjectRef, Precondition, RelationshipFilter, Revision, SharedMemStore,
     TupleStore, WriteOp, WriteRequest,
 };
 
 /// A log that outlives the node using it, like a file on disk.
-#[derive(Clone, Default)]
-struct SharedLog(Arc<Mutex<MemLog>>);
-
-impl LogStore for SharedLog {
-    fn append(&mut self, e: &[RawEntry]) -> Result<(), String> {
-        self.0.lock().unwrap().append(e)
-    }
-    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, String> {
-        self.0.lock().unwrap().entries(lo, hi)
-    }
-    fn term(&self, i: u64) -> Result<Option<u64>, String> {
-        self.0.lock().unwrap().term(i)
-    }
-    fn first_index(&self) -> Result<u64, String> {
-        self.0.lock().unwrap().first_index()
-    }
-    fn last_index(&self) -> Result<u64, String> {
-        self.0.lock().unwrap().last_index()
-    }
-    fn hard_state(&self) -> Result<Option<Vec<u8>>, String> {
-        self.0.lock().unwrap().hard_state()
-    }
-    fn set_hard_state(&mut self, b: &[u8]) -> Result<(), String> {
-        self.0.lock().unwrap().set_hard_state(b)
-    }
-    fn conf_state(&self) -> Result<Option<Vec<u8>>, String> {
-        self.0.lock().unwrap().conf_state()
-    }
-    fn set_conf_state(&mut self, b: &[u8]) -> Result<(), String> {
-        self.0.lock().unwrap().set_conf_state(b)
-    }
-    fn compact(&mut self, i: u64, t: u64) -> Result<(), String> {
-        self.0.lock().unwrap().compact(i, t)
-    }
-    fn snapshot_meta(&self) -> Result<(u64, u64), String> {
-        self.0.lock().unwrap().snapshot_meta()
-    }
-}
+type SharedLog = Arc<Mutex<MemLog>>;
 
 fn touch(s: &str) -> WriteRequest {
     WriteRequest {

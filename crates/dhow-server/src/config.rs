@@ -13,11 +13,19 @@
 //! | `consistency_timeout` | `DHOW_CONSISTENCY_TIMEOUT` | `2s` |
 //! | `request_timeout` | `DHOW_REQUEST_TIMEOUT` | `30s` |
 //! | `gc_window` | `DHOW_GC_WINDOW` | `24h` |
+//! | `node_id` | `DHOW_NODE_ID` | `1` |
+//! | `peer_addr` | `DHOW_PEER_ADDR` | none (no node-to-node listener) |
+//! | `initial_cluster` | `DHOW_INITIAL_CLUSTER` | none (a one-node cluster) |
+//! | `initial_cluster_state` | `DHOW_INITIAL_CLUSTER_STATE` | `new` |
+//!
+//! `initial_cluster` is `1=HOST:PORT,2=HOST:PORT,...`: every member's id and the peer address
+//! the others reach it at. It (and `initial_cluster_state`) only matter the first time a node
+//! starts on an empty data dir; afterwards the membership comes from the node's own log.
 //!
 //! Durations are written `500ms`, `2s`, `5m`, `24h` or `7d`; sizes as a number of bytes or
 //! with a `KiB`, `MiB` or `GiB` suffix.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +49,55 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long old revisions stay readable (at_exact_snapshot, cursors, Watch).
     pub gc_window: Duration,
+    /// This node's id in the cluster (non-zero).
+    pub node_id: u64,
+    /// Where the node-to-node service listens; none for a node that never has peers.
+    pub peer_addr: Option<SocketAddr>,
+    /// The members of a new cluster and their peer addresses; empty for a one-node cluster.
+    pub initial_cluster: BTreeMap<u64, String>,
+    /// Bootstrap a new cluster, or join a running one.
+    pub initial_cluster_state: ClusterState,
+}
+
+/// How a node with an empty data dir starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClusterState {
+    /// Form a new cluster with the initial members as voters.
+    #[default]
+    New,
+    /// Join a running cluster that has already added this node (`dhow cluster add`).
+    Existing,
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT`.
+pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}` is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{id}` in `{part}` is not a node id (a positive integer)"))?;
+        if id == 0 {
+            return Err(format!("`{part}`: node ids start at 1"));
+        }
+        let addr = addr.trim();
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(format!("`{addr}` in `{part}` is not HOST:PORT"));
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(format!("node id {id} appears twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err("no members given (expected 1=HOST:PORT,2=HOST:PORT,...)".into());
+    }
+    Ok(out)
 }
 
 impl Default for Config {
@@ -53,6 +110,10 @@ impl Default for Config {
             consistency_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             gc_window: Duration::from_secs(24 * 3600),
+            node_id: 1,
+            peer_addr: None,
+            initial_cluster: BTreeMap::new(),
+            initial_cluster_state: ClusterState::New,
         }
     }
 }
@@ -67,6 +128,10 @@ pub struct ConfigOverrides {
     pub consistency_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
     pub gc_window: Option<Duration>,
+    pub node_id: Option<u64>,
+    pub peer_addr: Option<SocketAddr>,
+    pub initial_cluster: Option<BTreeMap<u64, String>>,
+    pub initial_cluster_state: Option<ClusterState>,
 }
 
 /// Why the configuration could not be loaded; says which file, key or variable.
@@ -103,6 +168,10 @@ struct FileConfig {
     consistency_timeout: Option<NumOrText>,
     request_timeout: Option<NumOrText>,
     gc_window: Option<NumOrText>,
+    node_id: Option<u64>,
+    peer_addr: Option<String>,
+    initial_cluster: Option<String>,
+    initial_cluster_state: Option<String>,
 }
 
 /// The environment variables read, with the key each sets.
@@ -114,6 +183,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DHOW_CONSISTENCY_TIMEOUT", "consistency_timeout"),
     ("DHOW_REQUEST_TIMEOUT", "request_timeout"),
     ("DHOW_GC_WINDOW", "gc_window"),
+    ("DHOW_NODE_ID", "node_id"),
+    ("DHOW_PEER_ADDR", "peer_addr"),
+    ("DHOW_INITIAL_CLUSTER", "initial_cluster"),
+    ("DHOW_INITIAL_CLUSTER_STATE", "initial_cluster_state"),
 ];
 
 /// Parses `500ms`, `2s`, `5m`, `24h`, `7d` (a bare number is seconds).
@@ -209,6 +282,10 @@ impl Config {
         c.consistency_timeout = o.consistency_timeout.unwrap_or(c.consistency_timeout);
         c.request_timeout = o.request_timeout.unwrap_or(c.request_timeout);
         c.gc_window = o.gc_window.unwrap_or(c.gc_window);
+        c.node_id = o.node_id.unwrap_or(c.node_id);
+        c.peer_addr = o.peer_addr.or(c.peer_addr);
+        c.initial_cluster = o.initial_cluster.unwrap_or(c.initial_cluster);
+        c.initial_cluster_state = o.initial_cluster_state.unwrap_or(c.initial_cluster_state);
         c.validate()?;
         Ok(c)
     }
@@ -228,6 +305,32 @@ impl Config {
         positive("max_updates_per_write", self.max_updates_per_write)?;
         positive("consistency_timeout", self.consistency_timeout)?;
         positive("request_timeout", self.request_timeout)?;
+        positive("node_id", self.node_id)?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        if !self.initial_cluster.is_empty() && !self.initial_cluster.contains_key(&self.node_id) {
+            return Err(invalid(
+                "initial_cluster",
+                format!(
+                    "does not list this node (node_id {}); list every member, this one included",
+                    self.node_id
+                ),
+            ));
+        }
+        if self.initial_cluster.len() > 1 && self.peer_addr.is_none() {
+            return Err(invalid(
+                "peer_addr",
+                "a node of a cluster needs a peer address to listen on".into(),
+            ));
+        }
+        if self.initial_cluster_state == ClusterState::Existing && self.initial_cluster.len() < 2 {
+            return Err(invalid(
+                "initial_cluster",
+                "joining a running cluster (initial_cluster_state existing) needs the addresses of its members".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -255,6 +358,18 @@ impl Config {
                 "max_updates_per_write",
                 self.set("max_updates_per_write", &v.to_string()),
             )?;
+        }
+        if let Some(v) = f.node_id {
+            with_key("node_id", self.set("node_id", &v.to_string()))?;
+        }
+        for (key, v) in [
+            ("peer_addr", f.peer_addr),
+            ("initial_cluster", f.initial_cluster),
+            ("initial_cluster_state", f.initial_cluster_state),
+        ] {
+            if let Some(v) = v {
+                with_key(key, self.set(key, &v))?;
+            }
         }
         for (key, v) in [
             ("consistency_timeout", f.consistency_timeout),
@@ -287,6 +402,25 @@ impl Config {
             "consistency_timeout" => self.consistency_timeout = parse_duration(v)?,
             "request_timeout" => self.request_timeout = parse_duration(v)?,
             "gc_window" => self.gc_window = parse_duration(v)?,
+            "node_id" => {
+                self.node_id = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid node id `{v}` (a positive integer)"))?
+            }
+            "peer_addr" => {
+                self.peer_addr = Some(v.trim().parse().map_err(|e| {
+                    format!("invalid address `{v}` (expected host:port, e.g. 127.0.0.1:50052): {e}")
+                })?)
+            }
+            "initial_cluster" => self.initial_cluster = parse_initial_cluster(v)?,
+            "initial_cluster_state" => {
+                self.initial_cluster_state = match v.trim() {
+                    "new" => ClusterState::New,
+                    "existing" => ClusterState::Existing,
+                    other => return Err(format!("`{other}` is not `new` or `existing`")),
+                }
+            }
             other => return Err(format!("unknown key `{other}`")),
         }
         Ok(())
@@ -346,6 +480,48 @@ mod tests {
         env.insert("DHOW_MAX_UPDATES_PER_WRITE".to_string(), "lots".to_string());
         let e = Config::load(None, &env, &ConfigOverrides::default()).unwrap_err();
         assert!(e.to_string().contains("DHOW_MAX_UPDATES_PER_WRITE"), "{e}");
+    }
+
+    #[test]
+    fn cluster_settings() {
+        let ic = parse_initial_cluster("1=a:1, 2=dhow-1.dhow:50052,3=10.0.0.3:7").unwrap();
+        assert_eq!(ic.len(), 3);
+        assert_eq!(ic[&2], "dhow-1.dhow:50052");
+        for (bad, says) in [
+            ("", "no members"),
+            ("1=a:1,1=b:2", "twice"),
+            ("0=a:1", "start at 1"),
+            ("x=a:1", "not a node id"),
+            ("1=a", "HOST:PORT"),
+            ("1", "ID=HOST:PORT"),
+        ] {
+            let e = parse_initial_cluster(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let mut env = HashMap::new();
+        env.insert("DHOW_NODE_ID".to_string(), "2".to_string());
+        env.insert(
+            "DHOW_INITIAL_CLUSTER".to_string(),
+            "1=a:1,2=b:2".to_string(),
+        );
+        env.insert("DHOW_PEER_ADDR".to_string(), "127.0.0.1:7002".to_string());
+        env.insert(
+            "DHOW_INITIAL_CLUSTER_STATE".to_string(),
+            "existing".to_string(),
+        );
+        let c = Config::load(None, &env, &ConfigOverrides::default()).unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.initial_cluster_state, ClusterState::Existing);
+        env.insert("DHOW_NODE_ID".to_string(), "3".to_string());
+        let e = Config::load(None, &env, &ConfigOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("does not list this node"), "{e}");
+        env.insert("DHOW_NODE_ID".to_string(), "2".to_string());
+        env.remove("DHOW_PEER_ADDR");
+        let e = Config::load(None, &env, &ConfigOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("peer_addr"), "{e}");
+        env.insert("DHOW_INITIAL_CLUSTER_STATE".to_string(), "old".to_string());
+        let e = Config::load(None, &env, &ConfigOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("DHOW_INITIAL_CLUSTER_STATE"), "{e}");
     }
 
     #[test]

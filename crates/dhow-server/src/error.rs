@@ -50,6 +50,9 @@ pub mod reason {
     pub const DELETE_LIMIT_EXCEEDED: &str = "DELETE_LIMIT_EXCEEDED";
     /// FAILED_PRECONDITION: an evaluation met a caveated relationship in the store.
     pub const CAVEAT_EVALUATION_UNSUPPORTED: &str = "CAVEAT_EVALUATION_UNSUPPORTED";
+    /// FAILED_PRECONDITION: a membership or leadership request that does not fit the
+    /// cluster (unknown member, learner as leader, a node started without a peer address).
+    pub const CLUSTER: &str = "CLUSTER";
     /// ALREADY_EXISTS: a CREATE of a relationship that exists.
     pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
     /// RESOURCE_EXHAUSTED (as SpiceDB): the evaluation went deeper than the limit
@@ -265,6 +268,9 @@ impl From<NodeError> for ApiError {
                 reason::TIMEOUT,
                 format!("timed out: {m}"),
             ),
+            NodeError::FailedPrecondition(m) => {
+                ApiError::new(Code::FailedPrecondition, reason::CLUSTER, m)
+            }
             NodeError::Internal(m) => ApiError::internal(m),
         }
     }

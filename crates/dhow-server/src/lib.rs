@@ -1,5 +1,6 @@
 //! Dhow's gRPC server: the `dhow.v1` services over a [`Node`], consistency resolution,
-//! tokens and cursors, error mapping, configuration, health, reflection and the GC task.
+//! tokens and cursors, error mapping, configuration, health, reflection and the GC task; and
+//! the node-to-node transport and service (`dhow.internal.v1`) of the Raft node.
 //!
 //! Start with [`serve`]: it takes any [`Node`] (the Raft node in production, [`MemNode`] in
 //! tests), a [`Config`], a bound listener and a shutdown future.
@@ -12,14 +13,18 @@ pub mod error;
 pub mod gc;
 pub mod mem_node;
 pub mod node;
+pub mod peer;
+pub mod raft_node;
 pub mod schema_cache;
 pub mod server;
 pub mod service;
 pub mod token;
 
-pub use config::{Config, ConfigError, ConfigOverrides};
+pub use config::{ClusterState, Config, ConfigError, ConfigOverrides};
 pub use error::{reason, ApiError, DOMAIN};
 pub use gc::{spawn_gc, GcHandle};
 pub use mem_node::MemNode;
 pub use node::{Node, NodeError};
-pub use server::{serve, ServerError};
+pub use peer::{discover_cluster_id, ClusterId, PeerService, PeerTransport};
+pub use raft_node::RaftNode;
+pub use server::{serve, serve_peers, ServerError};

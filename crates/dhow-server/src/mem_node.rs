@@ -11,7 +11,7 @@ use std::time::Duration;
 use dhow_tuples::{Batch, Revision, SharedMemStore, TupleStore, WriteRequest};
 use tokio::sync::watch;
 
-use crate::node::{Node, NodeError};
+use crate::node::{ClusterStatus, Member, MemberChange, Node, NodeError, Role};
 
 /// An in-memory node. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -130,6 +130,40 @@ impl Node for MemNode {
 
     fn cluster_id(&self) -> u64 {
         self.cluster_id
+    }
+
+    async fn cluster_status(&self) -> Result<ClusterStatus, NodeError> {
+        let applied = self.applied().0;
+        Ok(ClusterStatus {
+            id: 1,
+            role: Role::Leader,
+            leader: 1,
+            term: 1,
+            commit: applied,
+            applied,
+            members: vec![Member {
+                id: 1,
+                addr: String::new(),
+                learner: false,
+                matched: Some(applied),
+            }],
+        })
+    }
+
+    async fn change_membership(&self, _change: MemberChange) -> Result<Revision, NodeError> {
+        Err(NodeError::FailedPrecondition(
+            "an in-memory node is a cluster of one: it has no membership to change".into(),
+        ))
+    }
+
+    async fn transfer_leader(&self, to: u64) -> Result<(), NodeError> {
+        if to == 1 {
+            Ok(())
+        } else {
+            Err(NodeError::FailedPrecondition(format!(
+                "node {to} is not a voter of this cluster"
+            )))
+        }
     }
 }
 

@@ -1,11 +1,12 @@
 //! The boundary between the gRPC layer and replication: what a node offers the services.
-//! The Raft node (crate dhow-raft, adapted in the binary's `serve.rs`) is the real implementation;
+//! The Raft node (crate dhow-raft, adapted in `raft_node.rs`) is the real implementation;
 //! `MemNode` is the in-memory second implementation the service tests also run against.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use dhow_raft::{Member, MemberChange, Role, Status as ClusterStatus};
 use dhow_tuples::{Revision, TupleStore, WriteRequest};
 
 /// Why a node could not do what was asked.
@@ -21,6 +22,9 @@ pub enum NodeError {
     /// Waited too long (for a revision to be applied, or for a write to commit).
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The request does not fit the cluster's state (e.g. transfer leadership to a learner).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The node itself failed (storage error): the process should be restarted.
     #[error("internal: {0}")]
     Internal(String),
@@ -54,4 +58,13 @@ pub trait Node: Send + Sync + 'static {
     fn store(&self) -> Arc<dyn TupleStore>;
     /// This cluster's id (consistency tokens carry it).
     fn cluster_id(&self) -> u64;
+    /// What this node knows of the cluster.
+    fn cluster_status(&self) -> impl Future<Output = Result<ClusterStatus, NodeError>> + Send;
+    /// Adds or removes a member; returns the revision of the change.
+    fn change_membership(
+        &self,
+        change: MemberChange,
+    ) -> impl Future<Output = Result<Revision, NodeError>> + Send;
+    /// Asks the leader to hand leadership to voter `to`.
+    fn transfer_leader(&self, to: u64) -> impl Future<Output = Result<(), NodeError>> + Send;
 }

@@ -1,10 +1,12 @@
-//! Serving: the three `dhow.v1` services, gRPC health (`grpc.health.v1`) and server
+//! Serving: the four `dhow.v1` services, gRPC health (`grpc.health.v1`) and server
 //! reflection (v1 and v1alpha) on one listener, with message size limits, a default request
-//! deadline, a tracing span per request and graceful shutdown.
+//! deadline, a tracing span per request and graceful shutdown; and the node-to-node service
+//! on the peer listener.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use dhow_proto::v1::cluster_service_server::ClusterServiceServer;
 use dhow_proto::v1::permission_service_server::PermissionServiceServer;
 use dhow_proto::v1::relationship_service_server::RelationshipServiceServer;
 use dhow_proto::v1::schema_service_server::SchemaServiceServer;
@@ -16,7 +18,8 @@ use tonic_health::ServingStatus;
 
 use crate::config::Config;
 use crate::node::Node;
-use crate::service::{Limits, PermissionSvc, RelationshipSvc, SchemaSvc, State};
+use crate::peer::PeerService;
+use crate::service::{ClusterSvc, Limits, PermissionSvc, RelationshipSvc, SchemaSvc, State};
 
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +33,8 @@ pub enum ServerError {
 }
 
 /// The fully-qualified names of the public services (for health and reflection).
-pub const SERVICE_NAMES: [&str; 3] = [
+pub const SERVICE_NAMES: [&str; 4] = [
+    dhow_proto::v1::cluster_service_server::SERVICE_NAME,
     dhow_proto::v1::permission_service_server::SERVICE_NAME,
     dhow_proto::v1::relationship_service_server::SERVICE_NAME,
     dhow_proto::v1::schema_service_server::SERVICE_NAME,
@@ -74,6 +78,7 @@ pub async fn serve<N: Node>(
     let relationship = RelationshipServiceServer::new(RelationshipSvc::new(state.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let cluster = ClusterServiceServer::new(ClusterSvc::new(state.clone()));
     let schema = SchemaServiceServer::new(SchemaSvc::new(state))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -103,7 +108,24 @@ pub async fn serve<N: Node>(
         .add_service(permission)
         .add_service(relationship)
         .add_service(schema)
+        .add_service(cluster)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .await?;
+    Ok(())
+}
+
+/// Serves the node-to-node service on `listener` until `shutdown` completes.
+pub async fn serve_peers(
+    service: PeerService,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, "serving dhow.internal.v1 (peers)");
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
 }

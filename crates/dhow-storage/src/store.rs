@@ -356,6 +356,47 @@ impl RocksStore {
         Ok(outcomes)
     }
 
+    /// Replaces all relationship data with a snapshot at `rev`, in one synced batch.
+    fn restore_inner(
+        &self,
+        rev: Revision,
+        schema: Option<&str>,
+        relationships: &mut dyn Iterator<Item = dhow_tuples::Relationship>,
+    ) -> Result<(), StorageError> {
+        let sh = &*self.shared;
+        let _g = lock(&sh.apply_lock);
+        let mut wb = WriteBatch::default();
+        // Every data key starts with the key format byte; clear the whole keyspace anyway.
+        let everything = (Vec::new(), vec![0xffu8; 64]);
+        for name in [CF_TUPLES, CF_BY_SUBJECT, CF_CHANGES, CF_SCHEMAS] {
+            wb.delete_range_cf(sh.cf(name)?, &everything.0, &everything.1);
+        }
+        let tuples = sh.cf(CF_TUPLES)?;
+        let by_subject = sh.cf(CF_BY_SUBJECT)?;
+        let mut seen = HashSet::new();
+        for r in relationships {
+            let fwd = forward_key(&r);
+            if !seen.insert(fwd.clone()) {
+                return Err(StorageError::Invalid(format!(
+                    "snapshot holds relationship `{r}` twice"
+                )));
+            }
+            let value = encode_version(ALIVE, &r).map_err(StorageError::Invalid)?;
+            wb.put_cf(tuples, version_key(&fwd, rev.0), value);
+            wb.put_cf(by_subject, reverse_key(&r), b"");
+        }
+        if let Some(s) = schema {
+            wb.put_cf(sh.cf(CF_SCHEMAS)?, u64_key(rev.0), s.as_bytes());
+        }
+        let meta = sh.cf(CF_META)?;
+        wb.put_cf(meta, META_HEAD, rev.0.to_be_bytes());
+        wb.put_cf(meta, META_OLDEST, rev.0.to_be_bytes());
+        sh.write(wb, &format!("restoring a snapshot at revision {rev}"))?;
+        sh.head.store(rev.0, Ordering::Release);
+        sh.oldest.store(rev.0, Ordering::Release);
+        Ok(())
+    }
+
     fn changes_inner(&self, after: Revision, limit: usize) -> Result<Vec<Change>, StorageError> {
         let sh = &*self.shared;
         let snap = sh.db.snapshot();
@@ -631,6 +672,15 @@ impl TupleStore for RocksStore {
 
     fn gc(&self, before: Revision) -> Result<(), Error> {
         Ok(self.gc_inner(before)?)
+    }
+
+    fn restore(
+        &self,
+        rev: Revision,
+        schema: Option<&str>,
+        relationships: &mut dyn Iterator<Item = dhow_tuples::Relationship>,
+    ) -> Result<(), Error> {
+        Ok(self.restore_inner(rev, schema, relationships)?)
     }
 }
 

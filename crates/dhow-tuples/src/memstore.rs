@@ -166,6 +166,37 @@ impl MemStore {
         self.oldest = self.oldest.max(before);
     }
 
+    /// A store holding exactly `relationships`, created at `rev`, readable only at `rev`.
+    /// Refuses a relationship given twice.
+    pub fn restored(
+        rev: Revision,
+        relationships: &mut dyn Iterator<Item = Relationship>,
+    ) -> Result<MemStore, Error> {
+        let mut s = MemStore {
+            head: rev,
+            oldest: rev,
+            ..MemStore::default()
+        };
+        for r in relationships {
+            let key = key_of(&r);
+            if s.versions.contains_key(&key) {
+                return Err(Error::Invalid(format!(
+                    "snapshot holds relationship `{r}` twice"
+                )));
+            }
+            s.reverse.insert(rev_key_of(&r), ());
+            s.versions.insert(
+                key,
+                vec![Version {
+                    created: rev,
+                    deleted: None,
+                    rel: r,
+                }],
+            );
+        }
+        Ok(s)
+    }
+
     /// A reader at `rev`, which must lie between `oldest()` and `head()`.
     pub fn snapshot(&self, rev: Revision) -> Result<MemSnapshot<'_>, Error> {
         if rev > self.head || rev < self.oldest {

@@ -71,6 +71,16 @@ pub trait TupleStore: Send + Sync {
     fn schema_at(&self, rev: Revision) -> Result<Option<(Revision, String)>, Error>;
     /// Forgets versions and changes at or below `before`.
     fn gc(&self, before: Revision) -> Result<(), Error>;
+    /// Replaces the whole content with a snapshot taken elsewhere at `rev`: exactly
+    /// `relationships` and `schema`, readable at `rev` only (`oldest() == head() == rev`
+    /// afterwards; older revisions and their changes are gone). Atomic: on `Err`, or after a
+    /// crash during it, the store holds what it held before, never half a snapshot.
+    fn restore(
+        &self,
+        rev: Revision,
+        schema: Option<&str>,
+        relationships: &mut dyn Iterator<Item = Relationship>,
+    ) -> Result<(), Error>;
 }
 
 impl<T: SnapshotReader + ?Sized> SnapshotReader for Box<T> {
@@ -291,6 +301,24 @@ impl TupleStore for SharedMemStore {
         g.store.gc(before);
         let oldest = g.store.oldest();
         g.changes.retain(|c| c.revision > oldest);
+        Ok(())
+    }
+
+    fn restore(
+        &self,
+        rev: Revision,
+        schema: Option<&str>,
+        relationships: &mut dyn Iterator<Item = Relationship>,
+    ) -> Result<(), Error> {
+        let fresh = MemStore::restored(rev, relationships)?;
+        let mut g = self.inner.write().map_err(|_| poisoned())?;
+        *g = SharedInner {
+            store: fresh,
+            changes: Vec::new(),
+            schemas: schema
+                .map(|s| vec![(rev, s.to_string())])
+                .unwrap_or_default(),
+        };
         Ok(())
     }
 }

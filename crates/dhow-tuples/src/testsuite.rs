@@ -40,6 +40,7 @@ pub fn run_all<S: TupleStore>(make: impl Fn() -> S) {
     changes_for_watch(&make());
     schema_history(&make());
     gc_forgets_old_revisions(&make());
+    restore_replaces_everything(&make());
 }
 
 pub fn empty_store(s: &impl TupleStore) {
@@ -509,6 +510,76 @@ pub fn gc_forgets_old_revisions(s: &impl TupleStore) {
         "changes below the GC horizon are gone: say so"
     );
     assert_eq!(s.changes(Revision(2), 10).unwrap().len(), 0);
+}
+
+pub fn restore_replaces_everything(s: &impl TupleStore) {
+    let old = rel("document:old#viewer@user:alice");
+    s.apply(Revision(1), &write(vec![WriteOp::Create(old.clone())]))
+        .unwrap();
+    s.apply(
+        Revision(2),
+        &Batch {
+            writes: vec![],
+            schema: Some("definition old {}".into()),
+        },
+    )
+    .unwrap();
+    let kept = vec![
+        rel("document:a#viewer@user:bob"),
+        rel("document:a#viewer@group:eng#member"),
+        rel("document:b#owner@user:*"),
+    ];
+    s.restore(
+        Revision(10),
+        Some("definition user {}"),
+        &mut kept.clone().into_iter(),
+    )
+    .unwrap();
+    assert_eq!((s.head(), s.oldest()), (Revision(10), Revision(10)));
+    assert!(
+        s.reader(Revision(2)).is_err(),
+        "revisions before a restored snapshot are gone"
+    );
+    let r = s.reader(Revision(10)).unwrap();
+    let all = strings(r.read(&RelationshipFilter::default(), None, 100).unwrap());
+    let mut want = strings(kept.clone());
+    want.sort();
+    let mut got = all.clone();
+    got.sort();
+    assert_eq!(got, want, "exactly the snapshot's relationships");
+    assert!(r
+        .find(&old.resource, "viewer", &old.subject)
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        strings(
+            r.by_subject_object(&ObjectRef::new("group", "eng"))
+                .unwrap()
+        ),
+        vec!["document:a#viewer@group:eng#member".to_string()],
+        "the reverse index is rebuilt"
+    );
+    drop(r);
+    assert_eq!(
+        s.schema_at(Revision(10)).unwrap(),
+        Some((Revision(10), "definition user {}".to_string()))
+    );
+    assert!(s.changes(Revision(9), 10).is_err());
+    assert!(s.changes(Revision(10), 10).unwrap().is_empty());
+    // The store goes on from the snapshot.
+    s.apply(Revision(11), &write(vec![WriteOp::Delete(kept[0].clone())]))
+        .unwrap();
+    assert_eq!(s.changes(Revision(10), 10).unwrap().len(), 1);
+    assert!(s
+        .reader(Revision(11))
+        .unwrap()
+        .find(&kept[0].resource, "viewer", &kept[0].subject)
+        .unwrap()
+        .is_none());
+    // A snapshot listing a relationship twice is refused and changes nothing.
+    let dup = vec![kept[1].clone(), kept[1].clone()];
+    assert!(s.restore(Revision(20), None, &mut dup.into_iter()).is_err());
+    assert_eq!(s.head(), Revision(11));
 }
 
 #[cfg(test)]

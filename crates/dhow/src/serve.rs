@@ -1,17 +1,22 @@
 //! `dhow serve`: one node of a Dhow cluster. Opens the RocksDB store under the data dir,
-//! starts the Raft node on it (a one-node cluster by default), and serves the gRPC API until
-//! Ctrl-C or SIGTERM.
+//! starts the Raft node on it (a one-node cluster by default, or a member of the cluster given
+//! by `--initial-cluster`), serves the node-to-node service on `--peer-addr` and the gRPC API
+//! until Ctrl-C or SIGTERM.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use dhow_raft::{NoTransport, RaftConfig, RaftError, RaftHandle};
-use dhow_server::{Config, ConfigOverrides, Node, NodeError};
+use dhow_raft::{RaftConfig, RaftHandle};
+use dhow_server::config::parse_initial_cluster;
+use dhow_server::{
+    ClusterId, ClusterState, Config, ConfigOverrides, Node, PeerService, PeerTransport, RaftNode,
+};
 use dhow_storage::{RocksStore, StoreOptions};
-use dhow_tuples::{Revision, TupleStore, WriteRequest};
+use dhow_tuples::TupleStore;
 
 /// Flags of `dhow serve`; each overrides the config file and `DHOW_*` variables.
 #[derive(Args, Debug)]
@@ -25,67 +30,41 @@ pub struct ServeArgs {
     /// Address of the public gRPC API (default 127.0.0.1:50051).
     #[arg(long, value_name = "HOST:PORT")]
     grpc_addr: Option<std::net::SocketAddr>,
+    /// This node's id in the cluster (default 1).
+    #[arg(long, value_name = "N")]
+    node_id: Option<u64>,
+    /// Address of the node-to-node service (none by default: a one-node cluster that never
+    /// adds members needs none).
+    #[arg(long, value_name = "HOST:PORT")]
+    peer_addr: Option<std::net::SocketAddr>,
+    /// The members of a new cluster: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`, each node's id and
+    /// the peer address the others reach it at. Used only on an empty data dir.
+    #[arg(long, value_name = "ID=HOST:PORT,...", value_parser = parse_initial_cluster)]
+    initial_cluster: Option<BTreeMap<u64, String>>,
+    /// `new` bootstraps a cluster from --initial-cluster; `existing` joins a running one
+    /// (after `dhow cluster add` there), learning its data by snapshot.
+    #[arg(long, value_name = "new|existing", value_parser = parse_state)]
+    initial_cluster_state: Option<ClusterState>,
 }
 
-/// The Raft node as the services see it.
-struct RaftNode {
-    handle: RaftHandle,
-    cluster_id: u64,
-    write_timeout: Duration,
-}
-
-fn node_error(e: RaftError) -> NodeError {
-    match e {
-        RaftError::Rejected(e) => NodeError::Rejected(e),
-        RaftError::Unavailable(m) => NodeError::Unavailable(m),
-        RaftError::Timeout(m) => NodeError::Timeout(m),
-        RaftError::Stopped => NodeError::Unavailable("the node is shutting down".into()),
-        other => NodeError::Internal(other.to_string()),
+fn parse_state(s: &str) -> Result<ClusterState, String> {
+    match s {
+        "new" => Ok(ClusterState::New),
+        "existing" => Ok(ClusterState::Existing),
+        other => Err(format!("`{other}` is not `new` or `existing`")),
     }
 }
 
-impl RaftNode {
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        f: impl std::future::Future<Output = Result<T, RaftError>>,
-    ) -> Result<T, NodeError> {
-        match tokio::time::timeout(self.write_timeout, f).await {
-            Ok(r) => r.map_err(node_error),
-            Err(_) => Err(NodeError::Timeout(format!(
-                "{what} not committed within {:?}; it may or may not be applied",
-                self.write_timeout
-            ))),
+/// A cluster id all founding members compute alike: FNV-1a of the sorted initial cluster.
+fn founding_cluster_id(members: &BTreeMap<u64, String>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (id, addr) in members {
+        for b in format!("{id}={addr};").bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
-}
-
-impl Node for RaftNode {
-    async fn write(&self, write: WriteRequest) -> Result<Revision, NodeError> {
-        self.bounded("write", self.handle.write(write)).await
-    }
-    async fn write_schema(&self, text: String) -> Result<Revision, NodeError> {
-        self.bounded("schema write", self.handle.write_schema(text))
-            .await
-    }
-    fn applied(&self) -> Revision {
-        self.handle.applied()
-    }
-    async fn wait_applied(&self, rev: Revision, timeout: Duration) -> Result<(), NodeError> {
-        self.handle
-            .wait_applied(rev, timeout)
-            .await
-            .map_err(node_error)
-    }
-    async fn read_index(&self) -> Result<Revision, NodeError> {
-        self.bounded("read index", self.handle.read_index()).await
-    }
-    fn store(&self) -> Arc<dyn TupleStore> {
-        self.handle.store()
-    }
-    fn cluster_id(&self) -> u64 {
-        self.cluster_id
-    }
+    h.max(1)
 }
 
 fn new_cluster_id() -> u64 {
@@ -111,6 +90,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let overrides = ConfigOverrides {
         grpc_addr: args.grpc_addr,
         data_dir: args.data_dir,
+        node_id: args.node_id,
+        peer_addr: args.peer_addr,
+        initial_cluster: args.initial_cluster,
+        initial_cluster_state: args.initial_cluster_state,
         ..Default::default()
     };
     let config = match Config::from_env(args.config.as_deref(), &overrides) {
@@ -145,35 +128,102 @@ async fn serve(config: Config) -> Result<(), String> {
         RocksStore::open(&db, StoreOptions::default())
             .map_err(|e| format!("cannot open the store at {}: {e}", db.display()))?,
     );
-    let cluster_id = match store.cluster_id().map_err(|e| e.to_string())? {
-        Some(id) => id,
-        None => {
-            let id = new_cluster_id();
-            store.set_cluster_id(id).map_err(|e| e.to_string())?;
-            id
-        }
-    };
-    let handle = RaftHandle::start(
-        RaftConfig::default(),
-        store.raft_log(),
-        store.clone() as Arc<dyn TupleStore>,
-        NoTransport,
-    )
-    .map_err(|e| format!("cannot start the raft node: {e}"))?;
-    let node = Arc::new(RaftNode {
-        handle,
-        cluster_id,
-        write_timeout: config.request_timeout,
-    });
+    // Bind first: a port in use is reported before anything is written.
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.grpc_addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let peer_listener = match config.peer_addr {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| format!("cannot listen on peer address {a}: {e}"))?,
+        ),
+        None => None,
+    };
+    let peer_local = match &peer_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let mut peers = config.initial_cluster.clone();
+    if peers.is_empty() {
+        // A one-node cluster: it knows its own peer address if it listens on one.
+        peers.insert(
+            config.node_id,
+            peer_local.map(|a| a.to_string()).unwrap_or_default(),
+        );
+    }
+    let cluster_id = match store.cluster_id().map_err(|e| e.to_string())? {
+        Some(id) => id,
+        None => {
+            let id = match config.initial_cluster_state {
+                ClusterState::Existing => {
+                    let others: Vec<String> = peers
+                        .iter()
+                        .filter(|(id, _)| **id != config.node_id)
+                        .map(|(_, a)| a.clone())
+                        .collect();
+                    println!("joining the cluster at {}", others.join(", "));
+                    dhow_server::discover_cluster_id(&others, Duration::from_secs(60)).await?
+                }
+                ClusterState::New if config.initial_cluster.len() > 1 => {
+                    founding_cluster_id(&config.initial_cluster)
+                }
+                ClusterState::New => new_cluster_id(),
+            };
+            store.set_cluster_id(id).map_err(|e| e.to_string())?;
+            id
+        }
+    };
+    let cluster = ClusterId::new(cluster_id);
+    let transport = PeerTransport::new(
+        config.node_id,
+        cluster.clone(),
+        store.clone() as Arc<dyn TupleStore>,
+    );
+    let raft_config = RaftConfig {
+        id: config.node_id,
+        initial_peers: peers,
+        join: config.initial_cluster_state == ClusterState::Existing,
+        ..RaftConfig::default()
+    };
+    let handle = Arc::new(
+        RaftHandle::start(
+            raft_config,
+            store.raft_log(),
+            store.clone() as Arc<dyn TupleStore>,
+            transport,
+        )
+        .map_err(|e| format!("cannot start the raft node: {e}"))?,
+    );
+    let node = Arc::new(RaftNode::new(
+        handle.clone(),
+        cluster_id,
+        config.request_timeout,
+        peer_listener.is_some(),
+    ));
+    let (peer_stop, peer_stopped) = tokio::sync::oneshot::channel::<()>();
+    let peer_task = peer_listener.map(|l| {
+        let svc = PeerService::new(handle.clone(), cluster.clone());
+        tokio::spawn(async move {
+            if let Err(e) = dhow_server::serve_peers(svc, l, async {
+                let _ = peer_stopped.await;
+            })
+            .await
+            {
+                tracing::error!(error = %e, "node-to-node service failed");
+            }
+        })
+    });
     let _gc = dhow_server::spawn_gc(node.store(), config.gc_window);
     println!(
-        "dhow listening on {addr} (data in {}, revision {})",
+        "dhow node {} listening on {addr} (data in {}, revision {}{})",
+        config.node_id,
         config.data_dir.display(),
-        node.applied()
+        node.applied(),
+        peer_local
+            .map(|p| format!(", peers on {p}"))
+            .unwrap_or_default()
     );
     println!("try:  dhow schema write examples/schema.zed --endpoint http://{addr}");
     println!("      dhow rel create 'document:readme#viewer@user:alice' --endpoint http://{addr}");
@@ -200,7 +250,12 @@ async fn serve(config: Config) -> Result<(), String> {
         let _ = ctrl_c.await;
         tracing::info!("shutting down");
     };
-    dhow_server::serve(node, &config, listener, shutdown)
+    let served = dhow_server::serve(node, &config, listener, shutdown)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    let _ = peer_stop.send(());
+    if let Some(t) = peer_task {
+        let _ = t.await;
+    }
+    served
 }

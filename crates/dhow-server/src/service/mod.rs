@@ -2,6 +2,7 @@
 //! request, resolve the revision, call the engine, store or node (store reads in
 //! `spawn_blocking`), map the error in `error.rs`, attach the token.
 
+mod cluster;
 mod permission;
 mod relationship;
 mod schema;
@@ -23,6 +24,7 @@ use crate::node::Node;
 use crate::schema_cache::SchemaCache;
 use crate::token;
 
+pub use cluster::ClusterSvc;
 pub use permission::PermissionSvc;
 pub use relationship::RelationshipSvc;
 pub use schema::SchemaSvc;

@@ -8,6 +8,7 @@
 //! success (whatever a check answers), 1 for a local error (bad argument, unreadable file,
 //! unreachable endpoint), 2 when the server returns an error.
 
+mod cluster;
 pub mod convert;
 pub mod format;
 mod permission;
@@ -26,6 +27,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use dhow_proto::v1 as pb;
 use tonic::transport::{Channel, Endpoint};
 
+pub use cluster::ClusterCommand;
 pub use permission::{CheckArgs, ExpandArgs, LookupResourcesArgs, LookupSubjectsArgs};
 pub use rel::RelCommand;
 pub use schema::SchemaCommand;
@@ -61,6 +63,9 @@ pub enum ClientCommand {
     LookupSubjects(LookupSubjectsArgs),
     /// Print relationship changes as they are committed (until Ctrl-C or --count).
     Watch(WatchArgs),
+    /// Show and change the cluster's membership and leadership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 /// Runs a client command to completion and reports its error, if any, on stderr.
@@ -73,6 +78,7 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::LookupResources(a) => permission::lookup_resources(a),
         ClientCommand::LookupSubjects(a) => permission::lookup_subjects(a),
         ClientCommand::Watch(a) => watch::run(a),
+        ClientCommand::Cluster(c) => cluster::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -297,6 +303,10 @@ impl Conn {
     ) -> pb::relationship_service_client::RelationshipServiceClient<Channel> {
         pb::relationship_service_client::RelationshipServiceClient::new(self.channel.clone())
             .max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub fn cluster(&self) -> pb::cluster_service_client::ClusterServiceClient<Channel> {
+        pb::cluster_service_client::ClusterServiceClient::new(self.channel.clone())
     }
 
     pub fn permissions(&self) -> pb::permission_service_client::PermissionServiceClient<Channel> {

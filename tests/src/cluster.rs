@@ -1,0 +1,409 @@
+//! A cluster of real `dhow serve` processes on loopback for the fault tests: start, kill -9,
+//! restart, find the leader, and a small gRPC client (write, check, status, export) whose
+//! calls report the revision of every answer.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dhow_proto::v1 as pb;
+use pb::cluster_service_client::ClusterServiceClient;
+use pb::permission_service_client::PermissionServiceClient;
+use pb::relationship_service_client::RelationshipServiceClient;
+use pb::schema_service_client::SchemaServiceClient;
+use tonic::transport::Channel;
+
+/// The `dhow` binary `cargo test --workspace` built next to this test executable.
+pub fn dhow_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/cluster-HASH -> target/debug/dhow
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir of the test executable");
+    let bin = dir.join("dhow");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free loopback port (bound once, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One node: its ports, data dir and process (if running).
+pub struct NodeProc {
+    pub id: u64,
+    pub grpc: u16,
+    pub peer: u16,
+    pub data: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc)
+    }
+    pub fn peer_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.peer)
+    }
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+    fn log_path(&self) -> PathBuf {
+        self.data.with_extension("log")
+    }
+    /// The last lines of the node's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+/// A cluster of real processes under a temporary directory.
+pub struct Cluster {
+    _dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProc>,
+    initial: String,
+}
+
+impl Cluster {
+    /// Starts `n` voters (ids 1..=n) and waits until one of them leads.
+    pub async fn start(n: u64) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nodes: Vec<NodeProc> = (1..=n)
+            .map(|id| NodeProc {
+                id,
+                grpc: free_port(),
+                peer: free_port(),
+                data: dir.path().join(format!("node{id}")),
+                child: None,
+            })
+            .collect();
+        let initial = nodes
+            .iter()
+            .map(|p| format!("{}={}", p.id, p.peer_addr()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            _dir: dir,
+            nodes,
+            initial,
+        };
+        for i in 0..c.nodes.len() {
+            c.spawn(i, &[]);
+        }
+        c.wait_leader(Duration::from_secs(20)).await;
+        c
+    }
+
+    fn spawn(&mut self, i: usize, extra: &[&str]) {
+        let initial = self.initial.clone();
+        let p = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p.log_path())
+            .expect("node log file");
+        let child = Command::new(dhow_bin())
+            .arg("serve")
+            .args(["--node-id", &p.id.to_string()])
+            .arg("--data-dir")
+            .arg(&p.data)
+            .args(["--grpc-addr", &format!("127.0.0.1:{}", p.grpc)])
+            .args(["--peer-addr", &p.peer_addr()])
+            .args(["--initial-cluster", &initial])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("DHOW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start dhow serve");
+        p.child = Some(child);
+    }
+
+    /// Adds a node process (not yet a member: add it with `cluster add` first) that joins the
+    /// running cluster.
+    pub fn spawn_joining(&mut self, id: u64) -> usize {
+        let dir = self.nodes[0].data.parent().expect("cluster dir").to_path_buf();
+        self.nodes.push(NodeProc {
+            id,
+            grpc: free_port(),
+            peer: free_port(),
+            data: dir.join(format!("node{id}")),
+            child: None,
+        });
+        let i = self.nodes.len() - 1;
+        let me = format!("{id}={}", self.nodes[i].peer_addr());
+        let initial = format!("{},{me}", self.initial);
+        let p = &mut self.nodes[i];
+        let log = std::fs::File::create(p.log_path()).expect("node log file");
+        let child = Command::new(dhow_bin())
+            .arg("serve")
+            .args(["--node-id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&p.data)
+            .args(["--grpc-addr", &format!("127.0.0.1:{}", p.grpc)])
+            .args(["--peer-addr", &p.peer_addr()])
+            .args(["--initial-cluster", &initial])
+            .args(["--initial-cluster-state", "existing"])
+            .env(
+                "RUST_LOG",
+                std::env::var("DHOW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start dhow serve");
+        p.child = Some(child);
+        i
+    }
+
+    /// `kill -9` of node index `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts node index `i` on its data dir (same flags).
+    pub fn restart(&mut self, i: usize) {
+        self.kill9(i);
+        self.spawn(i, &[]);
+    }
+
+    /// A client of node index `i`.
+    pub async fn client(&self, i: usize) -> Client {
+        Client::connect(&self.nodes[i].endpoint()).await
+    }
+
+    /// The index of the node that a running node reports as leader, waiting up to `timeout`.
+    pub async fn wait_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if !n.running() {
+                    continue;
+                }
+                if let Ok(mut c) = Client::try_connect(&n.endpoint()).await {
+                    if let Ok(s) = c.status().await {
+                        if s.leader_id != 0 {
+                            if let Some(j) = self.nodes.iter().position(|p| p.id == s.leader_id) {
+                                if self.nodes[j].running() {
+                                    return j;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| format!("--- node {} ---\n{}", n.id, n.log_tail()))
+                    .collect();
+                panic!("no leader within {timeout:?}\n{}", logs.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+/// The revision a token stands for.
+pub fn revision(t: &pb::ConsistencyToken) -> u64 {
+    dhow_server::token::Token::decode(&t.token)
+        .expect("a token from the server decodes")
+        .revision
+        .0
+}
+
+/// A gRPC client of one node.
+#[derive(Clone)]
+pub struct Client {
+    pub channel: Channel,
+}
+
+pub const SCHEMA: &str = "definition user {}\ndefinition document {\n  relation viewer: user\n  permission view = viewer\n}\n";
+
+fn rel(resource: &str, relation: &str, user: &str) -> pb::Relationship {
+    let (t, id) = resource.split_once(':').expect("type:id");
+    pb::Relationship {
+        resource: Some(pb::ObjectReference {
+            object_type: t.into(),
+            object_id: id.into(),
+        }),
+        relation: relation.into(),
+        subject: Some(pb::SubjectReference {
+            object: Some(pb::ObjectReference {
+                object_type: "user".into(),
+                object_id: user.into(),
+            }),
+            optional_relation: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A consistency requirement.
+pub fn at_least(t: &pb::ConsistencyToken) -> Option<pb::Consistency> {
+    Some(pb::Consistency {
+        requirement: Some(pb::consistency::Requirement::AtLeastAsFresh(t.clone())),
+    })
+}
+
+pub fn fully_consistent() -> Option<pb::Consistency> {
+    Some(pb::Consistency {
+        requirement: Some(pb::consistency::Requirement::FullyConsistent(true)),
+    })
+}
+
+impl Client {
+    pub async fn try_connect(endpoint: &str) -> Result<Client, tonic::transport::Error> {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .expect("endpoint")
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        Ok(Client { channel })
+    }
+
+    /// Connects, retrying for up to 30 s while the node starts.
+    pub async fn connect(endpoint: &str) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match Client::try_connect(endpoint).await {
+                Ok(c) => return c,
+                Err(e) if Instant::now() > deadline => panic!("connect {endpoint}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    pub async fn status(&mut self) -> Result<pb::StatusResponse, tonic::Status> {
+        ClusterServiceClient::new(self.channel.clone())
+            .status(pb::StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn write_schema(&mut self, schema: &str) -> Result<pb::ConsistencyToken, tonic::Status> {
+        SchemaServiceClient::new(self.channel.clone())
+            .write_schema(pb::WriteSchemaRequest {
+                schema: schema.into(),
+            })
+            .await
+            .map(|r| r.into_inner().written_at.expect("token"))
+    }
+
+    /// One TOUCH (`grant = true`) or DELETE of `resource#viewer@user:USER`.
+    pub async fn set(
+        &mut self,
+        resource: &str,
+        user: &str,
+        grant: bool,
+    ) -> Result<pb::ConsistencyToken, tonic::Status> {
+        use pb::relationship_update::Operation;
+        let op = if grant {
+            Operation::Touch
+        } else {
+            Operation::Delete
+        };
+        RelationshipServiceClient::new(self.channel.clone())
+            .write(pb::WriteRequest {
+                updates: vec![pb::RelationshipUpdate {
+                    operation: op as i32,
+                    relationship: Some(rel(resource, "viewer", user)),
+                }],
+                optional_preconditions: vec![],
+            })
+            .await
+            .map(|r| r.into_inner().written_at.expect("token"))
+    }
+
+    /// `resource#view@user:USER`: the answer and the revision it was evaluated at.
+    pub async fn check(
+        &mut self,
+        resource: &str,
+        user: &str,
+        consistency: Option<pb::Consistency>,
+    ) -> Result<(bool, u64), tonic::Status> {
+        let (t, id) = resource.split_once(':').expect("type:id");
+        let r = PermissionServiceClient::new(self.channel.clone())
+            .check(pb::CheckRequest {
+                consistency,
+                resource: Some(pb::ObjectReference {
+                    object_type: t.into(),
+                    object_id: id.into(),
+                }),
+                permission: "view".into(),
+                subject: Some(pb::SubjectReference {
+                    object: Some(pb::ObjectReference {
+                        object_type: "user".into(),
+                        object_id: user.into(),
+                    }),
+                    optional_relation: String::new(),
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok((
+            r.permissionship == pb::Permissionship::HasPermission as i32,
+            revision(r.checked_at.as_ref().expect("token")),
+        ))
+    }
+
+    /// Every relationship, as `resource#relation@subject` text, read at `consistency`.
+    pub async fn export(
+        &mut self,
+        consistency: Option<pb::Consistency>,
+    ) -> Result<BTreeMap<String, ()>, tonic::Status> {
+        let mut out = BTreeMap::new();
+        let mut stream = RelationshipServiceClient::new(self.channel.clone())
+            .read(pb::ReadRequest {
+                consistency,
+                filter: Some(pb::RelationshipFilter::default()),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        while let Some(r) = stream.message().await? {
+            if let Some(rel) = r.relationship {
+                let res = rel.resource.unwrap_or_default();
+                let sub = rel.subject.unwrap_or_default().object.unwrap_or_default();
+                out.insert(
+                    format!(
+                        "{}:{}#{}@{}:{}",
+                        res.object_type, res.object_id, rel.relation, sub.object_type, sub.object_id
+                    ),
+                    (),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
