@@ -53,3 +53,30 @@ golden:
 # Long property runs of the parsers and the validation-file loader.
 fuzz cases="20000":
     PROPTEST_CASES={{cases}} cargo test --release -p dhow-tuples -p dhow-schema -p dhow-validate never_panics
+
+# A three-node cluster on this machine (data under ./data/cluster/N, public API on
+# 127.0.0.1:50061..50063, peers on 127.0.0.1:50071..50073); Ctrl-C stops all three.
+cluster: deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -q -p dhow --bin dhow
+    BIN="$CARGO_TARGET_DIR/debug/dhow"
+    IC="1=127.0.0.1:50071,2=127.0.0.1:50072,3=127.0.0.1:50073"
+    pids=()
+    trap 'kill "${pids[@]}" 2>/dev/null; wait' INT TERM EXIT
+    for i in 1 2 3; do
+        mkdir -p "data/cluster/$i"
+        "$BIN" serve --node-id "$i" --data-dir "data/cluster/$i" \
+            --grpc-addr "127.0.0.1:5006$i" --peer-addr "127.0.0.1:5007$i" \
+            --initial-cluster "$IC" 2> "data/cluster/$i.log" &
+        pids+=($!)
+    done
+    sleep 3
+    "$BIN" cluster status --endpoint http://127.0.0.1:50061 || true
+    echo "logs in data/cluster/N.log; try: $BIN check 'document:readme#view@user:alice' --endpoint http://127.0.0.1:50062"
+    wait
+
+# The long form of the cluster fault tests: 10,000 revoke-then-check pairs and 100 leader
+# kills (CI runs a short form of the same tests).
+soak pairs="10000" kills="100": deps
+    DHOW_SOAK_PAIRS={{pairs}} DHOW_SOAK_KILLS={{kills}} cargo test --workspace --test cluster -- --nocapture --test-threads 1

@@ -62,6 +62,11 @@ impl NodeProc {
     fn log_path(&self) -> PathBuf {
         self.data.with_extension("log")
     }
+    /// The node's whole log.
+    pub fn log_tail_all(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     /// The last lines of the node's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
@@ -75,11 +80,18 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
     pub nodes: Vec<NodeProc>,
     initial: String,
+    /// Extra environment of every node (e.g. `DHOW_RAFT_LOG_RETAIN`).
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts `n` voters (ids 1..=n) and waits until one of them leads.
     pub async fn start(n: u64) -> Cluster {
+        Cluster::start_with_env(n, &[]).await
+    }
+
+    /// [`Cluster::start`] with extra environment variables for every node.
+    pub async fn start_with_env(n: u64, env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<NodeProc> = (1..=n)
             .map(|id| NodeProc {
@@ -99,6 +111,10 @@ impl Cluster {
             _dir: dir,
             nodes,
             initial,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for i in 0..c.nodes.len() {
             c.spawn(i, &[]);
@@ -109,6 +125,7 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize, extra: &[&str]) {
         let initial = self.initial.clone();
+        let env = self.env.clone();
         let p = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -128,6 +145,7 @@ impl Cluster {
                 "RUST_LOG",
                 std::env::var("DHOW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -138,7 +156,11 @@ impl Cluster {
     /// Adds a node process (not yet a member: add it with `cluster add` first) that joins the
     /// running cluster.
     pub fn spawn_joining(&mut self, id: u64) -> usize {
-        let dir = self.nodes[0].data.parent().expect("cluster dir").to_path_buf();
+        let dir = self.nodes[0]
+            .data
+            .parent()
+            .expect("cluster dir")
+            .to_path_buf();
         self.nodes.push(NodeProc {
             id,
             grpc: free_port(),
@@ -149,6 +171,7 @@ impl Cluster {
         let i = self.nodes.len() - 1;
         let me = format!("{id}={}", self.nodes[i].peer_addr());
         let initial = format!("{},{me}", self.initial);
+        let env = self.env.clone();
         let p = &mut self.nodes[i];
         let log = std::fs::File::create(p.log_path()).expect("node log file");
         let child = Command::new(dhow_bin())
@@ -164,6 +187,7 @@ impl Cluster {
                 "RUST_LOG",
                 std::env::var("DHOW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -310,7 +334,10 @@ impl Client {
             .map(|r| r.into_inner())
     }
 
-    pub async fn write_schema(&mut self, schema: &str) -> Result<pb::ConsistencyToken, tonic::Status> {
+    pub async fn write_schema(
+        &mut self,
+        schema: &str,
+    ) -> Result<pb::ConsistencyToken, tonic::Status> {
         SchemaServiceClient::new(self.channel.clone())
             .write_schema(pb::WriteSchemaRequest {
                 schema: schema.into(),
@@ -398,7 +425,11 @@ impl Client {
                 out.insert(
                     format!(
                         "{}:{}#{}@{}:{}",
-                        res.object_type, res.object_id, rel.relation, sub.object_type, sub.object_id
+                        res.object_type,
+                        res.object_id,
+                        rel.relation,
+                        sub.object_type,
+                        sub.object_id
                     ),
                     (),
                 );

@@ -1,5 +1,7 @@
 //! Shared helpers for Dhow's cross-crate tests: where the conformance scenarios live and how
-//! to enumerate them.
+//! to enumerate them; `cluster` runs clusters of real processes.
+
+pub mod cluster;
 
 use std::path::PathBuf;
 

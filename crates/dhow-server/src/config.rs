@@ -17,6 +17,7 @@
 //! | `peer_addr` | `DHOW_PEER_ADDR` | none (no node-to-node listener) |
 //! | `initial_cluster` | `DHOW_INITIAL_CLUSTER` | none (a one-node cluster) |
 //! | `initial_cluster_state` | `DHOW_INITIAL_CLUSTER_STATE` | `new` |
+//! | `raft_log_retain` | `DHOW_RAFT_LOG_RETAIN` | `50000` |
 //!
 //! `initial_cluster` is `1=HOST:PORT,2=HOST:PORT,...`: every member's id and the peer address
 //! the others reach it at. It (and `initial_cluster_state`) only matter the first time a node
@@ -57,6 +58,8 @@ pub struct Config {
     pub initial_cluster: BTreeMap<u64, String>,
     /// Bootstrap a new cluster, or join a running one.
     pub initial_cluster_state: ClusterState,
+    /// Applied Raft entries kept in the log; a peer further behind is sent a snapshot.
+    pub raft_log_retain: u64,
 }
 
 /// How a node with an empty data dir starts.
@@ -114,6 +117,7 @@ impl Default for Config {
             peer_addr: None,
             initial_cluster: BTreeMap::new(),
             initial_cluster_state: ClusterState::New,
+            raft_log_retain: 50_000,
         }
     }
 }
@@ -172,6 +176,7 @@ struct FileConfig {
     peer_addr: Option<String>,
     initial_cluster: Option<String>,
     initial_cluster_state: Option<String>,
+    raft_log_retain: Option<u64>,
 }
 
 /// The environment variables read, with the key each sets.
@@ -187,6 +192,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DHOW_PEER_ADDR", "peer_addr"),
     ("DHOW_INITIAL_CLUSTER", "initial_cluster"),
     ("DHOW_INITIAL_CLUSTER_STATE", "initial_cluster_state"),
+    ("DHOW_RAFT_LOG_RETAIN", "raft_log_retain"),
 ];
 
 /// Parses `500ms`, `2s`, `5m`, `24h`, `7d` (a bare number is seconds).
@@ -306,6 +312,7 @@ impl Config {
         positive("consistency_timeout", self.consistency_timeout)?;
         positive("request_timeout", self.request_timeout)?;
         positive("node_id", self.node_id)?;
+        positive("raft_log_retain", self.raft_log_retain)?;
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             key: key.into(),
             message,
@@ -362,6 +369,12 @@ impl Config {
         if let Some(v) = f.node_id {
             with_key("node_id", self.set("node_id", &v.to_string()))?;
         }
+        if let Some(v) = f.raft_log_retain {
+            with_key(
+                "raft_log_retain",
+                self.set("raft_log_retain", &v.to_string()),
+            )?;
+        }
         for (key, v) in [
             ("peer_addr", f.peer_addr),
             ("initial_cluster", f.initial_cluster),
@@ -414,6 +427,12 @@ impl Config {
                 })?)
             }
             "initial_cluster" => self.initial_cluster = parse_initial_cluster(v)?,
+            "raft_log_retain" => {
+                self.raft_log_retain = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid number `{v}`"))?
+            }
             "initial_cluster_state" => {
                 self.initial_cluster_state = match v.trim() {
                     "new" => ClusterState::New,

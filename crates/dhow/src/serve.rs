@@ -185,6 +185,7 @@ async fn serve(config: Config) -> Result<(), String> {
         id: config.node_id,
         initial_peers: peers,
         join: config.initial_cluster_state == ClusterState::Existing,
+        log_retain: config.raft_log_retain,
         ..RaftConfig::default()
     };
     let handle = Arc::new(
