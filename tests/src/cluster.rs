@@ -77,6 +77,9 @@ impl NodeProc {
 
 /// A cluster of real processes under a temporary directory.
 pub struct Cluster {
+    /// One cluster at a time per test binary: a dozen processes on two cores would starve
+    /// elections.
+    _turn: std::sync::MutexGuard<'static, ()>,
     _dir: tempfile::TempDir,
     pub nodes: Vec<NodeProc>,
     initial: String,
@@ -92,6 +95,8 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra environment variables for every node.
     pub async fn start_with_env(n: u64, env: &[(&str, &str)]) -> Cluster {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<NodeProc> = (1..=n)
             .map(|id| NodeProc {
@@ -108,6 +113,7 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut c = Cluster {
+            _turn: turn,
             _dir: dir,
             nodes,
             initial,
@@ -219,7 +225,7 @@ impl Cluster {
     pub async fn wait_leader(&self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
-            for (i, n) in self.nodes.iter().enumerate() {
+            for n in &self.nodes {
                 if !n.running() {
                     continue;
                 }
@@ -404,7 +410,8 @@ impl Client {
         ))
     }
 
-    /// Every relationship, as `resource#relation@subject` text, read at `consistency`.
+    /// Every `document` relationship, as `resource#relation@subject` text, read at
+    /// `consistency`.
     pub async fn export(
         &mut self,
         consistency: Option<pb::Consistency>,
@@ -413,7 +420,10 @@ impl Client {
         let mut stream = RelationshipServiceClient::new(self.channel.clone())
             .read(pb::ReadRequest {
                 consistency,
-                filter: Some(pb::RelationshipFilter::default()),
+                filter: Some(pb::RelationshipFilter {
+                    resource_type: "document".into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             })
             .await?

@@ -191,24 +191,42 @@ impl<N: Node> RelationshipSvc<N> {
         let pre = preconditions(&req.optional_preconditions)?;
 
         let _gate = self.st.write_gate.read().await;
-        let rev = self.st.node.applied();
-        let st = self.st.clone();
-        let (ops, pre) = blocking(move || {
-            let store = st.node.store();
-            let schema = st.schemas.require(&*store, rev)?;
-            for (i, op) in ops.iter().enumerate() {
-                let field = format!("updates[{i}].relationship");
-                match op {
-                    WriteOp::Create(r) | WriteOp::Touch(r) => {
-                        validate_stored(&schema.engine, r, &field)?
+        let validate = |rev: Revision, ops: Vec<WriteOp>, pre: Vec<Precondition>| {
+            let st = self.st.clone();
+            blocking(move || {
+                let store = st.node.store();
+                let schema = st.schemas.require(&*store, rev)?;
+                for (i, op) in ops.iter().enumerate() {
+                    let field = format!("updates[{i}].relationship");
+                    match op {
+                        WriteOp::Create(r) | WriteOp::Touch(r) => {
+                            validate_stored(&schema.engine, r, &field)?
+                        }
+                        WriteOp::Delete(r) => validate_deleted(&schema.engine, r, &field)?,
                     }
-                    WriteOp::Delete(r) => validate_deleted(&schema.engine, r, &field)?,
                 }
+                check_preconditions_schema(&schema.engine, &pre)?;
+                Ok((ops, pre))
+            })
+        };
+        // Validate against this node's schema; if that refuses the write, the schema may have
+        // changed on another node a moment ago: refuse only what the cluster's newest schema
+        // refuses too.
+        let local = self.st.node.applied();
+        let (ops, pre) = match validate(local, ops.clone(), pre.clone()).await {
+            Ok(v) => v,
+            Err(e) => {
+                let fresh = self.st.node.read_index().await.map_err(|_| e.clone())?;
+                if fresh <= local {
+                    return Err(e);
+                }
+                self.st
+                    .node
+                    .wait_applied(fresh, self.st.limits.consistency_timeout)
+                    .await?;
+                validate(fresh, ops, pre).await?
             }
-            check_preconditions_schema(&schema.engine, &pre)?;
-            Ok((ops, pre))
-        })
-        .await?;
+        };
         let fields: Vec<(String, Relationship)> = ops
             .iter()
             .enumerate()
