@@ -1,5 +1,5 @@
 //! The client commands of the `dhow` binary (zed-like: schema, rel, check, expand, lookups,
-//! watch), their shared flags (`--endpoint`, consistency), connecting, errors and output.
+//! watch, bench), their shared flags (`--endpoint`, consistency), connecting, errors and output.
 //!
 //! Output conventions: results go to stdout. A write (schema write, rel create, touch, delete,
 //! import) prints its consistency token alone on stdout, so `TOKEN=$(dhow rel create ...)`
@@ -8,6 +8,7 @@
 //! success (whatever a check answers), 1 for a local error (bad argument, unreadable file,
 //! unreachable endpoint), 2 when the server returns an error.
 
+mod bench;
 mod cluster;
 pub mod convert;
 pub mod format;
@@ -27,6 +28,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use dhow_proto::v1 as pb;
 use tonic::transport::{Channel, Endpoint};
 
+pub use bench::BenchCommand;
 pub use cluster::ClusterCommand;
 pub use permission::{CheckArgs, ExpandArgs, LookupResourcesArgs, LookupSubjectsArgs};
 pub use rel::RelCommand;
@@ -63,6 +65,9 @@ pub enum ClientCommand {
     LookupSubjects(LookupSubjectsArgs),
     /// Print relationship changes as they are committed (until Ctrl-C or --count).
     Watch(WatchArgs),
+    /// End-to-end benchmark: load a synthetic data set, then time Check or health calls.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Show and change the cluster's membership and leadership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -78,6 +83,7 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::LookupResources(a) => permission::lookup_resources(a),
         ClientCommand::LookupSubjects(a) => permission::lookup_subjects(a),
         ClientCommand::Watch(a) => watch::run(a),
+        ClientCommand::Bench(c) => bench::run(c),
         ClientCommand::Cluster(c) => cluster::run(c),
     };
     match result {

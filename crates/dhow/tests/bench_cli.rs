@@ -1,0 +1,274 @@
+//! `dhow bench` against the real server: `load` imports the synthetic data set (the server
+//! then holds exactly it), `check` and `health` report nonzero throughput with both answers;
+//! bad flags are refused before anything is sent.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dhow");
+const N: usize = 2_000;
+
+/// `dhow serve` on a free port over a data dir; killed when dropped.
+struct Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["serve", "--data-dir"])
+            .arg(data)
+            .args(["--grpc-addr", &addr])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dhow serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "dhow serve did not listen on {addr} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            endpoint: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dhow(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("DHOW_ENDPOINT")
+        .output()
+        .expect("run dhow")
+}
+
+fn ok_stdout(args: &[&str]) -> String {
+    let o = dhow(args);
+    assert!(
+        o.status.success(),
+        "dhow {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn bench_load_then_check_and_health_against_the_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let ep = server.endpoint.as_str();
+    let n = N.to_string();
+
+    // load: the schema, then exactly N relationships through Import.
+    let out = json(&ok_stdout(&[
+        "bench",
+        "load",
+        "-n",
+        &n,
+        "--json",
+        "--endpoint",
+        ep,
+    ]));
+    assert_eq!(out["imported"], N, "{out}");
+    assert_eq!(out["relationships"], N, "{out}");
+    assert!(out["relationships_per_second"].as_f64().unwrap() > 0.0);
+    assert!(!out["token"].as_str().unwrap().is_empty());
+
+    // The server holds them: the designated deep check is allowed, an outsider is denied,
+    // and an export has exactly N lines.
+    let check = |c: &str| {
+        ok_stdout(&[
+            "check",
+            c,
+            "--consistency",
+            "fully-consistent",
+            "--endpoint",
+            ep,
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(check("document:target#view@user:deep"), "true");
+    assert_eq!(check("document:target#view@user:u000000"), "true");
+    assert_eq!(check("document:target#view@user:nobody"), "false");
+    let exported = ok_stdout(&["rel", "export", "--endpoint", ep]);
+    assert_eq!(exported.lines().count(), N);
+
+    // check: about a second, both answers seen.
+    let out = json(&ok_stdout(&[
+        "bench",
+        "check",
+        "-n",
+        &n,
+        "--duration",
+        "1s",
+        "--warmup",
+        "0",
+        "-c",
+        "4",
+        "--json",
+        "--endpoint",
+        ep,
+    ]));
+    let requests = out["requests"].as_u64().unwrap();
+    let allowed = out["allowed"].as_u64().unwrap();
+    let denied = out["denied"].as_u64().unwrap();
+    assert!(requests > 0, "{out}");
+    assert!(allowed > 0 && denied > 0, "{out}");
+    assert_eq!(allowed + denied, requests, "{out}");
+    assert_eq!(out["connections"], 1, "{out}");
+    assert_eq!(out["consistency"], "minimize_latency", "{out}");
+    let ms = |k: &str| out["latency_ms"][k].as_f64().unwrap();
+    assert!(ms("p50") > 0.0 && ms("p50") <= ms("p99") && ms("p99") <= ms("max"));
+
+    // The other consistencies and the text output.
+    let text = ok_stdout(&[
+        "bench",
+        "check",
+        "-n",
+        &n,
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0",
+        "-c",
+        "8",
+        "--consistency",
+        "at-least-as-fresh",
+        "--endpoint",
+        ep,
+    ]);
+    assert!(
+        text.starts_with("check: 8 in flight on 2 connection(s)"),
+        "{text}"
+    );
+    assert!(text.contains("consistency at_least_as_fresh"), "{text}");
+    assert!(text.contains(" allowed, ") && text.contains("latency: p50 "));
+    let out = json(&ok_stdout(&[
+        "bench",
+        "check",
+        "-n",
+        &n,
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0",
+        "--consistency",
+        "fully-consistent",
+        "--client-threads",
+        "2",
+        "--json",
+        "--endpoint",
+        ep,
+    ]));
+    assert!(out["requests"].as_u64().unwrap() > 0, "{out}");
+
+    // health: the bare round trip.
+    let out = json(&ok_stdout(&[
+        "bench",
+        "health",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0",
+        "-c",
+        "2",
+        "--json",
+        "--endpoint",
+        ep,
+    ]));
+    assert!(out["requests"].as_u64().unwrap() > 0, "{out}");
+    assert!(out.get("allowed").is_none());
+}
+
+#[test]
+fn bench_check_without_a_loaded_schema_fails_with_the_server_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = dhow(&[
+            "bench",
+            "check",
+            "-n",
+            "2000",
+            "--duration",
+            "200ms",
+            "--warmup",
+            "0",
+            "--endpoint",
+            &server.endpoint,
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success());
+        if err.contains("UNAVAILABLE") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.starts_with("error: FAILED_PRECONDITION"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        return;
+    }
+}
+
+#[test]
+fn bench_flags_are_checked_before_connecting() {
+    let dead = "http://127.0.0.1:1";
+    for (args, msg) in [
+        (
+            &["bench", "load", "-n", "10"][..],
+            "between 2000 and 50000000",
+        ),
+        (&["bench", "load", "-n", "many"][..], "not a number"),
+        (&["bench", "check", "--duration", "0"][..], "more than 0"),
+        (
+            &["bench", "check", "--duration", "soon"][..],
+            "not a duration",
+        ),
+        (&["bench", "health", "-c", "0"][..], "0 is not in 1..=10000"),
+        (
+            &["bench", "check", "--consistency", "exact"][..],
+            "invalid value",
+        ),
+    ] {
+        let mut a = args.to_vec();
+        a.extend(["--endpoint", dead]);
+        let o = dhow(&a);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(msg), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // Unreachable server: a local error naming the endpoint.
+    let o = dhow(&["bench", "health", "--duration", "100ms", "--endpoint", dead]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("cannot reach the server at http://127.0.0.1:1"));
+}
