@@ -46,6 +46,37 @@ lint: deps
 bench: deps
     cargo bench -p dhow-benches
 
+# A release `dhow serve` on a temporary data dir and a free port, `dhow bench load` of N
+# relationships, `check` at 1, 16 and 64 in flight (and at_least_as_fresh at 16), `health` at
+# 1, 16 and 64; then the server is stopped and its data dir removed.
+# End-to-end benchmark over gRPC (numbers go into docs/benchmarks.md).
+bench-e2e n="1000000" duration="10s": deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p dhow --bin dhow
+    bin="$CARGO_TARGET_DIR/release/dhow"
+    data=$(mktemp -d)
+    "$bin" serve --data-dir "$data" --grpc-addr 127.0.0.1:0 >"$data/serve.log" 2>&1 &
+    pid=$!
+    trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$data"' EXIT
+    for _ in $(seq 300); do
+        grep -q '^dhow listening on' "$data/serve.log" && break
+        kill -0 $pid 2>/dev/null || { cat "$data/serve.log"; exit 1; }
+        sleep 0.1
+    done
+    grep -q '^dhow listening on' "$data/serve.log" || { echo "dhow serve did not start:"; cat "$data/serve.log"; exit 1; }
+    ep="http://$(sed -n 's/^dhow listening on \([^ ]*\).*/\1/p' "$data/serve.log")"
+    echo "server: $ep, data in $data"
+    "$bin" bench load -n {{n}} --endpoint "$ep"
+    echo "data dir after import: $(du -sh "$data/db" | cut -f1)"
+    for c in 1 16 64; do
+        "$bin" bench check -n {{n}} -c $c --duration {{duration}} --endpoint "$ep"
+    done
+    "$bin" bench check -n {{n}} -c 16 --duration {{duration}} --consistency at-least-as-fresh --endpoint "$ep"
+    for c in 1 16 64; do
+        "$bin" bench health -c $c --duration {{duration}} --endpoint "$ep"
+    done
+
 # Golden files of the schema compiler, regenerated from the current output.
 golden:
     UPDATE_GOLDEN=1 cargo test -p dhow-schema --test golden
