@@ -1,8 +1,9 @@
 //! End to end on the real binary: `dhow serve` on a real port with a RocksDB data dir,
 //! driven over gRPC and through the CLI. Covers schema, writes, checks with tokens, exact
 //! snapshots, `kill -9` during a stream of writes (every acknowledged write is there after a
-//! restart, at the revision it was acknowledged with), and the SpiceDB scenarios through
-//! `dhow validate --endpoint`.
+//! restart, at the revision it was acknowledged with), Watch through the Raft node (every
+//! change once, in revision order, resumable from any token, also across a `kill -9`), and
+//! the SpiceDB scenarios through `dhow validate --endpoint`.
 
 #[path = "../src/client/convert.rs"]
 #[allow(dead_code)]
@@ -401,4 +402,298 @@ async fn spicedb_scenarios_pass_through_the_api() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The revision a token stands for.
+fn rev_of(t: &pb::ConsistencyToken) -> u64 {
+    dhow_server::token::Token::decode(&t.token)
+        .unwrap_or_else(|e| panic!("token {:?}: {e}", t.token))
+        .revision
+        .0
+}
+
+/// One acknowledged write: its revision and its changes as `+rel` (touch) / `-rel` (delete).
+type Logged = (u64, Vec<String>);
+
+/// Writes `updates` (retrying while the node elects itself) and logs the changes it makes.
+async fn logged_write(
+    client: &mut RelationshipServiceClient<tonic::transport::Channel>,
+    log: &mut Vec<Logged>,
+    updates: &[(pb::relationship_update::Operation, &str)],
+) {
+    use pb::relationship_update::Operation;
+    let ups = updates.iter().map(|(op, r)| update(*op, r)).collect();
+    let token = write(client, ups)
+        .await
+        .unwrap_or_else(|e| panic!("write {updates:?}: {e}"));
+    let rev = rev_of(&token);
+    if let Some((prev, _)) = log.last() {
+        assert!(
+            rev > *prev,
+            "sequential writes at revisions {prev} then {rev}"
+        );
+    }
+    let changes = updates
+        .iter()
+        .map(|(op, r)| match op {
+            Operation::Delete => format!("-{r}"),
+            _ => format!("+{r}"),
+        })
+        .collect();
+    log.push((rev, changes));
+}
+
+async fn open_watch(
+    client: &mut RelationshipServiceClient<tonic::transport::Channel>,
+    from: &pb::ConsistencyToken,
+) -> tonic::Streaming<pb::WatchResponse> {
+    client
+        .watch(pb::WatchRequest {
+            optional_object_types: vec![],
+            optional_start_cursor: Some(from.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("watch from {}: {e}", rev_of(from)))
+        .into_inner()
+}
+
+/// Reads `stream`, which started after revision `after`, until it has covered the last write
+/// of `expected`. Every response must carry exactly the changes of the writes acknowledged at
+/// revisions in (previous `changes_through`, this `changes_through`], in revision order
+/// (within one revision, in any order): nothing missing, nothing twice, nothing else.
+/// Returns the `changes_through` tokens received.
+async fn expect_changes(
+    stream: &mut tonic::Streaming<pb::WatchResponse>,
+    after: u64,
+    expected: &[Logged],
+) -> Vec<pb::ConsistencyToken> {
+    let until = expected.last().expect("something to expect").0;
+    assert!(
+        expected[0].0 > after,
+        "test bug: expecting revision {} after {after}",
+        expected[0].0
+    );
+    let mut prev = after;
+    let mut next = 0;
+    let mut throughs = Vec::new();
+    while prev < until {
+        let m = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("watch stalled after revision {prev}, waiting for {until}"))
+            .unwrap_or_else(|e| panic!("watch failed after revision {prev}: {e}"))
+            .unwrap_or_else(|| panic!("watch ended after revision {prev}"));
+        let token = m
+            .changes_through
+            .expect("a response without changes_through");
+        let through = rev_of(&token);
+        assert!(
+            through > prev,
+            "changes_through went from {prev} to {through}"
+        );
+        let got: Vec<String> = m
+            .changes
+            .iter()
+            .map(|c| {
+                let sign = if c.operation == pb::relationship_change::Operation::Delete as i32 {
+                    "-"
+                } else {
+                    "+"
+                };
+                format!(
+                    "{sign}{}",
+                    convert::relationship_text(c.relationship.as_ref())
+                )
+            })
+            .collect();
+        let mut at = 0;
+        while next < expected.len() && expected[next].0 <= through {
+            let (rev, want) = &expected[next];
+            let n = want.len();
+            assert!(
+                at + n <= got.len(),
+                "the response after {prev} through {through} lacks the changes of revision \
+                 {rev} ({want:?}): {got:?}"
+            );
+            let mut g = got[at..at + n].to_vec();
+            let mut w = want.clone();
+            g.sort();
+            w.sort();
+            assert_eq!(
+                g, w,
+                "changes of revision {rev} in the response after {prev} through {through}: {got:?}"
+            );
+            at += n;
+            next += 1;
+        }
+        assert_eq!(
+            at,
+            got.len(),
+            "the response after {prev} through {through} has changes no write made (duplicates?): {:?}",
+            &got[at..]
+        );
+        prev = through;
+        throughs.push(token);
+    }
+    assert_eq!(next, expected.len());
+    throughs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_through_the_raft_node_is_ordered_exactly_once_and_resumable_after_kill9() {
+    use pb::relationship_update::Operation::{Create, Delete, Touch};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server::start(dir.path(), port);
+    let schema_file = dir.path().join("schema.zed");
+    std::fs::write(&schema_file, SCHEMA).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, _, err) = cli(&server, &["schema", "write", schema_file.to_str().unwrap()]);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && err.contains("UNAVAILABLE"),
+            "schema write failed: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut rels = RelationshipServiceClient::new(connect(&server).await);
+    let t0 = write(
+        &mut rels,
+        vec![update(Create, "document:start#viewer@user:start")],
+    )
+    .await
+    .unwrap();
+
+    // 1. A live watch from t0 sees creates, touches and deletes, some several to a write.
+    let mut a = open_watch(&mut rels, &t0).await;
+    let mut first: Vec<Logged> = Vec::new();
+    logged_write(
+        &mut rels,
+        &mut first,
+        &[(Create, "document:w1#viewer@user:alice")],
+    )
+    .await;
+    logged_write(
+        &mut rels,
+        &mut first,
+        &[
+            (Create, "document:w2#viewer@user:bob"),
+            (Create, "document:w3#viewer@user:carol"),
+        ],
+    )
+    .await;
+    logged_write(
+        &mut rels,
+        &mut first,
+        &[(Delete, "document:w1#viewer@user:alice")],
+    )
+    .await;
+    logged_write(
+        &mut rels,
+        &mut first,
+        &[(Touch, "document:w2#viewer@user:bob")],
+    )
+    .await;
+    logged_write(
+        &mut rels,
+        &mut first,
+        &[
+            (Create, "document:w4#viewer@user:dave"),
+            (Delete, "document:w3#viewer@user:carol"),
+            (Touch, "document:start#viewer@user:erin"),
+        ],
+    )
+    .await;
+    for i in 0..5 {
+        let r = format!("document:s{i}#viewer@user:u{i}");
+        logged_write(&mut rels, &mut first, &[(Create, &r)]).await;
+    }
+    let a_throughs = expect_changes(&mut a, rev_of(&t0), &first).await;
+    let a_last = a_throughs.last().unwrap().clone();
+    drop(a);
+
+    // 2. Writes while nobody watches; resuming from the last token starts exactly after it,
+    // and the resumed stream then carries live writes with nothing repeated.
+    let mut second: Vec<Logged> = Vec::new();
+    for i in 0..4 {
+        let r = format!("document:e{i}#viewer@user:u{i}");
+        logged_write(&mut rels, &mut second, &[(Create, &r)]).await;
+    }
+    logged_write(
+        &mut rels,
+        &mut second,
+        &[(Delete, "document:w2#viewer@user:bob")],
+    )
+    .await;
+    let mut b = open_watch(&mut rels, &a_last).await;
+    let b_throughs = expect_changes(&mut b, rev_of(&a_last), &second).await;
+    let mut live: Vec<Logged> = Vec::new();
+    logged_write(
+        &mut rels,
+        &mut live,
+        &[(Create, "document:live#viewer@user:v")],
+    )
+    .await;
+    logged_write(
+        &mut rels,
+        &mut live,
+        &[(Delete, "document:s0#viewer@user:u0")],
+    )
+    .await;
+    let b_last = expect_changes(&mut b, rev_of(b_throughs.last().unwrap()), &live)
+        .await
+        .pop()
+        .unwrap();
+    drop(b);
+
+    // 3. Resuming from a token in the middle of the first stream gives the rest, once.
+    let mid = a_throughs[a_throughs.len() / 2].clone();
+    let rest: Vec<Logged> = first
+        .iter()
+        .chain(&second)
+        .chain(&live)
+        .filter(|(r, _)| *r > rev_of(&mid))
+        .cloned()
+        .collect();
+    let mut m = open_watch(&mut rels, &mid).await;
+    expect_changes(&mut m, rev_of(&mid), &rest).await;
+    drop(m);
+
+    // 4. Writes acknowledged before a kill -9 come back to a watch resumed after the restart,
+    // followed by writes made after it.
+    let mut before_kill: Vec<Logged> = Vec::new();
+    for i in 0..4 {
+        let r = format!("document:k{i}#viewer@user:u{i}");
+        logged_write(&mut rels, &mut before_kill, &[(Create, &r)]).await;
+    }
+    logged_write(
+        &mut rels,
+        &mut before_kill,
+        &[
+            (Delete, "document:w4#viewer@user:dave"),
+            (Touch, "document:k0#viewer@user:u0"),
+        ],
+    )
+    .await;
+    drop(rels);
+    server.restart(port);
+    let mut rels = RelationshipServiceClient::new(connect(&server).await);
+    let mut c = open_watch(&mut rels, &b_last).await;
+    let c_throughs = expect_changes(&mut c, rev_of(&b_last), &before_kill).await;
+    let mut after_restart: Vec<Logged> = Vec::new();
+    logged_write(
+        &mut rels,
+        &mut after_restart,
+        &[(Create, "document:after#viewer@user:x")],
+    )
+    .await;
+    logged_write(
+        &mut rels,
+        &mut after_restart,
+        &[(Delete, "document:k1#viewer@user:u1")],
+    )
+    .await;
+    expect_changes(&mut c, rev_of(c_throughs.last().unwrap()), &after_restart).await;
 }
