@@ -895,6 +895,9 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                 .apply(Revision(index), &batch)
                 .map_err(|e| format!("apply entry {index}: {e}"))?;
             self.storage.set_applied(index);
+            // Publish the revision before answering: whoever holds an acknowledgement must
+            // find `applied()` at least at its revision.
+            let _ = self.applied_tx.send(Revision(index));
             if let Some(Ok(true)) = change_outcome {
                 // A new member needs the log from the start, which holds no record of the first
                 // members: compact it so that the newcomer is sent a snapshot instead.
@@ -920,7 +923,6 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                 }
                 None => {}
             }
-            let _ = self.applied_tx.send(Revision(index));
         }
         Ok(())
     }
