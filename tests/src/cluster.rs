@@ -131,6 +131,10 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize, extra: &[&str]) {
         let initial = self.initial.clone();
+        self.spawn_with(i, &initial, extra);
+    }
+
+    fn spawn_with(&mut self, i: usize, initial: &str, extra: &[&str]) {
         let env = self.env.clone();
         let p = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
@@ -145,7 +149,7 @@ impl Cluster {
             .arg(&p.data)
             .args(["--grpc-addr", &format!("127.0.0.1:{}", p.grpc)])
             .args(["--peer-addr", &p.peer_addr()])
-            .args(["--initial-cluster", &initial])
+            .args(["--initial-cluster", initial])
             .args(extra)
             .env(
                 "RUST_LOG",
@@ -177,28 +181,7 @@ impl Cluster {
         let i = self.nodes.len() - 1;
         let me = format!("{id}={}", self.nodes[i].peer_addr());
         let initial = format!("{},{me}", self.initial);
-        let env = self.env.clone();
-        let p = &mut self.nodes[i];
-        let log = std::fs::File::create(p.log_path()).expect("node log file");
-        let child = Command::new(dhow_bin())
-            .arg("serve")
-            .args(["--node-id", &id.to_string()])
-            .arg("--data-dir")
-            .arg(&p.data)
-            .args(["--grpc-addr", &format!("127.0.0.1:{}", p.grpc)])
-            .args(["--peer-addr", &p.peer_addr()])
-            .args(["--initial-cluster", &initial])
-            .args(["--initial-cluster-state", "existing"])
-            .env(
-                "RUST_LOG",
-                std::env::var("DHOW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start dhow serve");
-        p.child = Some(child);
+        self.spawn_with(i, &initial, &["--initial-cluster-state", "existing"]);
         i
     }
 
