@@ -25,6 +25,6 @@ pub use error::{reason, ApiError, DOMAIN};
 pub use gc::{spawn_gc, GcHandle};
 pub use mem_node::MemNode;
 pub use node::{Node, NodeError};
-pub use peer::{discover_cluster_id, ClusterId, PeerService, PeerTransport};
+pub use peer::{discover_cluster_id, PeerService, PeerTransport};
 pub use raft_node::RaftNode;
 pub use server::{serve, serve_peers, ServerError};

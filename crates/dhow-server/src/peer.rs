@@ -4,7 +4,6 @@
 //! them to the local Raft node.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -30,20 +29,6 @@ const BATCH: usize = 256;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// The cluster id, shared by the transport and the service; 0 until known (a joining node
-/// learns it before it starts).
-#[derive(Debug, Default, Clone)]
-pub struct ClusterId(Arc<AtomicU64>);
-
-impl ClusterId {
-    pub fn new(id: u64) -> Self {
-        ClusterId(Arc::new(AtomicU64::new(id)))
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
 struct Link {
     addr: String,
     tx: mpsc::Sender<Vec<u8>>,
@@ -58,7 +43,7 @@ impl Drop for Link {
 
 struct Inner {
     id: u64,
-    cluster: ClusterId,
+    cluster_id: u64,
     rt: tokio::runtime::Handle,
     store: Arc<dyn TupleStore>,
     links: Mutex<HashMap<u64, Link>>,
@@ -72,12 +57,12 @@ pub struct PeerTransport {
 }
 
 impl PeerTransport {
-    /// A transport for node `id`, streaming snapshots from `store`.
-    pub fn new(id: u64, cluster: ClusterId, store: Arc<dyn TupleStore>) -> Self {
+    /// A transport for node `id` of cluster `cluster_id`, streaming snapshots from `store`.
+    pub fn new(id: u64, cluster_id: u64, store: Arc<dyn TupleStore>) -> Self {
         PeerTransport {
             inner: Arc::new(Inner {
                 id,
-                cluster,
+                cluster_id,
                 rt: tokio::runtime::Handle::current(),
                 store,
                 links: Mutex::new(HashMap::new()),
@@ -135,7 +120,7 @@ async fn run_link(t: PeerTransport, to: u64, addr: String, mut rx: mpsc::Receive
             }
         }
         let req = SendRequest {
-            cluster_id: t.inner.cluster.get(),
+            cluster_id: t.inner.cluster_id,
             from: t.inner.id,
             messages,
         };
@@ -159,7 +144,7 @@ async fn stream_snapshot(
 ) -> Result<(), String> {
     let mut client = client(addr)?;
     let (tx, rx) = mpsc::channel::<InstallSnapshotRequest>(4);
-    let cluster_id = t.inner.cluster.get();
+    let cluster_id = t.inner.cluster_id;
     tx.send(InstallSnapshotRequest {
         cluster_id,
         message,
@@ -262,12 +247,12 @@ impl Transport for PeerTransport {
 /// Receives Raft traffic for the local node.
 pub struct PeerService {
     handle: Arc<RaftHandle>,
-    cluster: ClusterId,
+    cluster_id: u64,
 }
 
 impl PeerService {
-    pub fn new(handle: Arc<RaftHandle>, cluster: ClusterId) -> Self {
-        PeerService { handle, cluster }
+    pub fn new(handle: Arc<RaftHandle>, cluster_id: u64) -> Self {
+        PeerService { handle, cluster_id }
     }
 
     /// The tonic service, with the peer message size limit.
@@ -278,8 +263,8 @@ impl PeerService {
     }
 
     fn check_cluster(&self, theirs: u64) -> Result<(), Status> {
-        let ours = self.cluster.get();
-        if ours != 0 && theirs != ours {
+        let ours = self.cluster_id;
+        if theirs != ours {
             return Err(Status::failed_precondition(format!(
                 "this node belongs to cluster {ours:016x}, the sender to cluster {theirs:016x}"
             )));
@@ -342,7 +327,7 @@ impl RaftService for PeerService {
 
     async fn hello(&self, _req: Request<HelloRequest>) -> Result<Response<HelloResponse>, Status> {
         Ok(Response::new(HelloResponse {
-            cluster_id: self.cluster.get(),
+            cluster_id: self.cluster_id,
             node_id: self.handle.id(),
         }))
     }

@@ -13,7 +13,7 @@ use clap::Args;
 use dhow_raft::{RaftConfig, RaftHandle};
 use dhow_server::config::parse_initial_cluster;
 use dhow_server::{
-    ClusterId, ClusterState, Config, ConfigOverrides, Node, PeerService, PeerTransport, RaftNode,
+    ClusterState, Config, ConfigOverrides, Node, PeerService, PeerTransport, RaftNode,
 };
 use dhow_storage::{RocksStore, StoreOptions};
 use dhow_tuples::TupleStore;
@@ -175,10 +175,9 @@ async fn serve(config: Config) -> Result<(), String> {
             id
         }
     };
-    let cluster = ClusterId::new(cluster_id);
     let transport = PeerTransport::new(
         config.node_id,
-        cluster.clone(),
+        cluster_id,
         store.clone() as Arc<dyn TupleStore>,
     );
     let raft_config = RaftConfig {
@@ -205,7 +204,7 @@ async fn serve(config: Config) -> Result<(), String> {
     ));
     let (peer_stop, peer_stopped) = tokio::sync::oneshot::channel::<()>();
     let peer_task = peer_listener.map(|l| {
-        let svc = PeerService::new(handle.clone(), cluster.clone());
+        let svc = PeerService::new(handle.clone(), cluster_id);
         tokio::spawn(async move {
             if let Err(e) = dhow_server::serve_peers(svc, l, async {
                 let _ = peer_stopped.await;

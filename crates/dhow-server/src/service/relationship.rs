@@ -191,30 +191,34 @@ impl<N: Node> RelationshipSvc<N> {
         let pre = preconditions(&req.optional_preconditions)?;
 
         let _gate = self.st.write_gate.read().await;
+        // Validation hands the write back whatever its outcome, so a retry needs no copy.
         let validate = |rev: Revision, ops: Vec<WriteOp>, pre: Vec<Precondition>| {
             let st = self.st.clone();
             blocking(move || {
-                let store = st.node.store();
-                let schema = st.schemas.require(&*store, rev)?;
-                for (i, op) in ops.iter().enumerate() {
-                    let field = format!("updates[{i}].relationship");
-                    match op {
-                        WriteOp::Create(r) | WriteOp::Touch(r) => {
-                            validate_stored(&schema.engine, r, &field)?
+                let outcome = (|| {
+                    let store = st.node.store();
+                    let schema = st.schemas.require(&*store, rev)?;
+                    for (i, op) in ops.iter().enumerate() {
+                        let field = format!("updates[{i}].relationship");
+                        match op {
+                            WriteOp::Create(r) | WriteOp::Touch(r) => {
+                                validate_stored(&schema.engine, r, &field)?
+                            }
+                            WriteOp::Delete(r) => validate_deleted(&schema.engine, r, &field)?,
                         }
-                        WriteOp::Delete(r) => validate_deleted(&schema.engine, r, &field)?,
                     }
-                }
-                check_preconditions_schema(&schema.engine, &pre)?;
-                Ok((ops, pre))
+                    check_preconditions_schema(&schema.engine, &pre)
+                })();
+                Ok((outcome, ops, pre))
             })
         };
         // Validate against this node's schema; if that refuses the write, the schema may have
         // changed on another node a moment ago: refuse only what the cluster's newest schema
         // refuses too.
         let local = self.st.node.applied();
-        let (ops, pre) = match validate(local, ops.clone(), pre.clone()).await {
-            Ok(v) => v,
+        let (outcome, ops, pre) = validate(local, ops, pre).await?;
+        let (ops, pre) = match outcome {
+            Ok(()) => (ops, pre),
             Err(e) => {
                 let fresh = self.st.node.read_index().await.map_err(|_| e.clone())?;
                 if fresh <= local {
@@ -224,7 +228,9 @@ impl<N: Node> RelationshipSvc<N> {
                     .node
                     .wait_applied(fresh, self.st.limits.consistency_timeout)
                     .await?;
-                validate(fresh, ops, pre).await?
+                let (outcome, ops, pre) = validate(fresh, ops, pre).await?;
+                outcome?;
+                (ops, pre)
             }
         };
         let fields: Vec<(String, Relationship)> = ops
