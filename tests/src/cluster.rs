@@ -85,6 +85,10 @@ pub struct Cluster {
     initial: String,
     /// Extra environment of every node (e.g. `DHOW_RAFT_LOG_RETAIN`).
     env: Vec<(String, String)>,
+    /// With proxies on the peer links: each node's own `--initial-cluster`.
+    views: BTreeMap<u64, String>,
+    /// The fault-injecting proxies on every peer link, if the cluster was started with them.
+    mesh: Option<crate::proxy::Mesh>,
 }
 
 impl Cluster {
@@ -95,6 +99,16 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra environment variables for every node.
     pub async fn start_with_env(n: u64, env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_inner(n, env, false).await
+    }
+
+    /// [`Cluster::start`] with a fault-injecting proxy on every directed peer link
+    /// ([`Cluster::mesh`]): each node reaches each other node through the proxy of that link.
+    pub async fn start_proxied(n: u64) -> Cluster {
+        Cluster::start_inner(n, &[], true).await
+    }
+
+    async fn start_inner(n: u64, env: &[(&str, &str)], proxied: bool) -> Cluster {
         static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().expect("temp dir");
@@ -112,6 +126,18 @@ impl Cluster {
             .map(|p| format!("{}={}", p.id, p.peer_addr()))
             .collect::<Vec<_>>()
             .join(",");
+        let (mesh, views) = if proxied {
+            let peers: BTreeMap<u64, String> =
+                nodes.iter().map(|p| (p.id, p.peer_addr())).collect();
+            let mesh = crate::proxy::Mesh::start(&peers).await;
+            let views = peers
+                .keys()
+                .map(|&a| (a, mesh.view_of(a, &peers)))
+                .collect();
+            (Some(mesh), views)
+        } else {
+            (None, BTreeMap::new())
+        };
         let mut c = Cluster {
             _turn: turn,
             _dir: dir,
@@ -121,6 +147,8 @@ impl Cluster {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            views,
+            mesh,
         };
         for i in 0..c.nodes.len() {
             c.spawn(i, &[]);
@@ -130,8 +158,26 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize, extra: &[&str]) {
-        let initial = self.initial.clone();
-        self.spawn_with(i, &initial, extra);
+        match self.views.get(&self.nodes[i].id).cloned() {
+            // Members reach each other at different (proxy) addresses: name the cluster by a
+            // token so that they still agree on its id.
+            Some(view) => {
+                let mut args = vec!["--initial-cluster-token", "dhow-test"];
+                args.extend_from_slice(extra);
+                self.spawn_with(i, &view, &args)
+            }
+            None => {
+                let initial = self.initial.clone();
+                self.spawn_with(i, &initial, extra)
+            }
+        }
+    }
+
+    /// The mesh of proxies ([`Cluster::start_proxied`]).
+    pub fn mesh(&self) -> &crate::proxy::Mesh {
+        self.mesh
+            .as_ref()
+            .expect("a cluster started with Cluster::start_proxied")
     }
 
     fn spawn_with(&mut self, i: usize, initial: &str, extra: &[&str]) {
@@ -429,5 +475,61 @@ impl Client {
             }
         }
         Ok(out)
+    }
+}
+
+impl Client {
+    /// A client whose calls give up after `timeout` (connecting lazily, so a node that is
+    /// down fails each call instead of the connect).
+    pub fn lazy(endpoint: &str, timeout: Duration) -> Client {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .expect("endpoint")
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(timeout)
+            .connect_lazy();
+        Client { channel }
+    }
+
+    /// Watches from `start` until a response reaches revision `until`: every change with the
+    /// revision it was committed at. A revision reported twice or out of order is an error.
+    pub async fn watch_log(
+        &mut self,
+        start: &pb::ConsistencyToken,
+        until: u64,
+    ) -> Result<crate::history::Log, String> {
+        let mut stream = RelationshipServiceClient::new(self.channel.clone())
+            .watch(pb::WatchRequest {
+                optional_object_types: vec![],
+                optional_start_cursor: Some(start.clone()),
+            })
+            .await
+            .map_err(|s| format!("watch: {s}"))?
+            .into_inner();
+        let mut log = crate::history::Log::new();
+        let mut prev = revision(start);
+        while prev < until {
+            let m = tokio::time::timeout(Duration::from_secs(20), stream.message())
+                .await
+                .map_err(|_| format!("watch stalled after revision {prev} (waiting for {until})"))?
+                .map_err(|s| format!("watch failed after revision {prev}: {s}"))?
+                .ok_or_else(|| format!("watch ended after revision {prev}"))?;
+            let at = revision(m.changes_through.as_ref().ok_or("no changes_through")?);
+            if at <= prev {
+                return Err(format!(
+                    "watch sent revision {at} after {prev}: a duplicate or out of order"
+                ));
+            }
+            let mut changes = Vec::new();
+            for c in m.changes {
+                let r = c.relationship.unwrap_or_default();
+                let res = r.resource.unwrap_or_default();
+                let sub = r.subject.unwrap_or_default().object.unwrap_or_default();
+                let present = c.operation != pb::relationship_change::Operation::Delete as i32;
+                changes.push(((res.object_id, sub.object_id), present));
+            }
+            log.insert(at, changes);
+            prev = at;
+        }
+        Ok(log)
     }
 }

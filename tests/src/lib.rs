@@ -1,7 +1,10 @@
 //! Shared helpers for Dhow's cross-crate tests: where the conformance scenarios live and how
-//! to enumerate them; `cluster` runs clusters of real processes.
+//! to enumerate them; `cluster` runs clusters of real processes, `proxy` injects faults into
+//! their peer links, `history` checks what the clients of a fault run saw.
 
 pub mod cluster;
+pub mod history;
+pub mod proxy;
 
 use std::path::PathBuf;
 

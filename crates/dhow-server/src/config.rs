@@ -17,11 +17,16 @@
 //! | `peer_addr` | `DHOW_PEER_ADDR` | none (no node-to-node listener) |
 //! | `initial_cluster` | `DHOW_INITIAL_CLUSTER` | none (a one-node cluster) |
 //! | `initial_cluster_state` | `DHOW_INITIAL_CLUSTER_STATE` | `new` |
+//! | `initial_cluster_token` | `DHOW_INITIAL_CLUSTER_TOKEN` | none (the cluster id comes from `initial_cluster`) |
 //! | `raft_log_retain` | `DHOW_RAFT_LOG_RETAIN` | `50000` |
 //!
 //! `initial_cluster` is `1=HOST:PORT,2=HOST:PORT,...`: every member's id and the peer address
 //! the others reach it at. It (and `initial_cluster_state`) only matter the first time a node
 //! starts on an empty data dir; afterwards the membership comes from the node's own log.
+//! The founding members derive the cluster id from `initial_cluster`, so all of them must be
+//! given the same text; with `initial_cluster_token` (as etcd's) they derive it from the token
+//! and the member ids instead, so each may reach the others at addresses of its own (through
+//! a proxy or NAT).
 //!
 //! Durations are written `500ms`, `2s`, `5m`, `24h` or `7d`; sizes as a number of bytes or
 //! with a `KiB`, `MiB` or `GiB` suffix.
@@ -58,6 +63,8 @@ pub struct Config {
     pub initial_cluster: BTreeMap<u64, String>,
     /// Bootstrap a new cluster, or join a running one.
     pub initial_cluster_state: ClusterState,
+    /// Names a new cluster: the founding members derive the cluster id from it and their ids.
+    pub initial_cluster_token: Option<String>,
     /// Applied Raft entries kept in the log; a peer further behind is sent a snapshot.
     pub raft_log_retain: u64,
 }
@@ -117,6 +124,7 @@ impl Default for Config {
             peer_addr: None,
             initial_cluster: BTreeMap::new(),
             initial_cluster_state: ClusterState::New,
+            initial_cluster_token: None,
             raft_log_retain: 50_000,
         }
     }
@@ -136,6 +144,7 @@ pub struct ConfigOverrides {
     pub peer_addr: Option<SocketAddr>,
     pub initial_cluster: Option<BTreeMap<u64, String>>,
     pub initial_cluster_state: Option<ClusterState>,
+    pub initial_cluster_token: Option<String>,
 }
 
 /// Why the configuration could not be loaded; says which file, key or variable.
@@ -176,6 +185,7 @@ struct FileConfig {
     peer_addr: Option<String>,
     initial_cluster: Option<String>,
     initial_cluster_state: Option<String>,
+    initial_cluster_token: Option<String>,
     raft_log_retain: Option<u64>,
 }
 
@@ -192,6 +202,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DHOW_PEER_ADDR", "peer_addr"),
     ("DHOW_INITIAL_CLUSTER", "initial_cluster"),
     ("DHOW_INITIAL_CLUSTER_STATE", "initial_cluster_state"),
+    ("DHOW_INITIAL_CLUSTER_TOKEN", "initial_cluster_token"),
     ("DHOW_RAFT_LOG_RETAIN", "raft_log_retain"),
 ];
 
@@ -292,6 +303,7 @@ impl Config {
         c.peer_addr = o.peer_addr.or(c.peer_addr);
         c.initial_cluster = o.initial_cluster.unwrap_or(c.initial_cluster);
         c.initial_cluster_state = o.initial_cluster_state.unwrap_or(c.initial_cluster_state);
+        c.initial_cluster_token = o.initial_cluster_token.or(c.initial_cluster_token);
         c.validate()?;
         Ok(c)
     }
@@ -379,6 +391,7 @@ impl Config {
             ("peer_addr", f.peer_addr),
             ("initial_cluster", f.initial_cluster),
             ("initial_cluster_state", f.initial_cluster_state),
+            ("initial_cluster_token", f.initial_cluster_token),
         ] {
             if let Some(v) = v {
                 with_key(key, self.set(key, &v))?;
@@ -427,6 +440,13 @@ impl Config {
                 })?)
             }
             "initial_cluster" => self.initial_cluster = parse_initial_cluster(v)?,
+            "initial_cluster_token" => {
+                let t = v.trim();
+                if t.is_empty() {
+                    return Err("an empty cluster token".into());
+                }
+                self.initial_cluster_token = Some(t.to_string())
+            }
             "raft_log_retain" => {
                 self.raft_log_retain = v
                     .trim()
@@ -541,6 +561,20 @@ mod tests {
         env.insert("DHOW_INITIAL_CLUSTER_STATE".to_string(), "old".to_string());
         let e = Config::load(None, &env, &ConfigOverrides::default()).unwrap_err();
         assert!(e.to_string().contains("DHOW_INITIAL_CLUSTER_STATE"), "{e}");
+        env.insert("DHOW_INITIAL_CLUSTER_STATE".to_string(), "new".to_string());
+        env.insert("DHOW_PEER_ADDR".to_string(), "127.0.0.1:7002".to_string());
+        env.insert("DHOW_INITIAL_CLUSTER_TOKEN".to_string(), " ".to_string());
+        let e = Config::load(None, &env, &ConfigOverrides::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("DHOW_INITIAL_CLUSTER_TOKEN") && e.to_string().contains("empty"),
+            "{e}"
+        );
+        env.insert(
+            "DHOW_INITIAL_CLUSTER_TOKEN".to_string(),
+            "prod-eu".to_string(),
+        );
+        let c = Config::load(None, &env, &ConfigOverrides::default()).unwrap();
+        assert_eq!(c.initial_cluster_token.as_deref(), Some("prod-eu"));
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub struct ServeArgs {
     /// (after `dhow cluster add` there), learning its data by snapshot.
     #[arg(long, value_name = "new|existing", value_parser = parse_state)]
     initial_cluster_state: Option<ClusterState>,
+    /// Names a new cluster (as etcd's flag): the founding members derive the cluster id from
+    /// it and their ids rather than from the --initial-cluster text, so each member may reach
+    /// the others at addresses of its own (a proxy, NAT). Used only on an empty data dir.
+    #[arg(long, value_name = "TOKEN")]
+    initial_cluster_token: Option<String>,
 }
 
 fn parse_state(s: &str) -> Result<ClusterState, String> {
@@ -55,14 +60,23 @@ fn parse_state(s: &str) -> Result<ClusterState, String> {
     }
 }
 
-/// A cluster id all founding members compute alike: FNV-1a of the sorted initial cluster.
-fn founding_cluster_id(members: &BTreeMap<u64, String>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (id, addr) in members {
-        for b in format!("{id}={addr};").bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// A cluster id all founding members compute alike: FNV-1a of the sorted initial cluster, or
+/// of the cluster token and the member ids when a token names the cluster.
+fn founding_cluster_id(members: &BTreeMap<u64, String>, token: Option<&str>) -> u64 {
+    let text: String = match token {
+        Some(t) => {
+            let ids: Vec<String> = members.keys().map(u64::to_string).collect();
+            format!("token={t};{}", ids.join(","))
         }
+        None => members
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr};"))
+            .collect(),
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h.max(1)
 }
@@ -94,6 +108,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         peer_addr: args.peer_addr,
         initial_cluster: args.initial_cluster,
         initial_cluster_state: args.initial_cluster_state,
+        initial_cluster_token: args.initial_cluster_token,
         ..Default::default()
     };
     let config = match Config::from_env(args.config.as_deref(), &overrides) {
@@ -166,9 +181,10 @@ async fn serve(config: Config) -> Result<(), String> {
                     println!("joining the cluster at {}", others.join(", "));
                     dhow_server::discover_cluster_id(&others, Duration::from_secs(60)).await?
                 }
-                ClusterState::New if config.initial_cluster.len() > 1 => {
-                    founding_cluster_id(&config.initial_cluster)
-                }
+                ClusterState::New if config.initial_cluster.len() > 1 => founding_cluster_id(
+                    &config.initial_cluster,
+                    config.initial_cluster_token.as_deref(),
+                ),
                 ClusterState::New => new_cluster_id(),
             };
             store.set_cluster_id(id).map_err(|e| e.to_string())?;
@@ -258,4 +274,32 @@ async fn serve(config: Config) -> Result<(), String> {
         let _ = t.await;
     }
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn founding_members_agree_on_the_cluster_id() {
+        let a: BTreeMap<u64, String> = [(1, "a:1".to_string()), (2, "b:2".to_string())].into();
+        let b: BTreeMap<u64, String> = [(1, "a:1".to_string()), (2, "proxy:9".to_string())].into();
+        // Without a token the addresses name the cluster: every member needs the same text.
+        assert_eq!(founding_cluster_id(&a, None), founding_cluster_id(&a, None));
+        assert_ne!(founding_cluster_id(&a, None), founding_cluster_id(&b, None));
+        // With a token, members that reach each other at different addresses still agree.
+        assert_eq!(
+            founding_cluster_id(&a, Some("t1")),
+            founding_cluster_id(&b, Some("t1"))
+        );
+        assert_ne!(
+            founding_cluster_id(&a, Some("t1")),
+            founding_cluster_id(&a, Some("t2"))
+        );
+        let c: BTreeMap<u64, String> = [(1, "a:1".to_string()), (3, "b:2".to_string())].into();
+        assert_ne!(
+            founding_cluster_id(&a, Some("t1")),
+            founding_cluster_id(&c, Some("t1"))
+        );
+    }
 }

@@ -458,9 +458,9 @@ async fn open_watch(
 }
 
 /// Reads `stream`, which started after revision `after`, until it has covered the last write
-/// of `expected`. Every response must carry exactly the changes of the writes acknowledged at
-/// revisions in (previous `changes_through`, this `changes_through`], in revision order
-/// (within one revision, in any order): nothing missing, nothing twice, nothing else.
+/// of `expected`. Every response must carry exactly the changes of the write acknowledged at
+/// its `changes_through` (within one revision, in any order), and responses come in revision
+/// order: nothing missing, nothing twice, nothing else.
 /// Returns the `changes_through` tokens received.
 async fn expect_changes(
     stream: &mut tonic::Streaming<pb::WatchResponse>,
@@ -508,6 +508,11 @@ async fn expect_changes(
         let mut at = 0;
         while next < expected.len() && expected[next].0 <= through {
             let (rev, want) = &expected[next];
+            assert_eq!(
+                *rev, through,
+                "a response holds the changes of one revision: revision {rev} arrived in the \
+                 response through {through}"
+            );
             let n = want.len();
             assert!(
                 at + n <= got.len(),

@@ -587,7 +587,8 @@ fn change_pb(c: &dhow_tuples::Change) -> pb::RelationshipChange {
 }
 
 /// Streams changes after `after` until the client goes away or the server stops. Each
-/// response's `changes_through` is a revision through which every change was sent, so a
+/// response holds the changes of one revision; its `changes_through` is that revision, through
+/// which every change was sent, so a
 /// client resuming from it misses nothing and sees nothing twice.
 async fn watch_loop<N: Node>(
     st: Arc<State<N>>,
@@ -624,15 +625,21 @@ async fn watch_loop<N: Node>(
             _ => applied.max(after),
         };
         let more = truncated && kept.len() == total;
-        let batch: Vec<pb::RelationshipChange> = kept
-            .iter()
-            .filter(|c| types.is_empty() || types.contains(&c.relationship.resource.object_type))
-            .map(change_pb)
-            .collect();
-        if !batch.is_empty() {
+        // One response per revision, so a client knows the revision of every change.
+        let mut responses: Vec<(Revision, Vec<pb::RelationshipChange>)> = Vec::new();
+        for c in &kept {
+            if !types.is_empty() && !types.contains(&c.relationship.resource.object_type) {
+                continue;
+            }
+            match responses.last_mut() {
+                Some((rev, batch)) if *rev == c.revision => batch.push(change_pb(c)),
+                _ => responses.push((c.revision, vec![change_pb(c)])),
+            }
+        }
+        for (rev, changes) in responses {
             let msg = pb::WatchResponse {
-                changes: batch,
-                changes_through: Some(st.token(through)),
+                changes,
+                changes_through: Some(st.token(rev)),
             };
             if tx.send(Ok(msg)).await.is_err() {
                 return;
