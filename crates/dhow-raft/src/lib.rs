@@ -6,6 +6,7 @@
 mod codec;
 mod driver;
 mod log;
+#[cfg(feature = "rocks")]
 mod rocks;
 mod snapshot;
 
