@@ -8,6 +8,8 @@ mod driver;
 mod log;
 #[cfg(feature = "rocks")]
 mod rocks;
+#[doc(hidden)]
+pub mod sim;
 mod snapshot;
 
 pub use driver::{
