@@ -207,6 +207,7 @@ impl RaftHandle {
             store.clone(),
             transport,
             Reporter { tx: tx.clone() },
+            random_counter_start(),
         )?;
         let mut driver = Driver { core, rx };
         let thread = std::thread::Builder::new()
@@ -368,6 +369,18 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     pub(crate) failed: Option<String>,
 }
 
+/// Where this run of the node starts counting proposal ids: random, because entries a previous
+/// run proposed (still in the log, or forwarded to the leader) may be applied after a restart,
+/// and an id counted again from the same start would hand their revision to a new waiter.
+fn random_counter_start() -> u64 {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    std::collections::hash_map::RandomState::new().hash_one((now, std::process::id()))
+}
+
 /// Brings the log in line with the store after a crash between the two: entries the store
 /// has applied were committed, and a store that missed a snapshot the log recorded must be
 /// given a new one.
@@ -425,13 +438,15 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
 
 impl<L: LogStore, T: Transport> Core<L, T> {
     /// Prepares a node over `log` and `store` (membership, repair after a crash, raft-rs),
-    /// with `reporter` given to the transport. Returns the receiver of applied revisions.
+    /// with `reporter` given to the transport and proposal ids counting from `first_id`.
+    /// Returns the receiver of applied revisions.
     pub(crate) fn new(
         config: RaftConfig,
         log: L,
         store: Arc<dyn TupleStore>,
         transport: T,
         reporter: Reporter,
+        first_id: u64,
     ) -> Result<(Self, watch::Receiver<Revision>), RaftError> {
         if config.id == 0 {
             return Err(RaftError::Config("node id must be non-zero".into()));
@@ -503,7 +518,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             waiters: BTreeMap::new(),
             reads: BTreeMap::new(),
             staged: None,
-            next_id: 1,
+            next_id: first_id,
             was_leader: false,
             leader: 0,
             failed: None,

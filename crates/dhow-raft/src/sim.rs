@@ -28,7 +28,8 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
     /// Prepares a node exactly as [`crate::RaftHandle::start`] does (membership, repair, the
     /// reporter given to the transport), without starting a thread. raft-rs draws election
     /// timeouts from a thread-local RNG; a `SimNode` overrides each one with a value derived
-    /// from `jitter`, its id, term and role, so that a run replays from its seed.
+    /// from `jitter`, its id, term and role, so that a run replays from its seed; the first
+    /// proposal id (random in production) comes from `jitter` too.
     pub fn start(
         config: RaftConfig,
         log: L,
@@ -37,8 +38,15 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
         jitter: u64,
     ) -> Result<Self, RaftError> {
         let (tx, rx) = mpsc::channel();
-        let (core, applied) =
-            Core::new(config, log, store, transport, Reporter { tx: tx.clone() })?;
+        let first_id = splitmix(jitter ^ 0x1D5);
+        let (core, applied) = Core::new(
+            config,
+            log,
+            store,
+            transport,
+            Reporter { tx: tx.clone() },
+            first_id,
+        )?;
         let mut node = SimNode {
             core,
             tx,
@@ -130,11 +138,7 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
             StateRole::PreCandidate => 4,
         };
         let min = r.election_timeout();
-        let mut x = self.jitter ^ (r.id << 48) ^ (r.term << 8) ^ role;
-        // splitmix64 finaliser
-        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^= x >> 31;
+        let x = splitmix(self.jitter ^ (r.id << 48) ^ (r.term << 8) ^ role);
         r.set_randomized_election_timeout(min + (x % min as u64) as usize);
     }
 
@@ -152,4 +156,11 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
     pub fn failed(&self) -> Option<&str> {
         self.core.failed.as_deref()
     }
+}
+
+/// The splitmix64 finaliser: a well-mixed function of `x`.
+fn splitmix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
