@@ -1016,6 +1016,13 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                 ))));
             }
         };
+        if self.raw.raft.state == StateRole::Leader && !conf.voters.contains(&self.config.id) {
+            // raft-rs keeps a removed leader leading: it sends heartbeats, so nobody else
+            // campaigns, and drops every proposal. Step down so that the voters elect a leader.
+            tracing::info!("this leader was removed from the voters: stepping down");
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
         let added = cc.get_change_type() != ConfChangeType::RemoveNode;
         if added {
             self.membership.peers.insert(cc.node_id, addr);
