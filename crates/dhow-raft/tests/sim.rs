@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use dhow_raft::sim::{Answer, SimNode};
 use dhow_raft::{
-    LogStore, MemLog, RaftConfig, RaftError, RawEntry, Reporter, SnapshotBuilder, SnapshotSource,
-    StagedSnapshot, Transport,
+    LogStore, MemLog, MemberChange, RaftConfig, RaftError, RawEntry, Reporter, SnapshotBuilder,
+    SnapshotSource, StagedSnapshot, Transport,
 };
 use dhow_tuples::{
     parse_relationship, Batch, BoxedReader, Change, Error, Relationship, RelationshipFilter,
@@ -325,6 +325,10 @@ struct Replica {
     crash_after_round: bool,
     /// Refused to restart: stays down.
     dead: bool,
+    /// Started once (initial voter, or added): restarted after a crash.
+    member: bool,
+    /// Joined a running cluster (starts with `join`).
+    join: bool,
     /// The highest applied revision seen.
     head: u64,
 }
@@ -332,6 +336,7 @@ struct Replica {
 enum Op {
     Write(WriteRequest),
     Read { floor: u64 },
+    Change,
 }
 
 struct Pending {
@@ -363,7 +368,10 @@ enum Kind {
 
 #[derive(Debug, Clone, Copy)]
 struct Params {
+    /// The voters of the initial cluster.
     nodes: u64,
+    /// Nodes that may be added later (as learners, then promoted); members may be removed.
+    spares: u64,
     mode: LogMode,
     /// Ticks of faults before the heal.
     chaos_ticks: u64,
@@ -381,10 +389,13 @@ struct Stats {
     lost_unsynced: usize,
     snapshots: usize,
     partitions: usize,
+    changes: usize,
 }
 
 struct Outcome {
     violations: Vec<(Kind, String)>,
+    /// Every node at the end, for the report of a failing seed.
+    nodes: String,
     trace: u64,
     stats: Stats,
 }
@@ -414,10 +425,11 @@ struct Sim {
     stats: Stats,
 }
 
-fn config(id: u64, n: u64) -> RaftConfig {
+fn config(id: u64, n: u64, join: bool) -> RaftConfig {
     RaftConfig {
         id,
         initial_peers: (1..=n).map(|i| (i, format!("n{i}"))).collect(),
+        join,
         election_tick: ELECTION_TICK,
         heartbeat_tick: 2,
         max_writes_per_entry: 3,
@@ -457,7 +469,7 @@ impl Sim {
             violations: Vec::new(),
             stats: Stats::default(),
         };
-        for id in 1..=params.nodes {
+        for id in 1..=params.nodes + params.spares {
             let power: Power = Arc::new(Mutex::new(None));
             let store = Arc::new(SimStore {
                 inner: SharedMemStore::new(),
@@ -480,10 +492,14 @@ impl Sim {
                 restart_at: 0,
                 crash_after_round: false,
                 dead: false,
+                member: id <= params.nodes,
+                join: id > params.nodes,
                 head: 0,
             };
             sim.replicas.insert(id, r);
-            sim.start(id);
+            if id <= params.nodes {
+                sim.start(id);
+            }
         }
         sim
     }
@@ -515,6 +531,102 @@ impl Sim {
             .map(|s| s.id)
     }
 
+    /// The members (voters and learners) as the leader knows them; without a leader, every
+    /// node started so far.
+    fn members(&self) -> BTreeSet<u64> {
+        match self.leader() {
+            Some(l) => self.replicas[&l]
+                .node
+                .as_ref()
+                .unwrap()
+                .status()
+                .members
+                .iter()
+                .map(|m| m.id)
+                .collect(),
+            None => self
+                .replicas
+                .values()
+                .filter(|r| r.member)
+                .map(|r| r.id)
+                .collect(),
+        }
+    }
+
+    /// Adds a spare as a learner (starting it to join), promotes a learner, or removes a
+    /// member while at least three voters remain.
+    fn change_membership(&mut self, leader: Option<u64>) {
+        let Some(l) = leader else { return };
+        let status = self.replicas[&l].node.as_ref().unwrap().status();
+        let voters: Vec<u64> = status
+            .members
+            .iter()
+            .filter(|m| !m.learner)
+            .map(|m| m.id)
+            .collect();
+        let learners: Vec<u64> = status
+            .members
+            .iter()
+            .filter(|m| m.learner)
+            .map(|m| m.id)
+            .collect();
+        let spares: Vec<u64> = self
+            .replicas
+            .values()
+            .filter(|r| !r.member)
+            .map(|r| r.id)
+            .collect();
+        let change = match self.rng.below(3) {
+            0 if !spares.is_empty() => {
+                let id = spares[0];
+                let r = self.replicas.get_mut(&id).unwrap();
+                r.member = true;
+                r.restart_at = 0;
+                MemberChange::AddLearner {
+                    id,
+                    addr: format!("n{id}"),
+                }
+            }
+            1 if !learners.is_empty() => {
+                let id = self.rng.pick(&learners);
+                MemberChange::AddVoter {
+                    id,
+                    addr: format!("n{id}"),
+                }
+            }
+            2 if voters.len() > 3 || !learners.is_empty() => {
+                let id = if voters.len() > 3 && self.rng.chance(700) {
+                    self.rng.pick(&voters)
+                } else if !learners.is_empty() {
+                    self.rng.pick(&learners)
+                } else {
+                    return;
+                };
+                MemberChange::Remove { id }
+            }
+            _ => return,
+        };
+        self.stats.changes += 1;
+        let answer = self.replicas[&l]
+            .node
+            .as_ref()
+            .unwrap()
+            .change_membership(change.clone());
+        self.next_op += 1;
+        let (kind, id) = match change {
+            MemberChange::AddLearner { id, .. } => (1, id),
+            MemberChange::AddVoter { id, .. } => (2, id),
+            MemberChange::Remove { id } => (3, id),
+        };
+        self.trace.event(&[800, self.next_op, l, kind, id]);
+        self.pending.push(Pending {
+            id: self.next_op,
+            node: l,
+            op: Op::Change,
+            answer,
+        });
+    }
+
     // --- nodes
 
     fn start(&mut self, id: u64) {
@@ -535,7 +647,7 @@ impl Sim {
         };
         let store = r.store.clone() as Arc<dyn TupleStore>;
         let started = catch_unwind(AssertUnwindSafe(|| {
-            SimNode::start(config(id, n), log, store, transport, jitter)
+            SimNode::start(config(id, n, r.join), log, store, transport, jitter)
         }));
         let head = r.store.head().0;
         let before = r.head;
@@ -755,6 +867,7 @@ impl Sim {
         let answer = match &op {
             Op::Write(w) => n.write(w.clone()),
             Op::Read { .. } => n.read_index(),
+            Op::Change => unreachable!("submitted by change_membership"),
         };
         self.next_op += 1;
         self.trace.event(&[
@@ -804,6 +917,7 @@ impl Sim {
                         write,
                     });
                 }
+                Op::Change => {}
                 Op::Read { floor } => {
                     self.stats.reads += 1;
                     if rev < floor {
@@ -881,6 +995,7 @@ impl Sim {
                 self.trace.event(&[600, kind]);
                 self.trace.event(&links);
             }
+            8 | 9 if self.params.spares > 0 => self.change_membership(leader),
             7 => {
                 if let (Some(l), false) = (leader, ids.is_empty()) {
                     let to = self.rng.pick(&ids);
@@ -909,7 +1024,7 @@ impl Sim {
         // Restart nodes whose downtime is over.
         for id in self.ids() {
             let r = &self.replicas[&id];
-            if r.node.is_none() && !r.dead && self.round >= r.restart_at {
+            if r.node.is_none() && r.member && !r.dead && self.round >= r.restart_at {
                 self.start(id);
             }
         }
@@ -990,7 +1105,12 @@ impl Sim {
                 }
             }
             if let Some(rev) = last {
-                let live: Vec<&Replica> = self.replicas.values().filter(|r| !r.dead).collect();
+                let members = self.members();
+                let live: Vec<&Replica> = self
+                    .replicas
+                    .values()
+                    .filter(|r| !r.dead && members.contains(&r.id))
+                    .collect();
                 if live
                     .iter()
                     .all(|r| r.node.is_some() && r.store.head().0 >= rev)
@@ -1012,7 +1132,26 @@ impl Sim {
             );
         }
         self.check();
+        let mut nodes = String::new();
+        for r in self.replicas.values() {
+            let what = match &r.node {
+                Some(n) => format!("{:?}", n.status()),
+                None if r.dead => "dead".into(),
+                None if r.member => "down".into(),
+                None => "never started".into(),
+            };
+            nodes.push_str(&format!(
+                "    node {} (store at {}, log {:?}): {what}\n",
+                r.id,
+                r.store.head(),
+                {
+                    let d = lock(&r.disk);
+                    (d.live.first_index().unwrap(), d.live.last_index().unwrap())
+                }
+            ));
+        }
         Outcome {
+            nodes,
             violations: self.violations,
             trace: self.trace.0,
             stats: self.stats,
@@ -1022,10 +1161,11 @@ impl Sim {
     // --- invariants at the end
 
     fn check(&mut self) {
+        let members = self.members();
         let live: Vec<u64> = self
             .replicas
             .values()
-            .filter(|r| r.node.is_some())
+            .filter(|r| r.node.is_some() && members.contains(&r.id))
             .map(|r| r.id)
             .collect();
         let mut found = Vec::new();
@@ -1177,6 +1317,8 @@ fn run_seeds(test: &str, first: u64, default_seeds: u64, params: Params) -> Stat
             for (k, d) in o.violations.iter().take(8) {
                 text.push_str(&format!("  {k:?}: {d}\n"));
             }
+            text.push_str("  at the end:\n");
+            text.push_str(&o.nodes);
             failures.push(text);
         }
         total.acks += o.stats.acks;
@@ -1185,6 +1327,7 @@ fn run_seeds(test: &str, first: u64, default_seeds: u64, params: Params) -> Stat
         total.lost_unsynced += o.stats.lost_unsynced;
         total.snapshots += o.stats.snapshots;
         total.partitions += o.stats.partitions;
+        total.changes += o.stats.changes;
     }
     assert!(
         failures.is_empty(),
@@ -1193,20 +1336,22 @@ fn run_seeds(test: &str, first: u64, default_seeds: u64, params: Params) -> Stat
         failures.join("")
     );
     eprintln!(
-        "{test}: {} acknowledged writes, {} reads, {} crashes, {} snapshots installed, {} partitions",
-        total.acks, total.reads, total.crashes, total.snapshots, total.partitions
+        "{test}: {} acknowledged writes, {} reads, {} crashes, {} snapshots installed, {} partitions, {} membership changes",
+        total.acks, total.reads, total.crashes, total.snapshots, total.partitions, total.changes
     );
     total
 }
 
 const THREE: Params = Params {
     nodes: 3,
+    spares: 0,
     mode: LogMode::Synced,
     chaos_ticks: 120,
 };
 
 const FIVE: Params = Params {
     nodes: 5,
+    spares: 0,
     mode: LogMode::Synced,
     chaos_ticks: 120,
 };
@@ -1229,6 +1374,23 @@ fn five_nodes_keep_every_acknowledged_write() {
     let s = run_seeds("five_nodes", 1_000_000, 40, FIVE);
     if env_u64("DHOW_SIM_SEED").is_none() {
         assert!(s.acks > 20, "{} acknowledged writes", s.acks);
+    }
+}
+
+/// Three voters and two spares: learners are added (and sent a snapshot to join), promoted
+/// and removed under the same faults.
+const CHANGING: Params = Params {
+    nodes: 3,
+    spares: 2,
+    mode: LogMode::Synced,
+    chaos_ticks: 120,
+};
+
+#[test]
+fn membership_changes_keep_every_acknowledged_write() {
+    let s = run_seeds("membership_changes", 2_000_000, 60, CHANGING);
+    if env_u64("DHOW_SIM_SEED").is_none() {
+        assert!(s.changes > 20, "{} membership changes", s.changes);
     }
 }
 
@@ -1275,4 +1437,14 @@ fn regression_proposal_ids_are_not_reused_after_a_restart() {
         let o = run_seed(seed, THREE);
         assert!(o.violations.is_empty(), "seed {seed}: {:?}", o.violations);
     }
+}
+
+/// Regression: raft-rs keeps a leader that applied its own removal as leader; it went on
+/// sending heartbeats (so no voter campaigned) and dropping every proposal, and the cluster
+/// took no write until the removed node stopped (`NoProgress` at seed 2000040). The driver
+/// now steps such a leader down.
+#[test]
+fn regression_a_removed_leader_steps_down() {
+    let o = run_seed(2_000_040, CHANGING);
+    assert!(o.violations.is_empty(), "{:?}\n{}", o.violations, o.nodes);
 }
