@@ -9,7 +9,8 @@ const FORMAT: u8 = 1;
 /// The body of a normal Raft entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Proposal {
-    /// Unique per proposing node: `node id << 40 | counter`.
+    /// Unique per proposing node: `node id << 40 | counter`, the counter starting at a random
+    /// value each time the node starts.
     pub id: u64,
     pub body: Body,
 }

@@ -6,7 +6,7 @@
 //! conf changes carrying the new member's peer address; snapshots arrive with their data
 //! already staged by the transport and are installed here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -50,7 +50,7 @@ pub trait Transport: Send + 'static {
 /// What a transport tells the Raft loop about deliveries.
 #[derive(Clone)]
 pub struct Reporter {
-    tx: Sender<Request>,
+    pub(crate) tx: Sender<Request>,
 }
 
 impl Reporter {
@@ -199,84 +199,17 @@ impl RaftHandle {
         store: Arc<dyn TupleStore>,
         transport: T,
     ) -> Result<RaftHandle, RaftError> {
-        if config.id == 0 {
-            return Err(RaftError::Config("node id must be non-zero".into()));
-        }
-        let storage = RaftStorage::new(log);
-        let membership = match storage.membership().map_err(RaftError::Storage)? {
-            Some(m) => m,
-            None => {
-                let m = if config.join {
-                    Membership {
-                        conf: ConfState::default(),
-                        peers: config.initial_peers.clone(),
-                    }
-                } else {
-                    if !config.initial_peers.contains_key(&config.id) {
-                        return Err(RaftError::Config(format!(
-                            "node {} is not in the initial cluster {:?}",
-                            config.id,
-                            config.initial_peers.keys().collect::<Vec<_>>()
-                        )));
-                    }
-                    let voters: Vec<u64> = config.initial_peers.keys().copied().collect();
-                    Membership {
-                        conf: ConfState::from((voters, vec![])),
-                        peers: config.initial_peers.clone(),
-                    }
-                };
-                storage.set_membership(&m).map_err(RaftError::Storage)?;
-                m
-            }
-        };
-        repair(&storage, store.head()).map_err(RaftError::Storage)?;
-        let applied = store.head();
-        storage.set_applied(applied.0);
-        let raft_config = raft::Config {
-            id: config.id,
-            election_tick: config.election_tick,
-            heartbeat_tick: config.heartbeat_tick,
-            applied: applied.0,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            check_quorum: true,
-            pre_vote: true,
-            ..Default::default()
-        };
-        raft_config
-            .validate()
-            .map_err(|e| RaftError::Config(e.to_string()))?;
-        let logger = slog::Logger::root(
-            tracing_slog::TracingSlogDrain,
-            slog::o!("raft_id" => config.id),
-        );
-        let mut raw = RawNode::new(&raft_config, storage.clone(), &logger)
-            .map_err(|e| RaftError::Raft(e.to_string()))?;
-        if membership.conf.voters == [config.id] {
-            raw.campaign().map_err(|e| RaftError::Raft(e.to_string()))?;
-        }
         let (tx, rx) = mpsc::channel();
-        let (applied_tx, applied_rx) = watch::channel(applied);
         let id = config.id;
-        transport.attach(Reporter { tx: tx.clone() });
-        transport.set_peers(&membership.peers);
-        let mut driver = Driver {
-            raw,
-            storage,
-            store: store.clone(),
-            transport,
-            rx,
-            applied_tx,
+        let (core, applied_rx) = Core::new(
             config,
-            membership,
-            waiters: HashMap::new(),
-            reads: HashMap::new(),
-            staged: None,
-            next_id: 1,
-            was_leader: false,
-            leader: 0,
-            failed: None,
-        };
+            log,
+            store.clone(),
+            transport,
+            Reporter { tx: tx.clone() },
+            random_counter_start(),
+        )?;
+        let mut driver = Driver { core, rx };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))
             .spawn(move || driver.run())
@@ -409,24 +342,43 @@ impl Drop for RaftHandle {
     }
 }
 
+/// The thread around a [`Core`]: waits for requests until the next tick, in real time.
 struct Driver<L: LogStore, T: Transport> {
-    raw: RawNode<RaftStorage<L>>,
+    core: Core<L, T>,
+    rx: Receiver<Request>,
+}
+
+/// The state of the Raft loop and everything one iteration does, with no thread and no clock:
+/// [`Driver`] runs it on real time, [`crate::sim::SimNode`] step by step in a simulation.
+pub(crate) struct Core<L: LogStore, T: Transport> {
+    pub(crate) raw: RawNode<RaftStorage<L>>,
     storage: RaftStorage<L>,
     store: Arc<dyn TupleStore>,
     transport: T,
-    rx: Receiver<Request>,
     applied_tx: watch::Sender<Revision>,
     config: RaftConfig,
     membership: Membership,
-    waiters: HashMap<u64, Waiter>,
-    reads: HashMap<u64, oneshot::Sender<Result<Revision, RaftError>>>,
+    waiters: BTreeMap<u64, Waiter>,
+    reads: BTreeMap<u64, oneshot::Sender<Result<Revision, RaftError>>>,
     /// Data of a snapshot whose message was stepped and is not installed yet: (index, data).
     staged: Option<(u64, StagedSnapshot)>,
     next_id: u64,
     was_leader: bool,
     /// The leader known at the last check (0: none).
     leader: u64,
-    failed: Option<String>,
+    pub(crate) failed: Option<String>,
+}
+
+/// Where this run of the node starts counting proposal ids: random, because entries a previous
+/// run proposed (still in the log, or forwarded to the leader) may be applied after a restart,
+/// and an id counted again from the same start would hand their revision to a new waiter.
+fn random_counter_start() -> u64 {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    std::collections::hash_map::RandomState::new().hash_one((now, std::process::id()))
 }
 
 /// Brings the log in line with the store after a crash between the two: entries the store
@@ -459,51 +411,171 @@ fn repair<L: LogStore>(storage: &RaftStorage<L>, head: Revision) -> Result<(), S
 }
 
 impl<L: LogStore, T: Transport> Driver<L, T> {
-    fn new_id(&mut self) -> u64 {
-        self.next_id += 1;
-        (self.config.id << 40) | (self.next_id & ((1 << 40) - 1))
-    }
-
     fn run(&mut self) {
-        let mut next_tick = Instant::now() + self.config.tick;
+        let core = &mut self.core;
+        let rx = &self.rx;
+        let mut next_tick = Instant::now() + core.config.tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            let mut writes: Vec<(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>)> =
-                Vec::new();
-            match self.rx.recv_timeout(wait) {
+            match rx.recv_timeout(wait) {
                 Ok(Request::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(first) => {
-                    let mut stop = false;
-                    let mut pending = Some(first);
-                    while let Some(req) = pending.take() {
-                        match req {
-                            Request::Shutdown => stop = true,
-                            Request::Write(w, tx) => writes.push((w, tx)),
-                            other => self.handle(other),
-                        }
-                        if stop || writes.len() >= self.config.max_writes_per_entry {
-                            break;
-                        }
-                        pending = self.rx.try_recv().ok();
-                    }
-                    self.propose_writes(writes);
-                    if stop {
+                    if !core.serve(first, || rx.try_recv().ok()) {
                         break;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
             if Instant::now() >= next_tick {
-                self.raw.tick();
-                next_tick = Instant::now() + self.config.tick;
+                core.tick();
+                next_tick = Instant::now() + core.config.tick;
             }
-            if let Err(e) = self.on_ready() {
-                tracing::error!(error = %e, "raft loop failed; this node stops serving writes");
-                self.failed = Some(e);
-                self.fail_all(|| RaftError::Storage("the node's storage failed".into()));
-            }
-            self.check_leadership();
+            core.ready();
         }
+        core.stop();
+    }
+}
+
+impl<L: LogStore, T: Transport> Core<L, T> {
+    /// Prepares a node over `log` and `store` (membership, repair after a crash, raft-rs),
+    /// with `reporter` given to the transport and proposal ids counting from `first_id`.
+    /// Returns the receiver of applied revisions.
+    pub(crate) fn new(
+        config: RaftConfig,
+        log: L,
+        store: Arc<dyn TupleStore>,
+        transport: T,
+        reporter: Reporter,
+        first_id: u64,
+    ) -> Result<(Self, watch::Receiver<Revision>), RaftError> {
+        if config.id == 0 {
+            return Err(RaftError::Config("node id must be non-zero".into()));
+        }
+        let storage = RaftStorage::new(log);
+        let membership = match storage.membership().map_err(RaftError::Storage)? {
+            Some(m) => m,
+            None => {
+                let m = if config.join {
+                    Membership {
+                        conf: ConfState::default(),
+                        peers: config.initial_peers.clone(),
+                    }
+                } else {
+                    if !config.initial_peers.contains_key(&config.id) {
+                        return Err(RaftError::Config(format!(
+                            "node {} is not in the initial cluster {:?}",
+                            config.id,
+                            config.initial_peers.keys().collect::<Vec<_>>()
+                        )));
+                    }
+                    let voters: Vec<u64> = config.initial_peers.keys().copied().collect();
+                    Membership {
+                        conf: ConfState::from((voters, vec![])),
+                        peers: config.initial_peers.clone(),
+                    }
+                };
+                storage.set_membership(&m).map_err(RaftError::Storage)?;
+                m
+            }
+        };
+        repair(&storage, store.head()).map_err(RaftError::Storage)?;
+        let applied = store.head();
+        storage.set_applied(applied.0);
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_tick,
+            heartbeat_tick: config.heartbeat_tick,
+            applied: applied.0,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_config
+            .validate()
+            .map_err(|e| RaftError::Config(e.to_string()))?;
+        let logger = slog::Logger::root(
+            tracing_slog::TracingSlogDrain,
+            slog::o!("raft_id" => config.id),
+        );
+        let mut raw = RawNode::new(&raft_config, storage.clone(), &logger)
+            .map_err(|e| RaftError::Raft(e.to_string()))?;
+        if membership.conf.voters == [config.id] {
+            raw.campaign().map_err(|e| RaftError::Raft(e.to_string()))?;
+        }
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        transport.attach(reporter);
+        transport.set_peers(&membership.peers);
+        let core = Core {
+            raw,
+            storage,
+            store,
+            transport,
+            applied_tx,
+            config,
+            membership,
+            waiters: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            staged: None,
+            next_id: first_id,
+            was_leader: false,
+            leader: 0,
+            failed: None,
+        };
+        Ok((core, applied_rx))
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        (self.config.id << 40) | (self.next_id & ((1 << 40) - 1))
+    }
+
+    /// Handles `first` and the requests `more` yields at once, as one batch: writes are
+    /// collected (at most `max_writes_per_entry`) and proposed as one entry, every other
+    /// request is handled in turn. False when a shutdown was asked.
+    pub(crate) fn serve(
+        &mut self,
+        first: Request,
+        mut more: impl FnMut() -> Option<Request>,
+    ) -> bool {
+        let mut writes: Vec<(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>)> =
+            Vec::new();
+        let mut stop = false;
+        let mut pending = Some(first);
+        while let Some(req) = pending.take() {
+            match req {
+                Request::Shutdown => stop = true,
+                Request::Write(w, tx) => writes.push((w, tx)),
+                other => self.handle(other),
+            }
+            if stop || writes.len() >= self.config.max_writes_per_entry {
+                break;
+            }
+            pending = more();
+        }
+        self.propose_writes(writes);
+        !stop
+    }
+
+    /// One tick of raft-rs's logical clock.
+    pub(crate) fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// The end of every iteration: handles the Ready (a storage failure stops the node serving
+    /// writes), then answers waiters if the leader changed.
+    pub(crate) fn ready(&mut self) {
+        if let Err(e) = self.on_ready() {
+            tracing::error!(error = %e, "raft loop failed; this node stops serving writes");
+            self.failed = Some(e);
+            self.fail_all(|| RaftError::Storage("the node's storage failed".into()));
+        }
+        self.check_leadership();
+    }
+
+    /// The loop ended: whoever still waits is told.
+    pub(crate) fn stop(&mut self) {
         self.fail_all(|| RaftError::Stopped);
     }
 
@@ -639,7 +711,7 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
         }
     }
 
-    fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         let r = &self.raw.raft;
         let conf = &self.membership.conf;
         let role =
@@ -740,7 +812,7 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
     }
 
     fn fail_all(&mut self, err: impl Fn() -> RaftError) {
-        for (_, w) in self.waiters.drain() {
+        for (_, w) in std::mem::take(&mut self.waiters) {
             match w {
                 Waiter::Writes(txs) => {
                     for tx in txs {
@@ -752,7 +824,7 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                 }
             }
         }
-        for (_, tx) in self.reads.drain() {
+        for (_, tx) in std::mem::take(&mut self.reads) {
             let _ = tx.send(Err(err()));
         }
     }
@@ -944,6 +1016,13 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
                 ))));
             }
         };
+        if self.raw.raft.state == StateRole::Leader && !conf.voters.contains(&self.config.id) {
+            // raft-rs keeps a removed leader leading: it sends heartbeats, so nobody else
+            // campaigns, and drops every proposal. Step down so that the voters elect a leader.
+            tracing::info!("this leader was removed from the voters: stepping down");
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+        }
         let added = cc.get_change_type() != ConfChangeType::RemoveNode;
         if added {
             self.membership.peers.insert(cc.node_id, addr);

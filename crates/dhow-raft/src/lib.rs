@@ -6,7 +6,10 @@
 mod codec;
 mod driver;
 mod log;
+#[cfg(feature = "rocks")]
 mod rocks;
+#[doc(hidden)]
+pub mod sim;
 mod snapshot;
 
 pub use driver::{

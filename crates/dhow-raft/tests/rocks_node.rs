@@ -1,5 +1,6 @@
 //! A one-node Raft cluster on the RocksDB store and log: acknowledged writes survive closing
 //! and reopening the database, and revision numbering continues.
+#![cfg(feature = "rocks")]
 
 use std::sync::Arc;
 use std::time::Duration;
