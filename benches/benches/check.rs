@@ -110,7 +110,7 @@ fn report<R>(name: &str, r: &CountingReader<R>) {
 
 /// The `schema:` text of every conformance file, sorted by file name.
 fn conformance_schemas() -> Vec<(String, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/spicedb");
+    let dir = PathBuf::from(manifest_dir()).join("../../shared/conformance/spicedb");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.expect("directory entry").path())
@@ -168,3 +168,9 @@ criterion_group! {
     targets = engine_benches, schema_benches
 }
 criterion_main!(benches);
+
+/// The package's directory: cargo's value at run time (right even when a build from another
+/// checkout shares the target dir), else the one compiled in.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+}

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// The folder of SpiceDB's public test scenarios (`../shared/conformance/spicedb` beside the
 /// repository).
 pub fn conformance_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/spicedb")
+    PathBuf::from(manifest_dir()).join("../../shared/conformance/spicedb")
 }
 
 /// Every `.yaml` scenario, sorted by name. Panics with a clear message if the folder is missing.
@@ -29,4 +29,10 @@ pub fn conformance_files() -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// The package's directory: cargo's value at run time (right even when a build from another
+/// checkout shares the target dir), else the one compiled in.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

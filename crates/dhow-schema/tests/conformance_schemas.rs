@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 fn conformance_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/spicedb")
+    PathBuf::from(manifest_dir()).join("../../../shared/conformance/spicedb")
 }
 
 /// (file name, schema text) of every scenario, sorted by file name.
@@ -62,4 +62,10 @@ fn all_conformance_schemas_compile() {
         schemas.len(),
         failures.join("\n\n")
     );
+}
+
+/// The package's directory: cargo's value at run time (right even when a build from another
+/// checkout shares the target dir), else the one compiled in.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 /// Valid schemas to mutate: the `ok_*` golden inputs plus a few inline ones.
 fn seeds() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = Path::new(&manifest_dir()).join("tests/golden");
     let mut out: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -508,4 +508,10 @@ fn pathological_inputs_are_errors_not_crashes() {
     let chain = format!("definition doc {{\n{chain}permission p2000 = p0000\n}}");
     let err = compile(&chain).unwrap_err();
     assert_eq!(err.kind(), dhow_schema::ErrorKind::PermissionCycle);
+}
+
+/// The package's directory: cargo's value at run time (right even when a build from another
+/// checkout shares the target dir), else the one compiled in.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

@@ -9,83 +9,17 @@
 #[allow(dead_code)]
 mod convert;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dhow_proto::v1 as pb;
 use pb::permission_service_client::PermissionServiceClient;
 use pb::relationship_service_client::RelationshipServiceClient;
 
-const BIN: &str = env!("CARGO_BIN_EXE_dhow");
+mod support;
 
-struct Server {
-    child: Child,
-    addr: String,
-    data: PathBuf,
-}
-
-impl Server {
-    fn start(data: &Path, port: u16) -> Server {
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(data)
-            .args(["--grpc-addr", &addr])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dhow serve");
-        let s = Server {
-            child,
-            addr,
-            data: data.to_path_buf(),
-        };
-        s.wait_ready();
-        s
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(&self.addr).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("dhow serve did not listen on {} within 30 s", self.addr);
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    fn restart(&mut self, port: u16) {
-        self.kill9();
-        *self = Server::start(&self.data.clone(), port);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{Server, BIN};
 
 fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
@@ -196,8 +130,8 @@ async fn write(
 async fn serve_check_snapshots_and_kill9_keeps_acknowledged_writes() {
     use pb::relationship_update::Operation;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = Server::start(dir.path(), port);
+    let mut server = Server::start(dir.path(), 0);
+    let port = server.port();
 
     // Schema through the CLI, then a write and checks over gRPC.
     let schema_file = dir.path().join("schema.zed");
@@ -368,9 +302,8 @@ async fn serve_check_snapshots_and_kill9_keeps_acknowledged_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spicedb_scenarios_pass_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), free_port());
-    let conformance =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/spicedb");
+    let server = Server::start(dir.path(), 0);
+    let conformance = PathBuf::from(manifest_dir()).join("../../../shared/conformance/spicedb");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&conformance)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -547,8 +480,8 @@ async fn expect_changes(
 async fn watch_through_the_raft_node_is_ordered_exactly_once_and_resumable_after_kill9() {
     use pb::relationship_update::Operation::{Create, Delete, Touch};
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = Server::start(dir.path(), port);
+    let mut server = Server::start(dir.path(), 0);
+    let port = server.port();
     let schema_file = dir.path().join("schema.zed");
     std::fs::write(&schema_file, SCHEMA).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -701,4 +634,10 @@ async fn watch_through_the_raft_node_is_ordered_exactly_once_and_resumable_after
     )
     .await;
     expect_changes(&mut c, rev_of(c_throughs.last().unwrap()), &after_restart).await;
+}
+
+/// The package's directory: cargo's value at run time (right even when a build from another
+/// checkout shares the target dir), else the one compiled in.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }
