@@ -2,58 +2,13 @@
 //! then holds exactly it), `check` and `health` report nonzero throughput with both answers;
 //! bad flags are refused before anything is sent.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dhow");
+mod support;
+
+use support::{Server, BIN};
 const N: usize = 2_000;
-
-/// `dhow serve` on a free port over a data dir; killed when dropped.
-struct Server {
-    child: Child,
-    endpoint: String,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(BIN)
-            .args(["serve", "--data-dir"])
-            .arg(data)
-            .args(["--grpc-addr", &addr])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dhow serve");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "dhow serve did not listen on {addr} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server {
-            child,
-            endpoint: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn dhow(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -81,8 +36,9 @@ fn json(text: &str) -> serde_json::Value {
 #[test]
 fn bench_load_then_check_and_health_against_the_real_server() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let ep = server.endpoint.as_str();
+    let server = Server::start(dir.path(), 0);
+    let endpoint = server.endpoint();
+    let ep = endpoint.as_str();
     let n = N.to_string();
 
     // load: the schema, then exactly N relationships through Import.
@@ -205,12 +161,42 @@ fn bench_load_then_check_and_health_against_the_real_server() {
     ]));
     assert!(out["requests"].as_u64().unwrap() > 0, "{out}");
     assert!(out.get("allowed").is_none());
+
+    // write, each followed by a check at its token: every check sees its write.
+    let text = ok_stdout(&[
+        "bench",
+        "write",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0",
+        "-c",
+        "2",
+        "--updates",
+        "3",
+        "--then-check",
+        ep,
+        "--json",
+        "--endpoint",
+        ep,
+    ]);
+    let mut lines = text.lines();
+    let w = json(lines.next().expect("the write line"));
+    let c = json(lines.next().expect("the then-check line"));
+    assert_eq!(w["command"], "write", "{w}");
+    let writes = w["requests"].as_u64().unwrap();
+    assert!(writes > 0, "{w}");
+    assert_eq!(c["command"], "write.then_check", "{c}");
+    assert_eq!(c["consistency"], "at_least_as_fresh", "{c}");
+    assert_eq!(c["checks"].as_u64(), Some(writes), "{c}");
+    assert_eq!(c["saw_the_write"].as_u64(), Some(writes), "{c}");
+    assert_eq!(c["missed_the_write"].as_u64(), Some(0), "{c}");
 }
 
 #[test]
 fn bench_check_without_a_loaded_schema_fails_with_the_server_error() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), 0);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let o = dhow(&[
@@ -223,7 +209,7 @@ fn bench_check_without_a_loaded_schema_fails_with_the_server_error() {
             "--warmup",
             "0",
             "--endpoint",
-            &server.endpoint,
+            &server.endpoint(),
         ]);
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(!o.status.success());
@@ -253,6 +239,10 @@ fn bench_flags_are_checked_before_connecting() {
             "not a duration",
         ),
         (&["bench", "health", "-c", "0"][..], "0 is not in 1..=10000"),
+        (
+            &["bench", "write", "--updates", "0"][..],
+            "0 is not in 1..=1000",
+        ),
         (
             &["bench", "check", "--consistency", "exact"][..],
             "invalid value",

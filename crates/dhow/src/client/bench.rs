@@ -1,8 +1,10 @@
-//! `dhow bench load|check|health`: the end-to-end benchmark against a running server. `load`
-//! writes the synthetic schema and imports the fixed-seed data set of `dhow_benches` through
-//! the Import stream; `check` and `health` keep a fixed number of requests in flight for a
-//! fixed time (closed loop, spread over several HTTP/2 connections) and print throughput and
-//! latency percentiles.
+//! `dhow bench load|check|write|health`: the end-to-end benchmark against a running server or
+//! cluster. `load` writes the synthetic schema and imports the fixed-seed data set of
+//! `dhow_benches` through the Import stream; `check`, `write` and `health` keep a fixed number
+//! of requests in flight for a fixed time (closed loop, spread over several HTTP/2
+//! connections) and print throughput and latency percentiles. `write --then-check` follows
+//! every write with a check of what it wrote on another node: the cost of reading your own
+//! write there.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,8 +37,28 @@ pub enum BenchCommand {
     /// Send Check requests drawn from the data set `load` imported (the same N), with a fixed
     /// number in flight for a fixed time; print checks/s, latency percentiles and answers.
     Check(CheckBenchArgs),
+    /// Acknowledged writes: each creates new relationships (`document:…#owner@user:bench`,
+    /// needs the synthetic schema `load` writes); print writes/s and latency percentiles.
+    Write(WriteBenchArgs),
     /// The same loop with the gRPC health Check (grpc.health.v1): the bare round trip.
     Health(LoopArgs),
+}
+
+#[derive(Args)]
+pub struct WriteBenchArgs {
+    /// Relationships per Write.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub updates: u32,
+    /// After each write, check one relationship it wrote on this endpoint (typically another
+    /// node of the cluster) and report those checks too, with how many did not see the write.
+    #[arg(long, value_name = "URL")]
+    pub then_check: Option<String>,
+    /// The consistency of the --then-check checks: at-least-as-fresh carries the write's
+    /// token (the node waits until it has applied the write); minimize-latency does not.
+    #[arg(long, value_enum, default_value_t = BenchConsistency::AtLeastAsFresh)]
+    pub check_consistency: BenchConsistency,
+    #[command(flatten)]
+    pub run: LoopArgs,
 }
 
 #[derive(Args)]
@@ -167,6 +189,7 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
     match cmd {
         BenchCommand::Load(a) => load(a),
         BenchCommand::Check(a) => check(a),
+        BenchCommand::Write(a) => write(a),
         BenchCommand::Health(a) => health(a),
     }
 }
@@ -430,7 +453,17 @@ fn check_mix(
 #[derive(Clone)]
 enum Work {
     Check(Arc<Vec<pb::CheckRequest>>),
+    Write(Arc<WritePlan>),
     Health,
+}
+
+/// What `bench write` sends.
+struct WritePlan {
+    /// Distinguishes this run's relationships from earlier runs'.
+    run: String,
+    updates: u32,
+    /// Where and how to check each write afterwards (one connection per task, round robin).
+    then_check: Option<(Vec<Conn>, BenchConsistency)>,
 }
 
 #[derive(Default)]
@@ -439,6 +472,8 @@ struct TaskOut {
     allowed: u64,
     denied: u64,
     last_done: Option<Instant>,
+    /// `write --then-check`: the checks' latencies.
+    check_latencies_ns: Vec<u64>,
 }
 
 /// The measured outcome of a loop.
@@ -449,6 +484,8 @@ struct Summary {
     denied: u64,
     /// Sorted, in nanoseconds.
     latencies_ns: Vec<u64>,
+    /// `write --then-check`: sorted, in nanoseconds.
+    check_latencies_ns: Vec<u64>,
 }
 
 impl Summary {
@@ -458,13 +495,18 @@ impl Summary {
 
     /// The nearest-rank percentile `q` (0 < q <= 1), in milliseconds.
     fn percentile_ms(&self, q: f64) -> f64 {
-        let n = self.latencies_ns.len();
-        if n == 0 {
-            return 0.0;
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        self.latencies_ns[rank - 1] as f64 / 1e6
+        percentile_ms(&self.latencies_ns, q)
     }
+}
+
+/// The nearest-rank percentile `q` (0 < q <= 1) of sorted nanoseconds, in milliseconds.
+fn percentile_ms(sorted_ns: &[u64], q: f64) -> f64 {
+    let n = sorted_ns.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    sorted_ns[rank - 1] as f64 / 1e6
 }
 
 fn permissionship(resp: &pb::CheckResponse) -> Result<bool, CliError> {
@@ -514,6 +556,90 @@ async fn task(
                     out.last_done = Some(done);
                 }
                 i += 1;
+            }
+        }
+        Work::Write(plan) => {
+            let mut client = conn.relationships();
+            let mut checker = plan
+                .then_check
+                .as_ref()
+                .map(|(conns, mode)| (conns[index % conns.len()].permissions(), *mode));
+            let mut n = 0u64;
+            loop {
+                let sent = Instant::now();
+                if sent >= end {
+                    break;
+                }
+                let mut updates = Vec::with_capacity(plan.updates as usize);
+                for u in 0..plan.updates {
+                    let r = dhow_tuples::Relationship::new(
+                        dhow_tuples::ObjectRef::new(
+                            "document",
+                            format!("bw{}_{index}_{n}_{u}", plan.run),
+                        ),
+                        "owner",
+                        dhow_tuples::Subject::object("user", "bench"),
+                    );
+                    updates.push(pb::RelationshipUpdate {
+                        operation: pb::relationship_update::Operation::Touch as i32,
+                        relationship: Some(relationship_to_proto(&r)?),
+                    });
+                }
+                let resp = client
+                    .write(pb::WriteRequest {
+                        updates,
+                        optional_preconditions: Vec::new(),
+                    })
+                    .await
+                    .map_err(|s| conn.err(s))?
+                    .into_inner();
+                let done = Instant::now();
+                if sent >= measure_from {
+                    out.latencies_ns.push((done - sent).as_nanos() as u64);
+                    out.last_done = Some(done);
+                }
+                if let Some((check, mode)) = checker.as_mut() {
+                    let consistency = match mode {
+                        BenchConsistency::AtLeastAsFresh => {
+                            pb::consistency::Requirement::AtLeastAsFresh(
+                                resp.written_at.clone().ok_or_else(|| {
+                                    CliError::Local("a write answer without a token".into())
+                                })?,
+                            )
+                        }
+                        BenchConsistency::MinimizeLatency => {
+                            pb::consistency::Requirement::MinimizeLatency(true)
+                        }
+                        BenchConsistency::FullyConsistent => {
+                            pb::consistency::Requirement::FullyConsistent(true)
+                        }
+                    };
+                    let req = check_request(
+                        &format!("bw{}_{index}_{n}_0", plan.run),
+                        "bench",
+                        Some(pb::Consistency {
+                            requirement: Some(consistency),
+                        }),
+                    );
+                    let asked = Instant::now();
+                    let resp = check
+                        .check(req)
+                        .await
+                        .map_err(|s| CliError::Local(format!("the check after a write: {s}")))?
+                        .into_inner();
+                    let answered = Instant::now();
+                    if sent >= measure_from {
+                        out.check_latencies_ns
+                            .push((answered - asked).as_nanos() as u64);
+                        if permissionship(&resp)? {
+                            out.allowed += 1;
+                        } else {
+                            out.denied += 1;
+                        }
+                        out.last_done = Some(answered);
+                    }
+                }
+                n += 1;
             }
         }
         Work::Health => {
@@ -585,6 +711,7 @@ async fn run_loop(conns: &[Conn], work: Work, a: &LoopArgs) -> Result<Summary, C
         allowed: 0,
         denied: 0,
         latencies_ns: Vec::new(),
+        check_latencies_ns: Vec::new(),
     };
     let mut last: Option<Instant> = None;
     let mut first_err = None;
@@ -594,6 +721,7 @@ async fn run_loop(conns: &[Conn], work: Work, a: &LoopArgs) -> Result<Summary, C
                 s.allowed += o.allowed;
                 s.denied += o.denied;
                 s.latencies_ns.extend(o.latencies_ns);
+                s.check_latencies_ns.extend(o.check_latencies_ns);
                 last = last.max(o.last_done);
             }
             Ok(Err(e)) => {
@@ -613,6 +741,7 @@ async fn run_loop(conns: &[Conn], work: Work, a: &LoopArgs) -> Result<Summary, C
         s.window = l.saturating_duration_since(measure_from).max(a.duration);
     }
     s.latencies_ns.sort_unstable();
+    s.check_latencies_ns.sort_unstable();
     Ok(s)
 }
 
@@ -741,6 +870,74 @@ async fn token_write(c: &Conn) -> Result<pb::ConsistencyToken, CliError> {
         .ok_or_else(|| CliError::Local("the server's write answer carries no token".into()))
 }
 
+fn write(a: WriteBenchArgs) -> Result<(), CliError> {
+    let rt = runtime(a.run.client_threads)?;
+    rt.block_on(async {
+        let conns = connect_all(&a.run).await?;
+        let then_check = match &a.then_check {
+            Some(ep) => {
+                let mut v = Vec::with_capacity(conns.len());
+                for _ in 0..conns.len() {
+                    v.push(Conn::connect(ep).await?);
+                }
+                Some((v, a.check_consistency))
+            }
+            None => None,
+        };
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let plan = WritePlan {
+            run: format!("{run:x}"),
+            updates: a.updates,
+            then_check,
+        };
+        let s = run_loop(&conns, Work::Write(Arc::new(plan)), &a.run).await?;
+        report("write", "writes", &a.run, conns.len(), None, &s, false)?;
+        match &a.then_check {
+            Some(ep) => report_then_check(&a, ep, &s),
+            None => Ok(()),
+        }
+    })
+}
+
+/// The `--then-check` part of `bench write`.
+fn report_then_check(a: &WriteBenchArgs, endpoint: &str, s: &Summary) -> Result<(), CliError> {
+    let l = &s.check_latencies_ns;
+    let (p50, p95, p99, max) = (
+        percentile_ms(l, 0.50),
+        percentile_ms(l, 0.95),
+        percentile_ms(l, 0.99),
+        percentile_ms(l, 1.0),
+    );
+    let mut out = Out::new();
+    if a.run.json {
+        out.line(serde_json::json!({
+            "command": "write.then_check",
+            "endpoint": endpoint,
+            "consistency": a.check_consistency.name(),
+            "checks": l.len(),
+            "saw_the_write": s.allowed,
+            "missed_the_write": s.denied,
+            "latency_ms": {"p50": p50, "p95": p95, "p99": p99, "max": max},
+        }))?;
+    } else {
+        out.line(format_args!(
+            "then check on {endpoint}, consistency {}: {} checks; {} saw the write, {} did not \
+             (yet)",
+            a.check_consistency.name(),
+            l.len(),
+            s.allowed,
+            s.denied
+        ))?;
+        out.line(format_args!(
+            "  latency: p50 {p50:.3} ms, p95 {p95:.3} ms, p99 {p99:.3} ms, max {max:.3} ms"
+        ))?;
+    }
+    out.flush()
+}
+
 fn health(a: LoopArgs) -> Result<(), CliError> {
     let rt = runtime(a.client_threads)?;
     rt.block_on(async {
@@ -786,6 +983,7 @@ mod tests {
             allowed: 0,
             denied: 0,
             latencies_ns: (1..=100).map(|i| i * 1_000_000).collect(),
+            check_latencies_ns: Vec::new(),
         };
         assert_eq!(s.percentile_ms(0.50), 50.0);
         assert_eq!(s.percentile_ms(0.99), 99.0);
