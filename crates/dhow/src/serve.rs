@@ -13,7 +13,7 @@ use clap::Args;
 use dhow_raft::{RaftConfig, RaftHandle};
 use dhow_server::config::parse_initial_cluster;
 use dhow_server::{
-    ClusterState, Config, ConfigOverrides, Node, PeerService, PeerTransport, RaftNode,
+    ClusterState, Config, ConfigOverrides, Node, PeerService, PeerTransport, RaftNode, SchemaGuard,
 };
 use dhow_storage::{RocksStore, StoreOptions};
 use dhow_tuples::TupleStore;
@@ -203,14 +203,12 @@ async fn serve(config: Config) -> Result<(), String> {
         log_retain: config.raft_log_retain,
         ..RaftConfig::default()
     };
+    // The state machine checks every write against the schema in force when it is applied.
+    let state_machine: Arc<dyn TupleStore> =
+        Arc::new(SchemaGuard::new(store.clone() as Arc<dyn TupleStore>));
     let handle = Arc::new(
-        RaftHandle::start(
-            raft_config,
-            store.raft_log(),
-            store.clone() as Arc<dyn TupleStore>,
-            transport,
-        )
-        .map_err(|e| format!("cannot start the raft node: {e}"))?,
+        RaftHandle::start(raft_config, store.raft_log(), state_machine, transport)
+            .map_err(|e| format!("cannot start the raft node: {e}"))?,
     );
     let node = Arc::new(RaftNode::new(
         handle.clone(),
