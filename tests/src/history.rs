@@ -181,25 +181,30 @@ impl Model {
             .apply(Revision(schema_rev), &batch)
             .map_err(|e| format!("model schema at {schema_rev}: {e}"))?;
         for (&rev, changes) in log.range(schema_rev + 1..) {
-            let mut ops = Vec::new();
+            // One write per change, in commit order: two writes of one entry may touch the
+            // same relationship (one write may not).
+            let mut writes = Vec::new();
             for (k, present) in changes {
                 let r = parse_relationship(&rel_text(k)).map_err(|e| e.to_string())?;
-                ops.push(if *present {
-                    WriteOp::Touch(r)
-                } else {
-                    WriteOp::Delete(r)
+                writes.push(WriteRequest {
+                    preconditions: vec![],
+                    ops: vec![if *present {
+                        WriteOp::Touch(r)
+                    } else {
+                        WriteOp::Delete(r)
+                    }],
                 });
             }
             let batch = Batch {
-                writes: vec![WriteRequest {
-                    preconditions: vec![],
-                    ops,
-                }],
+                writes,
                 schema: None,
             };
-            store
+            let outcomes = store
                 .apply(Revision(rev), &batch)
                 .map_err(|e| format!("model apply at {rev}: {e}"))?;
+            if let Some(Err(e)) = outcomes.into_iter().find(Result::is_err) {
+                return Err(format!("model apply at {rev}: {e}"));
+            }
         }
         if upto > store.head().0 {
             store
@@ -726,6 +731,32 @@ mod tests {
         ]
         .into();
         fails_with(run(&e3, &l3, &x3), "no client asked for that");
+    }
+
+    /// Regression: two writes of one entry on the same relationship (revoke, then grant) were
+    /// replayed as one write, which the model store refused as a whole, so the model kept the
+    /// state before the entry and the checker blamed correct answers (seen in partition runs).
+    #[test]
+    fn two_writes_of_one_entry_on_one_relationship_replay_in_order() {
+        let events = vec![
+            ev(0, revoke("d1"), 0, 10, Outcome::Written(2)),
+            ev(1, grant("d1"), 0, 10, Outcome::Written(2)),
+            ev(
+                2,
+                check_of("d1", Read::Full),
+                11,
+                12,
+                Outcome::Checked {
+                    allowed: true,
+                    at: 2,
+                },
+            ),
+        ];
+        let mut log = Log::new();
+        log.insert(2, vec![(k("d1", "u"), false), (k("d1", "u"), true)]);
+        let x: BTreeSet<String> = ["document:d1#viewer@user:u".to_string()].into();
+        let s = run(&events, &log, &x).unwrap();
+        assert_eq!(s.checks, 1);
     }
 
     #[test]
