@@ -4,7 +4,8 @@
 //! messages, advance, apply what the light ready commits). Proposals are answered by the
 //! proposal id carried in the entry, never by queue position. Membership changes are raft-rs
 //! conf changes carrying the new member's peer address; snapshots arrive with their data
-//! already staged by the transport and are installed here.
+//! already staged by the transport: the loop installs them in the log, then hands the store
+//! restore to a [`Runner`] and keeps going (see [`Core::install_snapshot`]).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -173,7 +174,26 @@ pub(crate) enum Request {
     TransferLeader(u64, oneshot::Sender<Result<(), RaftError>>),
     Status(oneshot::Sender<Status>),
     Report(Report),
+    /// A store restore handed to the [`Runner`] ended: the snapshot's index and the outcome.
+    Restored(u64, Result<(), String>),
     Shutdown,
+}
+
+/// Work the Raft loop hands off: restoring a snapshot's data into the store.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs [`Job`]s off the Raft loop, so that the [`Core`] itself spawns nothing: a worker
+/// thread in production ([`RaftHandle::start`]), the simulation's hand in a
+/// [`crate::sim::SimNode`]. A job reports its end to the loop as [`Request::Restored`].
+pub(crate) type Runner = Box<dyn FnMut(Job) + Send>;
+
+/// A snapshot installed in the log whose data is being restored into the store.
+struct Restoring {
+    index: u64,
+    /// The outcome, once the job reported it.
+    done: Option<Result<(), String>>,
+    /// Entries committed meanwhile, in order: applied once the store holds the snapshot.
+    deferred: Vec<Entry>,
 }
 
 enum Waiter {
@@ -188,6 +208,8 @@ pub struct RaftHandle {
     applied: watch::Receiver<Revision>,
     store: Arc<dyn TupleStore>,
     thread: Option<JoinHandle<()>>,
+    /// Restores snapshots into the store while the Raft thread goes on.
+    restorer: Option<JoinHandle<()>>,
     id: u64,
 }
 
@@ -201,6 +223,21 @@ impl RaftHandle {
     ) -> Result<RaftHandle, RaftError> {
         let (tx, rx) = mpsc::channel();
         let id = config.id;
+        // The restore thread ends when the loop drops the runner (its only sender of jobs).
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let restorer = std::thread::Builder::new()
+            .name(format!("raft-{id}-restore"))
+            .spawn(move || {
+                for job in job_rx {
+                    job();
+                }
+            })
+            .map_err(|e| RaftError::Config(format!("cannot start the restore thread: {e}")))?;
+        let runner: Runner = Box::new(move |job| {
+            if let Err(mpsc::SendError(job)) = job_tx.send(job) {
+                job();
+            }
+        });
         let (core, applied_rx) = Core::new(
             config,
             log,
@@ -208,6 +245,7 @@ impl RaftHandle {
             transport,
             Reporter { tx: tx.clone() },
             random_counter_start(),
+            runner,
         )?;
         let mut driver = Driver { core, rx };
         let thread = std::thread::Builder::new()
@@ -219,6 +257,7 @@ impl RaftHandle {
             applied: applied_rx,
             store,
             thread: Some(thread),
+            restorer: Some(restorer),
             id,
         })
     }
@@ -327,10 +366,14 @@ impl RaftHandle {
         rx.await.map_err(|_| RaftError::Stopped)
     }
 
-    /// Stops the loop and waits for it.
+    /// Stops the loop and waits for it (and for a snapshot restore in progress, which holds
+    /// the store).
     pub fn shutdown(&mut self) {
         let _ = self.tx.send(Request::Shutdown);
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.restorer.take() {
             let _ = t.join();
         }
     }
@@ -362,6 +405,15 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     reads: BTreeMap<u64, oneshot::Sender<Result<Revision, RaftError>>>,
     /// Data of a snapshot whose message was stepped and is not installed yet: (index, data).
     staged: Option<(u64, StagedSnapshot)>,
+    /// Runs snapshot restores off the loop.
+    runner: Runner,
+    /// Where a restore job reports its end.
+    wake: Sender<Request>,
+    /// The snapshot whose store restore is running, if any.
+    restoring: Option<Restoring>,
+    /// The applied index as raft-rs is told it: the last entry applied to the store, or the
+    /// index of a snapshot installed in the log (its conf state is raft-rs's already).
+    applied_index: u64,
     next_id: u64,
     was_leader: bool,
     /// The leader known at the last check (0: none).
@@ -447,6 +499,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         transport: T,
         reporter: Reporter,
         first_id: u64,
+        runner: Runner,
     ) -> Result<(Self, watch::Receiver<Revision>), RaftError> {
         if config.id == 0 {
             return Err(RaftError::Config("node id must be non-zero".into()));
@@ -505,6 +558,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             raw.campaign().map_err(|e| RaftError::Raft(e.to_string()))?;
         }
         let (applied_tx, applied_rx) = watch::channel(applied);
+        let wake = reporter.tx.clone();
         transport.attach(reporter);
         transport.set_peers(&membership.peers);
         let core = Core {
@@ -518,6 +572,10 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             waiters: BTreeMap::new(),
             reads: BTreeMap::new(),
             staged: None,
+            runner,
+            wake,
+            restoring: None,
+            applied_index: applied.0,
             next_id: first_id,
             was_leader: false,
             leader: 0,
@@ -558,9 +616,21 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         !stop
     }
 
-    /// One tick of raft-rs's logical clock.
+    /// One tick of raft-rs's logical clock. While a snapshot is being restored the node does
+    /// not stand for election (see [`Core::install_snapshot`]): a follower's tick only advances
+    /// the election clock (so that its leader lease still expires and it votes for others),
+    /// which is all raft-rs's tick does short of campaigning.
     pub(crate) fn tick(&mut self) {
-        self.raw.tick();
+        if self.restoring.is_some() && self.raw.raft.state != StateRole::Leader {
+            self.raw.raft.election_elapsed += 1;
+        } else {
+            self.raw.tick();
+        }
+    }
+
+    /// The index of the snapshot whose store restore is running, if any.
+    pub(crate) fn restoring(&self) -> Option<u64> {
+        self.restoring.as_ref().map(|r| r.index)
     }
 
     /// The end of every iteration: handles the Ready (a storage failure stops the node serving
@@ -619,6 +689,15 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                 Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
                     tracing::warn!(from = m.from, "snapshot message without its data dropped");
                 }
+                Ok(m)
+                    if m.get_msg_type() == MessageType::MsgTimeoutNow
+                        && self.restoring.is_some() =>
+                {
+                    tracing::info!(
+                        from = m.from,
+                        "restoring a snapshot: leadership transfer declined"
+                    );
+                }
                 Ok(m) => {
                     if let Err(e) = self.raw.step(m) {
                         tracing::debug!(error = %e, "raft step refused a message");
@@ -626,6 +705,13 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                 }
                 Err(e) => tracing::warn!(error = %e, "undecodable raft message dropped"),
             },
+            Request::Snapshot(_, _, tx) if self.restoring.is_some() => {
+                // The sender's transport reports a failed snapshot; raft-rs retries later.
+                let _ = tx.send(Err(RaftError::Unavailable(format!(
+                    "this node is still restoring the snapshot at {}",
+                    self.restoring.as_ref().map_or(0, |r| r.index)
+                ))));
+            }
             Request::Snapshot(bytes, data, tx) => {
                 let outcome = match Message::parse_from_bytes(&bytes) {
                     Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
@@ -671,6 +757,10 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                     SnapshotStatus::Failure
                 },
             ),
+            Request::Restored(index, outcome) => match &mut self.restoring {
+                Some(r) if r.index == index => r.done = Some(outcome),
+                _ => tracing::warn!(index, "the end of a restore nobody waits for ignored"),
+            },
             Request::Write(..) | Request::Shutdown => unreachable!("handled by the caller"),
         }
     }
@@ -831,6 +921,14 @@ impl<L: LogStore, T: Transport> Core<L, T> {
 
     fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
+            if self.restoring.is_some()
+                && m.get_msg_type() == MessageType::MsgAppendResponse
+                && !m.reject
+            {
+                // Nothing is acknowledged, not even the snapshot, until the store holds it
+                // (see `install_snapshot`): a lost message, as far as the leader can tell.
+                continue;
+            }
             match m.write_to_bytes() {
                 Ok(bytes) if m.get_msg_type() == MessageType::MsgSnapshot => {
                     let rev = Revision(m.get_snapshot().get_metadata().index);
@@ -843,7 +941,19 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         }
     }
 
-    /// Installs the snapshot of a Ready: its staged data into the store, then the log.
+    /// Installs the snapshot of a Ready: the log at once, then its staged data into the store
+    /// off the loop (a restore of millions of relationships takes seconds), through the
+    /// [`Runner`]. Until the restore has ended (`finish_restore`), the loop goes on ticking,
+    /// stepping, sending, persisting entries and the hard state, but applies nothing: committed
+    /// entries wait, in order, and so does the applied revision.
+    ///
+    /// The log first: a crash before the store is restored leaves a log ahead of the store,
+    /// which `repair` turns into a request for a new snapshot, dropping the whole log. Entries
+    /// persisted here during the restore are lost with it, so until the restore has ended the
+    /// node must not count towards any quorum with them: it withholds its acknowledgements of
+    /// entries past the snapshot (`send`), and it does not stand for election (`tick`, and a
+    /// leadership transfer to it is declined), since a leader counts its own log. Its votes
+    /// are safe: the vote itself is in the hard state, which `repair` keeps.
     fn install_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), String> {
         let meta = snap.get_metadata();
         let index = meta.index;
@@ -851,6 +961,12 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             Some((i, data)) if i == index => data,
             _ => return Err(format!("snapshot at {index} arrived without its data")),
         };
+        if self.restoring.is_some() {
+            // `serve` refuses snapshots while a restore runs: raft-rs cannot hold a second one.
+            return Err(format!(
+                "snapshot at {index} while another is being restored"
+            ));
+        }
         let peers = decode_header(&snap.data)?;
         tracing::info!(
             index,
@@ -861,29 +977,68 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             conf: meta.get_conf_state().clone(),
             peers,
         };
-        // The log first: a crash before the store is restored leaves a log ahead of the store,
-        // which `repair` turns into a request for a new snapshot.
         self.storage
             .install_snapshot(index, meta.term, &membership)?;
-        self.store
-            .restore(
-                Revision(index),
-                data.schema.as_deref(),
-                &mut data.relationships.into_iter(),
-            )
-            .map_err(|e| format!("restore snapshot at {index}: {e}"))?;
+        // Nobody is sent a snapshot described from this node's log while its store is between
+        // two states.
+        self.storage.set_restoring(true);
         self.transport.set_peers(&membership.peers);
         self.membership = membership;
-        self.storage.set_applied(index);
+        self.applied_index = index;
         self.fail_all(|| {
             RaftError::Unavailable("this node installed a snapshot; a write in flight may or may not have been applied".into())
         });
-        let _ = self.applied_tx.send(Revision(index));
+        self.restoring = Some(Restoring {
+            index,
+            done: None,
+            deferred: Vec::new(),
+        });
+        let store = self.store.clone();
+        let wake = self.wake.clone();
+        (self.runner)(Box::new(move || {
+            let outcome = store
+                .restore(
+                    Revision(index),
+                    data.schema.as_deref(),
+                    &mut data.relationships.into_iter(),
+                )
+                .map_err(|e| format!("restore snapshot at {index}: {e}"));
+            let _ = wake.send(Request::Restored(index, outcome));
+        }));
         Ok(())
     }
 
+    /// Once the restore job has reported: the store holds the snapshot, so its revision is
+    /// published and the entries committed meanwhile are applied, in order. A failed restore
+    /// fails the node like any storage error.
+    fn finish_restore(&mut self) -> Result<(), String> {
+        if !matches!(&self.restoring, Some(r) if r.done.is_some()) {
+            return Ok(());
+        }
+        let Some(Restoring {
+            index,
+            done: Some(outcome),
+            deferred,
+        }) = self.restoring.take()
+        else {
+            return Ok(());
+        };
+        outcome?;
+        tracing::info!(index, deferred = deferred.len(), "snapshot restored");
+        self.storage.set_applied(index);
+        self.storage.set_restoring(false);
+        let _ = self.applied_tx.send(Revision(index));
+        self.apply(deferred)?;
+        self.raw.advance_apply_to(self.applied_index);
+        self.maybe_compact()
+    }
+
     fn on_ready(&mut self) -> Result<(), String> {
-        if self.failed.is_some() || !self.raw.has_ready() {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        self.finish_restore()?;
+        if !self.raw.has_ready() {
             return Ok(());
         }
         let mut ready = self.raw.ready();
@@ -917,22 +1072,28 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         if !ready.persisted_messages().is_empty() {
             self.send(ready.take_persisted_messages());
         }
-        // 7. Advance, then what the light ready carries.
-        let mut light = self.raw.advance(ready);
+        // 7. Advance, then what the light ready carries. raft-rs is told what was applied,
+        // which lags what was committed while a restore defers entries.
+        let mut light = self.raw.advance_append(ready);
         if let Some(commit) = light.commit_index() {
             self.storage.set_commit(commit)?;
         }
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
-        self.raw.advance_apply();
+        self.raw.advance_apply_to(self.applied_index);
         self.maybe_compact()?;
         Ok(())
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+        if let Some(r) = &mut self.restoring {
+            r.deferred.extend(entries);
+            return Ok(());
+        }
         for entry in entries {
             let index = entry.index;
             if index <= self.store.head().0 {
+                self.applied_index = index;
                 continue; // applied before a restart
             }
             let mut batch = Batch::default();
@@ -967,6 +1128,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                 .apply(Revision(index), &batch)
                 .map_err(|e| format!("apply entry {index}: {e}"))?;
             self.storage.set_applied(index);
+            self.applied_index = index;
             // Publish the revision before answering: whoever holds an acknowledgement must
             // find `applied()` at least at its revision.
             let _ = self.applied_tx.send(Revision(index));
@@ -1043,6 +1205,9 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     }
 
     fn maybe_compact(&mut self) -> Result<(), String> {
+        if self.restoring.is_some() {
+            return Ok(());
+        }
         let applied = self.store.head().0;
         let first = self.storage.with(|l| l.first_index())?;
         if applied > first + 2 * self.config.log_retain {

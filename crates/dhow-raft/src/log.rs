@@ -4,7 +4,7 @@
 //! RocksDB one lives in dhow-storage and is adapted in `rocks.rs`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use protobuf::Message as _;
@@ -199,10 +199,12 @@ fn store_err(e: String) -> raft::Error {
 }
 
 /// `raft::Storage` over a shared `LogStore`. The driver writes through the same handle and
-/// keeps `applied` current, so that a snapshot can be described when raft-rs asks for one.
+/// keeps `applied` current, so that a snapshot can be described when raft-rs asks for one,
+/// and says when the store is being restored from a snapshot (none can be described then).
 pub struct RaftStorage<L: LogStore> {
     pub(crate) log: Arc<Mutex<L>>,
     applied: Arc<AtomicU64>,
+    restoring: Arc<AtomicBool>,
 }
 
 impl<L: LogStore> Clone for RaftStorage<L> {
@@ -210,6 +212,7 @@ impl<L: LogStore> Clone for RaftStorage<L> {
         RaftStorage {
             log: self.log.clone(),
             applied: self.applied.clone(),
+            restoring: self.restoring.clone(),
         }
     }
 }
@@ -219,12 +222,19 @@ impl<L: LogStore> RaftStorage<L> {
         RaftStorage {
             log: Arc::new(Mutex::new(log)),
             applied: Arc::new(AtomicU64::new(0)),
+            restoring: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// Records the index applied to the state machine.
     pub fn set_applied(&self, index: u64) {
         self.applied.store(index, Ordering::Release);
+    }
+
+    /// Records that the store is (or no longer is) being restored from a snapshot: while it
+    /// is, `snapshot` answers `SnapshotTemporarilyUnavailable` (raft-rs tries again later).
+    pub(crate) fn set_restoring(&self, restoring: bool) {
+        self.restoring.store(restoring, Ordering::Release);
     }
 
     pub(crate) fn with<T>(&self, f: impl FnOnce(&mut L) -> Result<T, String>) -> Result<T, String> {
@@ -376,7 +386,7 @@ impl<L: LogStore> raft::Storage for RaftStorage<L> {
         // The snapshot is described here (index = the applied revision, its term, the
         // membership); its data, the store at that revision, is streamed by the transport.
         let index = self.applied.load(Ordering::Acquire);
-        if index == 0 || index < request_index {
+        if index == 0 || index < request_index || self.restoring.load(Ordering::Acquire) {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));

@@ -1,15 +1,16 @@
 //! A Raft node driven step by step, for the deterministic simulation (`tests/sim.rs`): the
 //! same [`Core`] the threaded loop runs, with no thread and no clock. The simulation decides
-//! when a node handles its pending requests and when it ticks. Not a stable API.
+//! when a node handles its pending requests, when it ticks, and when a snapshot restore the
+//! node handed off ends. Not a stable API.
 
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dhow_tuples::{Revision, TupleStore, WriteRequest};
 use raft::StateRole;
 use tokio::sync::{oneshot, watch};
 
-use crate::driver::{Core, Reporter, Request};
+use crate::driver::{Core, Job, Reporter, Request, Runner};
 use crate::{LogStore, MemberChange, RaftConfig, RaftError, StagedSnapshot, Status, Transport};
 
 /// What a request answers: poll it with `try_recv` after running the node.
@@ -22,6 +23,8 @@ pub struct SimNode<L: LogStore, T: Transport> {
     rx: Receiver<Request>,
     applied: watch::Receiver<Revision>,
     jitter: u64,
+    /// Restores handed off by the core, held until [`SimNode::finish_restore`].
+    jobs: Arc<Mutex<Vec<Job>>>,
 }
 
 impl<L: LogStore, T: Transport> SimNode<L, T> {
@@ -29,7 +32,8 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
     /// reporter given to the transport), without starting a thread. raft-rs draws election
     /// timeouts from a thread-local RNG; a `SimNode` overrides each one with a value derived
     /// from `jitter`, its id, term and role, so that a run replays from its seed; the first
-    /// proposal id (random in production) comes from `jitter` too.
+    /// proposal id (random in production) comes from `jitter` too. A snapshot restore the node
+    /// hands off is held (the node goes on without it) until [`SimNode::finish_restore`].
     pub fn start(
         config: RaftConfig,
         log: L,
@@ -39,6 +43,11 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
     ) -> Result<Self, RaftError> {
         let (tx, rx) = mpsc::channel();
         let first_id = splitmix(jitter ^ 0x1D5);
+        let jobs: Arc<Mutex<Vec<Job>>> = Arc::default();
+        let held = jobs.clone();
+        let runner: Runner = Box::new(move |job| {
+            held.lock().unwrap_or_else(|p| p.into_inner()).push(job);
+        });
         let (core, applied) = Core::new(
             config,
             log,
@@ -46,6 +55,7 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
             transport,
             Reporter { tx: tx.clone() },
             first_id,
+            runner,
         )?;
         let mut node = SimNode {
             core,
@@ -53,6 +63,7 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
             rx,
             applied,
             jitter,
+            jobs,
         };
         node.fix_election_timeout();
         Ok(node)
@@ -150,6 +161,23 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
     /// The newest applied revision the node published.
     pub fn applied(&self) -> Revision {
         *self.applied.borrow()
+    }
+
+    /// The index of the snapshot whose store restore has not ended yet (held, or ended and not
+    /// yet seen by the loop), if any.
+    pub fn restoring(&self) -> Option<u64> {
+        self.core.restoring()
+    }
+
+    /// Runs the held snapshot restores now, on this thread; the loop sees their end at its
+    /// next [`SimNode::run`]. False if none was held.
+    pub fn finish_restore(&mut self) -> bool {
+        let jobs = std::mem::take(&mut *self.jobs.lock().unwrap_or_else(|p| p.into_inner()));
+        let any = !jobs.is_empty();
+        for job in jobs {
+            job();
+        }
+        any
     }
 
     /// Why the node stopped serving writes, if its storage failed.

@@ -1,8 +1,9 @@
 //! Deterministic simulation of a Dhow Raft cluster: 3 or 5 steppable nodes (`SimNode`, the
 //! driver's own core) over a simulated network (delay, reordering, loss, duplication,
 //! partitions, one-way links), crashes at any storage operation and restarts from what was
-//! durable, snapshots for lagging nodes, clients writing and reading through random nodes,
-//! all on logical time and one seeded RNG. Each seed ends with a heal and invariant checks.
+//! durable, snapshots for lagging nodes (their store restore ends some rounds later, while the
+//! node goes on; a crash may come first), clients writing and reading through random nodes,
+//! all on logical time and seeded RNGs. Each seed ends with a heal and invariant checks.
 //! `DHOW_SIM_SEEDS=N` sets the number of seeds, `DHOW_SIM_SEED=N` replays one seed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -375,6 +376,9 @@ struct Params {
     mode: LogMode,
     /// Ticks of faults before the heal.
     chaos_ticks: u64,
+    /// Chance per round (per mille) that a node's snapshot restore ends; `None`: drawn per
+    /// seed among 1000 (the next round), 300 and 40 (about eight ticks).
+    restore_per_mille: Option<u64>,
 }
 
 /// Rounds per tick: messages may take less than a tick.
@@ -390,6 +394,10 @@ struct Stats {
     snapshots: usize,
     partitions: usize,
     changes: usize,
+    /// Restores that ended after the node had run at least one more round.
+    restores: usize,
+    /// Crashes put off because the node's restore had not ended.
+    restore_crashes: usize,
 }
 
 struct Outcome {
@@ -403,6 +411,10 @@ struct Outcome {
 struct Sim {
     params: Params,
     rng: Rng,
+    /// Decides when restores end (apart from `rng`, so that their timing alone does not
+    /// reshuffle every other decision of a seed).
+    slow: Rng,
+    restore_per_mille: u64,
     trace: Trace,
     round: u64,
     replicas: BTreeMap<u64, Replica>,
@@ -448,9 +460,15 @@ impl Sim {
         let loss = rng.pick(&[0, 0, 10, 30, 80]);
         let dup = rng.pick(&[0, 0, 20]);
         let max_delay = rng.pick(&[1, 3, 6, 12]);
+        let mut slow = Rng(seed ^ 0x5105_7E57_0000);
+        let restore_per_mille = params
+            .restore_per_mille
+            .unwrap_or_else(|| slow.pick(&[1000, 300, 40]));
         let mut sim = Sim {
             params,
             rng,
+            slow,
+            restore_per_mille,
             trace: Trace(0xCBF2_9CE4_8422_2325),
             round: 0,
             replicas: BTreeMap::new(),
@@ -677,9 +695,20 @@ impl Sim {
 
     fn crash(&mut self, id: u64) {
         let r = self.replicas.get_mut(&id).unwrap();
-        if r.node.take().is_none() {
-            return;
+        if let Some(node) = &r.node {
+            if node.restoring().is_some() && node.failed().is_none() {
+                // Not while a restore is held: a crash there leaves the store behind the log,
+                // and `repair` then drops log entries the leader counts as matched (raft-rs
+                // panics on its next heartbeat: seed 40). The crash waits for the restore to
+                // end; a power failure at the restore's own write still crashes it there.
+                r.crash_after_round = true;
+                self.stats.restore_crashes += 1;
+                return;
+            }
         }
+        let Some(_) = r.node.take() else {
+            return;
+        };
         r.crash_after_round = false;
         lock(&r.outbox).clear();
         let lost = lock(&r.disk).crash(&mut self.rng);
@@ -690,12 +719,27 @@ impl Sim {
         self.trace.event(&[200, id, lost as u64, down]);
     }
 
-    /// Runs one node; a panic is a violation and takes the node down.
+    /// Runs one node (ending its snapshot restore first, if the dice say so); a panic is a
+    /// violation and takes the node down.
     fn run_node(&mut self, id: u64, tick: bool) {
         let r = self.replicas.get_mut(&id).unwrap();
         let Some(node) = r.node.as_mut() else {
             return;
         };
+        if node.restoring().is_some() && self.slow.chance(self.restore_per_mille) {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| node.finish_restore())) {
+                r.node = None;
+                r.dead = true;
+                let msg = format!(
+                    "node {id} panicked restoring a snapshot: {}",
+                    panic_text(&p)
+                );
+                self.violation(Kind::Panic, msg);
+                return;
+            }
+            self.stats.restores += 1;
+            self.trace.event(&[330, id]);
+        }
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| node.run(tick))) {
             r.node = None;
             r.dead = true;
@@ -1328,6 +1372,8 @@ fn run_seeds(test: &str, first: u64, default_seeds: u64, params: Params) -> Stat
         total.snapshots += o.stats.snapshots;
         total.partitions += o.stats.partitions;
         total.changes += o.stats.changes;
+        total.restores += o.stats.restores;
+        total.restore_crashes += o.stats.restore_crashes;
     }
     assert!(
         failures.is_empty(),
@@ -1336,8 +1382,8 @@ fn run_seeds(test: &str, first: u64, default_seeds: u64, params: Params) -> Stat
         failures.join("")
     );
     eprintln!(
-        "{test}: {} acknowledged writes, {} reads, {} crashes, {} snapshots installed, {} partitions, {} membership changes",
-        total.acks, total.reads, total.crashes, total.snapshots, total.partitions, total.changes
+        "{test}: {} acknowledged writes, {} reads, {} crashes, {} snapshots installed, {} restores ended, {} crashes put off until a restore ended, {} partitions, {} membership changes",
+        total.acks, total.reads, total.crashes, total.snapshots, total.restores, total.restore_crashes, total.partitions, total.changes
     );
     total
 }
@@ -1347,6 +1393,7 @@ const THREE: Params = Params {
     spares: 0,
     mode: LogMode::Synced,
     chaos_ticks: 120,
+    restore_per_mille: None,
 };
 
 const FIVE: Params = Params {
@@ -1354,6 +1401,7 @@ const FIVE: Params = Params {
     spares: 0,
     mode: LogMode::Synced,
     chaos_ticks: 120,
+    restore_per_mille: None,
 };
 
 #[test]
@@ -1384,6 +1432,7 @@ const CHANGING: Params = Params {
     spares: 2,
     mode: LogMode::Synced,
     chaos_ticks: 120,
+    restore_per_mille: None,
 };
 
 #[test]
@@ -1452,4 +1501,129 @@ fn regression_proposal_ids_are_not_reused_after_a_restart() {
 fn regression_a_removed_leader_steps_down() {
     let o = run_seed(2_000_040, CHANGING);
     assert!(o.violations.is_empty(), "{:?}\n{}", o.violations, o.nodes);
+}
+
+/// A node whose snapshot restore is held open keeps its Raft loop running: it answers Status,
+/// follows the leader's commit and persists the entries it is sent, but applies none of them,
+/// acknowledges none (the leader's `matched` for it stays below the snapshot), refuses another
+/// snapshot, and never leads. Once the restore ends, it applies the deferred entries in order
+/// and converges.
+#[test]
+fn a_node_restoring_a_snapshot_keeps_its_loop_running() {
+    let params = Params {
+        chaos_ticks: 0,
+        restore_per_mille: Some(0),
+        ..THREE
+    };
+    let mut sim = Sim::new(3, params);
+    fn rounds(sim: &mut Sim, n: u64) {
+        for _ in 0..n {
+            sim.round(false);
+        }
+    }
+    fn node3(sim: &Sim) -> &Node {
+        sim.replicas[&3].node.as_ref().expect("node 3 is up")
+    }
+    let mut leader = None;
+    for _ in 0..600 {
+        sim.round(false);
+        leader = sim.leader().filter(|&l| l != 3);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let leader = leader.expect("a leader among nodes 1 and 2");
+    // Node 3 falls behind while the others write (and compact their logs).
+    for o in [1, 2] {
+        sim.cut.insert((3, o));
+        sim.cut.insert((o, 3));
+    }
+    sim.heal_at = u64::MAX;
+    for _ in 0..12 {
+        sim.submit_write(leader);
+        rounds(&mut sim, 6);
+    }
+    sim.cut.clear();
+    let mut snapshot = None;
+    for _ in 0..600 {
+        sim.round(false);
+        snapshot = node3(&sim).restoring();
+        if snapshot.is_some() {
+            break;
+        }
+    }
+    let snapshot = snapshot.expect("node 3 was sent a snapshot");
+    let head = sim.replicas[&3].store.head().0;
+    assert!(head < snapshot, "store at {head}, snapshot at {snapshot}");
+    let before = sim.stats.acks;
+    for _ in 0..4 {
+        sim.submit_write(leader);
+        rounds(&mut sim, 9);
+    }
+    rounds(&mut sim, 60);
+    assert!(
+        sim.stats.acks >= before + 4,
+        "the others go on without node 3"
+    );
+    let status = node3(&sim).status();
+    assert_eq!(status.role, dhow_raft::Role::Follower);
+    assert_eq!(status.leader, leader);
+    assert!(
+        status.commit > snapshot,
+        "node 3 follows the commit past the snapshot at {snapshot}: {status:?}"
+    );
+    let last = lock(&sim.replicas[&3].disk).live.last_index().unwrap();
+    assert!(
+        last > snapshot,
+        "node 3 persisted entries past {snapshot} (log ends at {last})"
+    );
+    assert_eq!(
+        sim.replicas[&3].store.head().0,
+        head,
+        "nothing applied while restoring"
+    );
+    assert_eq!(
+        node3(&sim).applied().0,
+        head,
+        "no revision published while restoring"
+    );
+    let matched = sim.replicas[&leader]
+        .node
+        .as_ref()
+        .unwrap()
+        .status()
+        .members[2]
+        .matched;
+    assert!(
+        matched.is_some_and(|m| m < snapshot),
+        "node 3 acknowledged entries before its store held the snapshot: {matched:?}"
+    );
+    // A second snapshot is refused while the first one is being restored.
+    let staged = stage(
+        &*sim.replicas[&leader].store,
+        sim.replicas[&leader].store.head(),
+    );
+    let mut answer = node3(&sim).step_snapshot(Vec::new(), staged.unwrap());
+    sim.run_node(3, false);
+    assert!(matches!(
+        answer.try_recv(),
+        Ok(Err(RaftError::Unavailable(_)))
+    ));
+    // The restore ends: the deferred entries are applied, in order, at once.
+    let n3 = sim.replicas.get_mut(&3).unwrap().node.as_mut().unwrap();
+    assert!(n3.finish_restore());
+    sim.run_node(3, false);
+    let n3 = node3(&sim);
+    assert!(n3.restoring().is_none() || n3.restoring() > Some(snapshot));
+    assert!(
+        sim.replicas[&3].store.head().0 > snapshot,
+        "the entries committed during the restore are applied once it ends"
+    );
+    // Later restores (the leader may have compacted past node 3 meanwhile) end at once.
+    sim.restore_per_mille = 1000;
+    rounds(&mut sim, 300);
+    let heads: Vec<u64> = sim.replicas.values().map(|r| r.store.head().0).collect();
+    assert!(heads.iter().all(|&h| h == heads[0]), "heads {heads:?}");
+    sim.check();
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
