@@ -32,12 +32,20 @@ pub fn dhow_bin() -> PathBuf {
     bin
 }
 
-/// A free loopback port (bound once, then released).
+/// A free loopback port (bound once, then released), never one handed out before in this
+/// process (the kernel may offer a released port again).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// One node: its ports, data dir and process (if running).
@@ -129,7 +137,9 @@ impl Cluster {
         let (mesh, views) = if proxied {
             let peers: BTreeMap<u64, String> =
                 nodes.iter().map(|p| (p.id, p.peer_addr())).collect();
-            let mesh = crate::proxy::Mesh::start(&peers).await;
+            // The nodes' ports are chosen but not bound yet: no proxy may take one.
+            let avoid: Vec<u16> = nodes.iter().flat_map(|p| [p.grpc, p.peer]).collect();
+            let mesh = crate::proxy::Mesh::start(&peers, &avoid).await;
             let views = peers
                 .keys()
                 .map(|&a| (a, mesh.view_of(a, &peers)))

@@ -35,10 +35,16 @@ pub struct Link {
 }
 
 impl Link {
-    /// Starts a proxy on a free loopback port in front of `upstream`.
-    pub async fn start(upstream: String) -> Link {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy port");
-        let port = listener.local_addr().expect("proxy addr").port();
+    /// Starts a proxy on a free loopback port in front of `upstream`, never on one of
+    /// `avoid` (ports chosen for the nodes that are not bound yet).
+    pub async fn start(upstream: String, avoid: &[u16]) -> Link {
+        let (listener, port) = loop {
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("proxy port");
+            let port = l.local_addr().expect("proxy addr").port();
+            if !avoid.contains(&port) {
+                break (l, port);
+            }
+        };
         let (fault, rx) = watch::channel(Fault::Pass);
         let seed = Arc::new(AtomicU64::new(
             u64::from(port).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
@@ -182,13 +188,14 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    /// Proxies for every ordered pair of `peers` (id → real peer address).
-    pub async fn start(peers: &std::collections::BTreeMap<u64, String>) -> Mesh {
+    /// Proxies for every ordered pair of `peers` (id → real peer address), on ports other
+    /// than `avoid`.
+    pub async fn start(peers: &std::collections::BTreeMap<u64, String>, avoid: &[u16]) -> Mesh {
         let mut links = std::collections::BTreeMap::new();
         for &a in peers.keys() {
             for (&b, addr) in peers {
                 if a != b {
-                    links.insert((a, b), Link::start(addr.clone()).await);
+                    links.insert((a, b), Link::start(addr.clone(), avoid).await);
                 }
             }
         }
