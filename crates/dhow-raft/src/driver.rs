@@ -23,7 +23,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::codec::{self, Body, Proposal};
 use crate::log::{LogStore, Membership, RaftStorage};
-use crate::snapshot::{decode_header, StagedSnapshot};
+use crate::snapshot::{decode_header, MemStage, SnapshotStage, StagedSnapshot};
 use crate::RaftError;
 
 /// Node-to-node delivery of raft-rs messages, as encoded bytes. Called from the Raft thread:
@@ -143,6 +143,9 @@ pub struct RaftConfig {
     pub max_writes_per_entry: usize,
     /// Applied entries kept in the log behind the applied index before compaction.
     pub log_retain: u64,
+    /// Where received snapshots are kept until the store holds them (none: in memory, so a
+    /// crash during a restore costs a new snapshot from the leader).
+    pub stage: Option<Arc<dyn SnapshotStage>>,
 }
 
 impl Default for RaftConfig {
@@ -156,6 +159,7 @@ impl Default for RaftConfig {
             heartbeat_tick: 3,
             max_writes_per_entry: 1000,
             log_retain: 50_000,
+            stage: None,
         }
     }
 }
@@ -210,17 +214,23 @@ pub struct RaftHandle {
     thread: Option<JoinHandle<()>>,
     /// Restores snapshots into the store while the Raft thread goes on.
     restorer: Option<JoinHandle<()>>,
+    /// Where an incoming snapshot's data is kept before its message is stepped.
+    stage: Arc<dyn SnapshotStage>,
     id: u64,
 }
 
 impl RaftHandle {
     /// Starts the loop over `log` (the Raft log) and `store` (the state machine).
     pub fn start<L: LogStore, T: Transport>(
-        config: RaftConfig,
+        mut config: RaftConfig,
         log: L,
         store: Arc<dyn TupleStore>,
         transport: T,
     ) -> Result<RaftHandle, RaftError> {
+        let stage = config
+            .stage
+            .get_or_insert_with(|| Arc::new(MemStage::default()))
+            .clone();
         let (tx, rx) = mpsc::channel();
         let id = config.id;
         // The restore thread ends when the loop drops the runner (its only sender of jobs).
@@ -258,6 +268,7 @@ impl RaftHandle {
             store,
             thread: Some(thread),
             restorer: Some(restorer),
+            stage,
             id,
         })
     }
@@ -334,12 +345,24 @@ impl RaftHandle {
         let _ = self.tx.send(Request::Step(message));
     }
 
-    /// Delivers a snapshot message whose data the transport has received in full.
+    /// Delivers a snapshot message whose data the transport has received in full, after
+    /// keeping the data in the stage (synced, off the loop).
     pub async fn step_snapshot(
         &self,
         message: Vec<u8>,
         data: StagedSnapshot,
     ) -> Result<(), RaftError> {
+        let data = match snapshot_index(&message) {
+            Some(index) => {
+                let stage = self.stage.clone();
+                tokio::task::spawn_blocking(move || stage.save(index, &data).map(|()| data))
+                    .await
+                    .map_err(|e| RaftError::Storage(format!("snapshot stage: {e}")))?
+                    .map_err(RaftError::Storage)?
+            }
+            // Not a snapshot message: the loop says so.
+            None => data,
+        };
         self.submit(|tx| Request::Snapshot(message, data, tx))
             .await
             .unwrap_or(Err(RaftError::Stopped))
@@ -405,6 +428,8 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     reads: BTreeMap<u64, oneshot::Sender<Result<Revision, RaftError>>>,
     /// Data of a snapshot whose message was stepped and is not installed yet: (index, data).
     staged: Option<(u64, StagedSnapshot)>,
+    /// Where staged snapshots are kept durably until the store holds them.
+    stage: Arc<dyn SnapshotStage>,
     /// Runs snapshot restores off the loop.
     runner: Runner,
     /// Where a restore job reports its end.
@@ -421,6 +446,14 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     pub(crate) failed: Option<String>,
 }
 
+/// The index of the snapshot a raft-rs snapshot message carries.
+pub(crate) fn snapshot_index(message: &[u8]) -> Option<u64> {
+    Message::parse_from_bytes(message)
+        .ok()
+        .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+        .map(|m| m.get_snapshot().get_metadata().index)
+}
+
 /// Where this run of the node starts counting proposal ids: random, because entries a previous
 /// run proposed (still in the log, or forwarded to the leader) may be applied after a restart,
 /// and an id counted again from the same start would hand their revision to a new waiter.
@@ -434,20 +467,45 @@ fn random_counter_start() -> u64 {
 }
 
 /// Brings the log in line with the store after a crash between the two: entries the store
-/// has applied were committed, and a store that missed a snapshot the log recorded must be
-/// given a new one.
-fn repair<L: LogStore>(storage: &RaftStorage<L>, head: Revision) -> Result<(), String> {
+/// has applied were committed, and a store that missed a snapshot the log recorded is
+/// restored from the stage (or, if its data was never staged, must be given a new one).
+fn repair<L: LogStore>(
+    storage: &RaftStorage<L>,
+    store: &dyn TupleStore,
+    stage: &dyn SnapshotStage,
+) -> Result<(), String> {
+    let mut head = store.head();
     let (snap_index, _) = storage.with(|l| l.snapshot_meta())?;
     let mut hs = storage.hard_state()?;
     if head.0 < snap_index {
-        tracing::warn!(
-            head = head.0,
-            snap_index,
-            "the store is behind the log's snapshot (crash while installing it): waiting for a new snapshot"
-        );
-        storage.with(|l| l.install_snapshot(head.0, 0))?;
-        hs.commit = head.0;
-        return storage.set_hard_state(&hs);
+        // The log installed a snapshot whose restore into the store did not finish: finish it
+        // from the stage, keeping every log position the node may have acknowledged.
+        if let Some(data) = stage.load(snap_index)? {
+            tracing::warn!(
+                head = head.0,
+                snap_index,
+                "the store is behind the log's snapshot (crash while restoring it): restoring it from the stage"
+            );
+            store
+                .restore(
+                    Revision(snap_index),
+                    data.schema.as_deref(),
+                    &mut data.relationships.into_iter(),
+                )
+                .map_err(|e| format!("restore the staged snapshot at {snap_index}: {e}"))?;
+            stage.retain(None)?;
+            // The hard state may predate the snapshot: its commit is raised below.
+            head = store.head();
+        } else {
+            tracing::warn!(
+                head = head.0,
+                snap_index,
+                "the store is behind the log's snapshot and its data is not staged: waiting for a new snapshot"
+            );
+            storage.with(|l| l.install_snapshot(head.0, 0))?;
+            hs.commit = head.0;
+            return storage.set_hard_state(&hs);
+        }
     }
     if head.0 > hs.commit {
         let last = storage.with(|l| l.last_index())?;
@@ -531,7 +589,11 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                 m
             }
         };
-        repair(&storage, store.head()).map_err(RaftError::Storage)?;
+        let stage = config
+            .stage
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemStage::default()));
+        repair(&storage, &*store, &*stage).map_err(RaftError::Storage)?;
         let applied = store.head();
         storage.set_applied(applied.0);
         let raft_config = raft::Config {
@@ -572,6 +634,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             waiters: BTreeMap::new(),
             reads: BTreeMap::new(),
             staged: None,
+            stage,
             runner,
             wake,
             restoring: None,
@@ -626,6 +689,11 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         } else {
             self.raw.tick();
         }
+    }
+
+    /// Where this node keeps staged snapshots.
+    pub(crate) fn stage(&self) -> &Arc<dyn SnapshotStage> {
+        &self.stage
     }
 
     /// The index of the snapshot whose store restore is running, if any.
@@ -947,13 +1015,15 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     /// stepping, sending, persisting entries and the hard state, but applies nothing: committed
     /// entries wait, in order, and so does the applied revision.
     ///
-    /// The log first: a crash before the store is restored leaves a log ahead of the store,
-    /// which `repair` turns into a request for a new snapshot, dropping the whole log. Entries
-    /// persisted here during the restore are lost with it, so until the restore has ended the
-    /// node must not count towards any quorum with them: it withholds its acknowledgements of
-    /// entries past the snapshot (`send`), and it does not stand for election (`tick`, and a
-    /// leadership transfer to it is declined), since a leader counts its own log. Its votes
-    /// are safe: the vote itself is in the hard state, which `repair` keeps.
+    /// The log first: the snapshot's data is already in the durable stage (the transport
+    /// saved it before stepping the message), so a crash before the store is restored leaves
+    /// a log ahead of the store that `repair` completes from the stage at start, keeping every
+    /// log position. Without a staged copy (a node given no durable stage), `repair` must drop
+    /// the log and wait for a new snapshot. For that case, and to stay conservative, until the
+    /// restore has ended the node does not count towards any quorum with entries persisted
+    /// meanwhile: it withholds its acknowledgements of entries past the snapshot (`send`), and
+    /// it does not stand for election (`tick`, and a leadership transfer to it is declined),
+    /// since a leader counts its own log. Its votes are safe: the vote is in the hard state.
     fn install_snapshot(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), String> {
         let meta = snap.get_metadata();
         let index = meta.index;
@@ -979,6 +1049,8 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         };
         self.storage
             .install_snapshot(index, meta.term, &membership)?;
+        // Older staged snapshots will never be installed now.
+        self.stage.retain(Some(index))?;
         // Nobody is sent a snapshot described from this node's log while its store is between
         // two states.
         self.storage.set_restoring(true);
@@ -1025,6 +1097,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         };
         outcome?;
         tracing::info!(index, deferred = deferred.len(), "snapshot restored");
+        self.stage.retain(None)?;
         self.storage.set_applied(index);
         self.storage.set_restoring(false);
         let _ = self.applied_tx.send(Revision(index));

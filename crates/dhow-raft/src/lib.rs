@@ -16,7 +16,10 @@ pub use driver::{
     Member, MemberChange, NoTransport, RaftConfig, RaftHandle, Reporter, Role, Status, Transport,
 };
 pub use log::{LogStore, MemLog, Membership, RaftStorage, RawEntry};
-pub use snapshot::{SnapshotBuilder, SnapshotSource, StagedSnapshot, CHUNK_RELATIONSHIPS};
+pub use snapshot::{
+    FileStage, MemStage, SnapshotBuilder, SnapshotSource, SnapshotStage, StagedSnapshot,
+    CHUNK_RELATIONSHIPS,
+};
 
 /// The one error type of the replication crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,7 +10,7 @@ use dhow_tuples::{Revision, TupleStore, WriteRequest};
 use raft::StateRole;
 use tokio::sync::{oneshot, watch};
 
-use crate::driver::{Core, Job, Reporter, Request, Runner};
+use crate::driver::{snapshot_index, Core, Job, Reporter, Request, Runner};
 use crate::{LogStore, MemberChange, RaftConfig, RaftError, StagedSnapshot, Status, Transport};
 
 /// What a request answers: poll it with `try_recv` after running the node.
@@ -98,8 +98,16 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
         let _ = self.tx.send(Request::Step(message));
     }
 
-    /// Queues a snapshot message with its staged data.
+    /// Keeps a snapshot's data in the node's stage, then queues its message (as
+    /// [`crate::RaftHandle::step_snapshot`] does).
     pub fn step_snapshot(&self, message: Vec<u8>, data: StagedSnapshot) -> Answer<()> {
+        if let Some(index) = snapshot_index(&message) {
+            if let Err(e) = self.core.stage().save(index, &data) {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(RaftError::Storage(e)));
+                return rx;
+            }
+        }
         self.submit(|tx| Request::Snapshot(message, data, tx))
     }
 

@@ -116,10 +116,114 @@ impl Iterator for SnapshotSource<'_> {
 }
 
 /// A snapshot's data received in full, waiting for its message to be stepped into raft-rs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagedSnapshot {
     pub(crate) schema: Option<String>,
     pub(crate) relationships: Vec<Relationship>,
+}
+
+/// Where a received snapshot's data is kept durably from before its message is stepped until
+/// the store holds it. The log installs a snapshot before the store is restored from it (off
+/// the loop, see the driver); a node that crashes in between restores the store from here at
+/// start, so the log never has to give back positions it already acknowledged.
+pub trait SnapshotStage: Send + Sync + std::fmt::Debug + 'static {
+    /// Keeps `data` for the snapshot at `index`, synced, before returning.
+    fn save(&self, index: u64, data: &StagedSnapshot) -> Result<(), String>;
+    /// The data kept for `index`, if any.
+    fn load(&self, index: u64) -> Result<Option<StagedSnapshot>, String>;
+    /// Forgets everything kept except the snapshot at `keep`.
+    fn retain(&self, keep: Option<u64>) -> Result<(), String>;
+}
+
+/// A stage in memory: survives what the memory survives. The default of a node given none
+/// (then a crash during a restore costs a new snapshot); the simulation keeps one per node
+/// across its simulated crashes, as a disk would.
+#[derive(Debug, Default, Clone)]
+pub struct MemStage(std::sync::Arc<std::sync::Mutex<BTreeMap<u64, StagedSnapshot>>>);
+
+impl MemStage {
+    fn kept(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, StagedSnapshot>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl SnapshotStage for MemStage {
+    fn save(&self, index: u64, data: &StagedSnapshot) -> Result<(), String> {
+        self.kept().insert(index, data.clone());
+        Ok(())
+    }
+    fn load(&self, index: u64) -> Result<Option<StagedSnapshot>, String> {
+        Ok(self.kept().get(&index).cloned())
+    }
+    fn retain(&self, keep: Option<u64>) -> Result<(), String> {
+        self.kept().retain(|i, _| Some(*i) == keep);
+        Ok(())
+    }
+}
+
+/// A stage on disk: one file per snapshot in `dir`, written whole to a temporary name, synced,
+/// then renamed (and the directory synced), so a file that exists is complete.
+#[derive(Debug)]
+pub struct FileStage {
+    dir: std::path::PathBuf,
+}
+
+impl FileStage {
+    /// A stage in `dir` (created if missing).
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Result<FileStage, String> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create the snapshot stage {}: {e}", dir.display()))?;
+        Ok(FileStage { dir })
+    }
+
+    fn path(&self, index: u64) -> std::path::PathBuf {
+        self.dir.join(format!("snapshot-{index:020}.bin"))
+    }
+}
+
+impl SnapshotStage for FileStage {
+    fn save(&self, index: u64, data: &StagedSnapshot) -> Result<(), String> {
+        use std::io::Write;
+        let path = self.path(index);
+        let tmp = path.with_extension("tmp");
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            format!("snapshot stage: {what} {}: {e}", tmp.display())
+        };
+        let bytes = bincode::serialize(data).map_err(|e| fail("encoding", &e))?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| fail("creating", &e))?;
+        f.write_all(&bytes).map_err(|e| fail("writing", &e))?;
+        f.sync_all().map_err(|e| fail("syncing", &e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| fail("renaming", &e))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail("syncing the directory of", &e))
+    }
+
+    fn load(&self, index: u64) -> Result<Option<StagedSnapshot>, String> {
+        let path = self.path(index);
+        match std::fs::read(&path) {
+            Ok(bytes) => bincode::deserialize(&bytes)
+                .map(Some)
+                .map_err(|e| format!("snapshot stage: {} is damaged: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("snapshot stage: reading {}: {e}", path.display())),
+        }
+    }
+
+    fn retain(&self, keep: Option<u64>) -> Result<(), String> {
+        let keep = keep.map(|i| self.path(i));
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| format!("snapshot stage: listing {}: {e}", self.dir.display()))?;
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if Some(&p) != keep.as_ref() {
+                std::fs::remove_file(&p)
+                    .map_err(|e| format!("snapshot stage: removing {}: {e}", p.display()))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Collects the chunks of one snapshot.
@@ -170,6 +274,34 @@ impl SnapshotBuilder {
 mod tests {
     use super::*;
     use dhow_tuples::{parse_relationship, Batch, SharedMemStore, WriteOp, WriteRequest};
+
+    #[test]
+    fn a_file_stage_keeps_whole_snapshots_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = |n: usize| StagedSnapshot {
+            schema: Some("definition user {}".into()),
+            relationships: (0..n)
+                .map(|i| parse_relationship(&format!("doc:d{i}#viewer@user:u{i}")).unwrap())
+                .collect(),
+        };
+        let stage = FileStage::new(dir.path().join("stage")).unwrap();
+        assert_eq!(stage.load(7).unwrap(), None);
+        stage.save(7, &data(3)).unwrap();
+        stage.save(9, &data(5)).unwrap();
+        // Another process (a restart) finds them.
+        let again = FileStage::new(dir.path().join("stage")).unwrap();
+        assert_eq!(again.load(7).unwrap(), Some(data(3)));
+        assert_eq!(again.load(9).unwrap(), Some(data(5)));
+        again.retain(Some(9)).unwrap();
+        assert_eq!(again.load(7).unwrap(), None);
+        assert_eq!(again.load(9).unwrap(), Some(data(5)));
+        again.retain(None).unwrap();
+        assert_eq!(again.load(9).unwrap(), None);
+        // A damaged file is an error naming it, not a panic or an empty snapshot.
+        std::fs::write(again.path(4), b"\x01\x02").unwrap();
+        let e = again.load(4).unwrap_err();
+        assert!(e.contains("damaged") && e.contains("snapshot-"), "{e}");
+    }
 
     #[test]
     fn a_store_goes_through_chunks_and_back() {

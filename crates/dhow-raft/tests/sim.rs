@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use dhow_raft::sim::{Answer, SimNode};
 use dhow_raft::{
-    LogStore, MemLog, MemberChange, RaftConfig, RaftError, RawEntry, Reporter, SnapshotBuilder,
-    SnapshotSource, StagedSnapshot, Transport,
+    LogStore, MemLog, MemStage, MemberChange, RaftConfig, RaftError, RawEntry, Reporter,
+    SnapshotBuilder, SnapshotSource, StagedSnapshot, Transport,
 };
 use dhow_tuples::{
     parse_relationship, Batch, BoxedReader, Change, Error, Relationship, RelationshipFilter,
@@ -315,6 +315,8 @@ struct Replica {
     id: u64,
     disk: Arc<Mutex<LogDisk>>,
     store: Arc<SimStore>,
+    /// Staged snapshots: durable, like the disk (production keeps them in synced files).
+    stage: MemStage,
     power: Power,
     outbox: Arc<Mutex<Vec<Out>>>,
     reporter: Arc<Mutex<Option<Reporter>>>,
@@ -396,7 +398,7 @@ struct Stats {
     changes: usize,
     /// Restores that ended after the node had run at least one more round.
     restores: usize,
-    /// Crashes put off because the node's restore had not ended.
+    /// Crashes in the middle of a snapshot restore.
     restore_crashes: usize,
 }
 
@@ -502,6 +504,7 @@ impl Sim {
                     unsynced: Vec::new(),
                 })),
                 store,
+                stage: MemStage::default(),
                 power,
                 outbox: Arc::new(Mutex::new(Vec::new())),
                 reporter: Arc::new(Mutex::new(None)),
@@ -665,7 +668,11 @@ impl Sim {
         };
         let store = r.store.clone() as Arc<dyn TupleStore>;
         let started = catch_unwind(AssertUnwindSafe(|| {
-            SimNode::start(config(id, n, r.join), log, store, transport, jitter)
+            let config = RaftConfig {
+                stage: Some(Arc::new(r.stage.clone())),
+                ..config(id, n, r.join)
+            };
+            SimNode::start(config, log, store, transport, jitter)
         }));
         let head = r.store.head().0;
         let before = r.head;
@@ -695,16 +702,9 @@ impl Sim {
 
     fn crash(&mut self, id: u64) {
         let r = self.replicas.get_mut(&id).unwrap();
-        if let Some(node) = &r.node {
-            if node.restoring().is_some() && node.failed().is_none() {
-                // Not while a restore is held: a crash there leaves the store behind the log,
-                // and `repair` then drops log entries the leader counts as matched (raft-rs
-                // panics on its next heartbeat: seed 40). The crash waits for the restore to
-                // end; a power failure at the restore's own write still crashes it there.
-                r.crash_after_round = true;
-                self.stats.restore_crashes += 1;
-                return;
-            }
+        if r.node.as_ref().is_some_and(|n| n.restoring().is_some()) {
+            // A crash in the middle of a restore: `repair` finishes it from the stage.
+            self.stats.restore_crashes += 1;
         }
         let Some(_) = r.node.take() else {
             return;
@@ -1382,7 +1382,7 @@ fn run_seeds(test: &str, first: u64, default_seeds: u64, params: Params) -> Stat
         failures.join("")
     );
     eprintln!(
-        "{test}: {} acknowledged writes, {} reads, {} crashes, {} snapshots installed, {} restores ended, {} crashes put off until a restore ended, {} partitions, {} membership changes",
+        "{test}: {} acknowledged writes, {} reads, {} crashes, {} snapshots installed, {} restores ended, {} crashes during a restore, {} partitions, {} membership changes",
         total.acks, total.reads, total.crashes, total.snapshots, total.restores, total.restore_crashes, total.partitions, total.changes
     );
     total
@@ -1501,6 +1501,84 @@ fn regression_proposal_ids_are_not_reused_after_a_restart() {
 fn regression_a_removed_leader_steps_down() {
     let o = run_seed(2_000_040, CHANGING);
     assert!(o.violations.is_empty(), "{:?}\n{}", o.violations, o.nodes);
+}
+
+/// Regression: a crash after the log installed a snapshot but before the store was restored
+/// from it made `repair` reset the log to the store's head, giving back log positions (raft-rs
+/// then panicked on the leader's next heartbeat, `to_commit out of range`, when the leader
+/// counted them as matched: seed 2000760 before this fix). The snapshot's data is now staged
+/// durably before its message is stepped, and `repair` finishes the restore from the stage,
+/// keeping the log (and raising the hard state's commit to the snapshot if the crash came
+/// before the hard state was persisted: seed 1000547).
+#[test]
+fn regression_a_crash_during_a_restore_is_finished_from_the_stage() {
+    let params = Params {
+        chaos_ticks: 0,
+        restore_per_mille: Some(0),
+        ..THREE
+    };
+    let mut sim = Sim::new(3, params);
+    let mut leader = None;
+    for _ in 0..600 {
+        sim.round(false);
+        leader = sim.leader().filter(|&l| l != 3);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let leader = leader.expect("a leader among nodes 1 and 2");
+    for o in [1, 2] {
+        sim.cut.insert((3, o));
+        sim.cut.insert((o, 3));
+    }
+    sim.heal_at = u64::MAX;
+    for _ in 0..12 {
+        sim.submit_write(leader);
+        for _ in 0..6 {
+            sim.round(false);
+        }
+    }
+    sim.cut.clear();
+    let mut snapshot = None;
+    for _ in 0..600 {
+        sim.round(false);
+        snapshot = sim.replicas[&3].node.as_ref().and_then(|n| n.restoring());
+        if snapshot.is_some() {
+            break;
+        }
+    }
+    let snapshot = snapshot.expect("node 3 was sent a snapshot");
+    // Entries past the snapshot reach node 3's log while its store is being restored.
+    for _ in 0..3 {
+        sim.submit_write(leader);
+        for _ in 0..9 {
+            sim.round(false);
+        }
+    }
+    let last = lock(&sim.replicas[&3].disk).live.last_index().unwrap();
+    assert!(last > snapshot, "node 3's log ends at {last}");
+    assert!(sim.replicas[&3].store.head().0 < snapshot);
+    // Power loss in the middle of the restore, then a restart.
+    sim.crash(3);
+    sim.start(3);
+    assert_eq!(
+        sim.replicas[&3].store.head().0,
+        snapshot,
+        "the restart finished the restore from the stage"
+    );
+    let kept = lock(&sim.replicas[&3].disk).live.last_index().unwrap();
+    assert!(
+        kept >= last,
+        "the restart gave back log positions: the log ended at {last}, now at {kept}"
+    );
+    sim.restore_per_mille = 1000;
+    for _ in 0..300 {
+        sim.round(false);
+    }
+    let heads: Vec<u64> = sim.replicas.values().map(|r| r.store.head().0).collect();
+    assert!(heads.iter().all(|&h| h == heads[0]), "heads {heads:?}");
+    sim.check();
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
 
 /// A node whose snapshot restore is held open keeps its Raft loop running: it answers Status,

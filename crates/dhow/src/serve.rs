@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use dhow_raft::{RaftConfig, RaftHandle};
+use dhow_raft::{FileStage, RaftConfig, RaftHandle};
 use dhow_server::config::parse_initial_cluster;
 use dhow_server::{
     ClusterState, Config, ConfigOverrides, Node, PeerService, PeerTransport, RaftNode, SchemaGuard,
@@ -196,11 +196,14 @@ async fn serve(config: Config) -> Result<(), String> {
         cluster_id,
         store.clone() as Arc<dyn TupleStore>,
     );
+    // Snapshots received from the leader are kept here until the store holds them.
+    let stage = FileStage::new(config.data_dir.join("snapshots"))?;
     let raft_config = RaftConfig {
         id: config.node_id,
         initial_peers: peers,
         join: config.initial_cluster_state == ClusterState::Existing,
         log_retain: config.raft_log_retain,
+        stage: Some(Arc::new(stage)),
         ..RaftConfig::default()
     };
     // The state machine checks every write against the schema in force when it is applied.
