@@ -260,6 +260,28 @@ async fn new_and_lagging_nodes_catch_up_by_snapshot_and_removed_nodes_stop() {
         "node 3 caught up without a snapshot: the log was not compacted?\n{}",
         c.nodes[2].log_tail()
     );
+    // The snapshot was staged durably before it was installed, and the staged copy is gone
+    // once the store holds it.
+    assert!(
+        c.nodes[2].log_tail_all().contains("snapshot staged"),
+        "node 3 installed a snapshot it had not staged\n{}",
+        c.nodes[2].log_tail()
+    );
+    let stage = c.nodes[2].data.join("snapshots");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&stage)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "staged snapshots left after the restore: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A new learner.
     let mut admin = c.client(0).await;

@@ -355,10 +355,13 @@ impl RaftHandle {
         let data = match snapshot_index(&message) {
             Some(index) => {
                 let stage = self.stage.clone();
-                tokio::task::spawn_blocking(move || stage.save(index, &data).map(|()| data))
-                    .await
-                    .map_err(|e| RaftError::Storage(format!("snapshot stage: {e}")))?
-                    .map_err(RaftError::Storage)?
+                let data =
+                    tokio::task::spawn_blocking(move || stage.save(index, &data).map(|()| data))
+                        .await
+                        .map_err(|e| RaftError::Storage(format!("snapshot stage: {e}")))?
+                        .map_err(RaftError::Storage)?;
+                tracing::info!(index, "snapshot staged");
+                data
             }
             // Not a snapshot message: the loop says so.
             None => data,
