@@ -2,6 +2,7 @@
 //! applies and GC never change what it sees; `OverlayReader` adds the writes staged so far
 //! in an `apply` batch on top of a reader at the head, for preconditions and CREATE checks.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use dhow_tuples::{ObjectRef, Relationship, RelationshipFilter, Revision, SnapshotReader, Subject};
@@ -16,12 +17,19 @@ use crate::keys::{
 use crate::store::{read_window, Shared, CF_BY_SUBJECT, CF_TUPLES};
 
 /// A reader at one revision over a RocksDB snapshot. It borrows the store; the snapshot is
-/// released when the reader is dropped.
+/// released when the reader is dropped. It keeps one iterator per column family for all its
+/// lookups: a check makes dozens, and creating a RocksDB iterator (one per level and file,
+/// merged) cost more than the seek it was made for.
 pub struct RocksReader<'a> {
+    // The iterators read the snapshot: declared first, they are dropped before it.
+    tuples_it: RefCell<Option<Iter<'a>>>,
+    subjects_it: RefCell<Option<Iter<'a>>>,
     shared: &'a Shared,
     snap: SnapshotWithThreadMode<'a, DB>,
     rev: u64,
 }
+
+type Iter<'a> = DBRawIteratorWithThreadMode<'a, DB>;
 
 impl<'a> RocksReader<'a> {
     /// A reader at `rev`, which must lie in the readable window recorded in the snapshot.
@@ -37,6 +45,8 @@ impl<'a> RocksReader<'a> {
             .into());
         }
         Ok(RocksReader {
+            tuples_it: RefCell::new(None),
+            subjects_it: RefCell::new(None),
             shared,
             snap,
             rev: rev.0,
@@ -46,6 +56,8 @@ impl<'a> RocksReader<'a> {
     /// A reader at `rev` without the window check (the applier reads at the head it holds).
     pub(crate) fn at_head(shared: &'a Shared, rev: u64) -> Self {
         RocksReader {
+            tuples_it: RefCell::new(None),
+            subjects_it: RefCell::new(None),
             shared,
             snap: shared.db.snapshot(),
             rev,
@@ -56,45 +68,60 @@ impl<'a> RocksReader<'a> {
         self.shared.cf(name)
     }
 
-    fn iter(
+    /// Runs `f` with this reader's iterator over `cf` (made on first use, at the snapshot, with
+    /// no bounds: callers seek and stop themselves). A call made while the iterator is in use
+    /// (a nested lookup on the same column family) gets a fresh one.
+    fn with_iter<T>(
         &self,
-        cf: &str,
-        lower: &[u8],
-        upper: Option<Vec<u8>>,
-    ) -> Result<DBRawIteratorWithThreadMode<'_, DB>, StorageError> {
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_lower_bound(lower.to_vec());
-        if let Some(u) = upper {
-            opts.set_iterate_upper_bound(u);
+        cf: &'static str,
+        f: impl FnOnce(&mut Iter<'a>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let cell = if cf == CF_TUPLES {
+            &self.tuples_it
+        } else {
+            &self.subjects_it
+        };
+        match cell.try_borrow_mut() {
+            Ok(mut slot) => {
+                if slot.is_none() {
+                    *slot = Some(self.new_iter(cf)?);
+                }
+                match slot.as_mut() {
+                    Some(it) => f(it),
+                    None => f(&mut self.new_iter(cf)?),
+                }
+            }
+            Err(_) => f(&mut self.new_iter(cf)?),
         }
-        let mut it = self.snap.raw_iterator_cf_opt(self.cf(cf)?, opts);
-        it.seek(lower);
-        Ok(it)
+    }
+
+    fn new_iter(&self, cf: &str) -> Result<Iter<'a>, StorageError> {
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&self.snap);
+        Ok(self.shared.db.raw_iterator_cf_opt(self.cf(cf)?, opts))
     }
 
     /// The version of `fwd` alive at this revision: its created revision and raw value.
     pub(crate) fn alive_raw(&self, fwd: &[u8]) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_lower_bound(fwd.to_vec());
-        let mut it = self.snap.raw_iterator_cf_opt(self.cf(CF_TUPLES)?, opts);
-        it.seek_for_prev(version_key(fwd, self.rev));
-        let found = match it.item() {
-            Some((k, v)) => {
-                let (kf, created) = split_version_key(k).map_err(corrupt(CF_TUPLES))?;
-                if kf != fwd {
-                    None
-                } else {
-                    let deleted = version_deleted(v).map_err(corrupt(CF_TUPLES))?;
-                    (created <= self.rev && deleted > self.rev).then(|| (created, v.to_vec()))
+        let rev = self.rev;
+        self.with_iter(CF_TUPLES, |it| {
+            it.seek_for_prev(version_key(fwd, rev));
+            let found = match it.item() {
+                Some((k, v)) => {
+                    let (kf, created) = split_version_key(k).map_err(corrupt(CF_TUPLES))?;
+                    if kf != fwd {
+                        None
+                    } else {
+                        let deleted = version_deleted(v).map_err(corrupt(CF_TUPLES))?;
+                        (created <= rev && deleted > rev).then(|| (created, v.to_vec()))
+                    }
                 }
-            }
-            None => None,
-        };
-        it.status().map_err(rocks(format!(
-            "reading a relationship at revision {}",
-            self.rev
-        )))?;
-        Ok(found)
+                None => None,
+            };
+            it.status()
+                .map_err(rocks(format!("reading a relationship at revision {rev}")))?;
+            Ok(found)
+        })
     }
 
     /// The relationship with forward key `fwd` alive at this revision.
@@ -115,24 +142,28 @@ impl<'a> RocksReader<'a> {
         upper: Option<Vec<u8>>,
         mut f: impl FnMut(&[u8], Relationship) -> bool,
     ) -> Result<(), StorageError> {
-        let mut it = self.iter(CF_TUPLES, lower, upper)?;
-        while let Some((k, v)) = it.item() {
-            let (fwd, created) = split_version_key(k).map_err(corrupt(CF_TUPLES))?;
-            if created <= self.rev {
-                let deleted = version_deleted(v).map_err(corrupt(CF_TUPLES))?;
-                if deleted > self.rev {
-                    let rel = decode_version(fwd, v).map_err(corrupt(CF_TUPLES))?;
-                    if !f(fwd, rel) {
-                        return Ok(());
+        let rev = self.rev;
+        self.with_iter(CF_TUPLES, |it| {
+            it.seek(lower);
+            while let Some((k, v)) = it.item() {
+                if upper.as_deref().is_some_and(|u| k >= u) {
+                    break;
+                }
+                let (fwd, created) = split_version_key(k).map_err(corrupt(CF_TUPLES))?;
+                if created <= rev {
+                    let deleted = version_deleted(v).map_err(corrupt(CF_TUPLES))?;
+                    if deleted > rev {
+                        let rel = decode_version(fwd, v).map_err(corrupt(CF_TUPLES))?;
+                        if !f(fwd, rel) {
+                            return Ok(());
+                        }
                     }
                 }
+                it.next();
             }
-            it.next();
-        }
-        it.status().map_err(rocks(format!(
-            "scanning relationships at revision {}",
-            self.rev
-        )))
+            it.status()
+                .map_err(rocks(format!("scanning relationships at revision {rev}")))
+        })
     }
 
     /// Visits the reverse-index entries starting with `prefix`, decoded.
@@ -141,18 +172,23 @@ impl<'a> RocksReader<'a> {
         prefix: &[u8],
         mut f: impl FnMut(KeyFields) -> Result<bool, StorageError>,
     ) -> Result<(), StorageError> {
-        let mut it = self.iter(CF_BY_SUBJECT, prefix, prefix_end(prefix))?;
-        while let Some(k) = it.key() {
-            let fields = KeyFields::decode_reverse(k).map_err(corrupt(CF_BY_SUBJECT))?;
-            if !f(fields)? {
-                return Ok(());
+        let rev = self.rev;
+        self.with_iter(CF_BY_SUBJECT, |it| {
+            it.seek(prefix);
+            while let Some(k) = it.key() {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                let fields = KeyFields::decode_reverse(k).map_err(corrupt(CF_BY_SUBJECT))?;
+                if !f(fields)? {
+                    return Ok(());
+                }
+                it.next();
             }
-            it.next();
-        }
-        it.status().map_err(rocks(format!(
-            "scanning the subject index at revision {}",
-            self.rev
-        )))
+            it.status().map_err(rocks(format!(
+                "scanning the subject index at revision {rev}"
+            )))
+        })
     }
 
     fn by_resource_inner(
