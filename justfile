@@ -87,6 +87,12 @@ fuzz cases="20000":
 
 # A three-node cluster on this machine (data under ./data/cluster/N, public API on
 # 127.0.0.1:50061..50063, peers on 127.0.0.1:50071..50073); Ctrl-C stops all three.
+# CI runs 300 seeds; a failing seed prints the command that replays it. Builds dhow-raft
+# alone, without RocksDB.
+# The deterministic simulation of the Raft core, long form.
+sim seeds="2000": deps
+    DHOW_SIM_SEEDS={{seeds}} cargo test -p dhow-raft --no-default-features --test sim -- --nocapture
+
 # Three release nodes on this machine (fsync on): acknowledged writes with 1, 16 and 64
 # writers through the leader and through a follower, and the cost of reading your own write on
 # another node (at_least_as_fresh with the write's token, against minimize_latency).
