@@ -496,7 +496,6 @@ fn repair<L: LogStore>(
                     &mut data.relationships.into_iter(),
                 )
                 .map_err(|e| format!("restore the staged snapshot at {snap_index}: {e}"))?;
-            stage.retain(None)?;
             // The hard state may predate the snapshot: its commit is raised below.
             head = store.head();
         } else {
@@ -507,7 +506,8 @@ fn repair<L: LogStore>(
             );
             storage.with(|l| l.install_snapshot(head.0, 0))?;
             hs.commit = head.0;
-            return storage.set_hard_state(&hs);
+            storage.set_hard_state(&hs)?;
+            return stage.retain(None);
         }
     }
     if head.0 > hs.commit {
@@ -520,7 +520,9 @@ fn repair<L: LogStore>(
         hs.commit = head.0;
         storage.set_hard_state(&hs)?;
     }
-    Ok(())
+    // Nothing staged is needed any more: a snapshot received before the crash but never
+    // installed will be sent again.
+    stage.retain(None)
 }
 
 impl<L: LogStore, T: Transport> Driver<L, T> {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use dhow_raft::sim::{Answer, SimNode};
 use dhow_raft::{
     LogStore, MemLog, MemStage, MemberChange, RaftConfig, RaftError, RawEntry, Reporter,
-    SnapshotBuilder, SnapshotSource, StagedSnapshot, Transport,
+    SnapshotBuilder, SnapshotSource, SnapshotStage, StagedSnapshot, Transport,
 };
 use dhow_tuples::{
     parse_relationship, Batch, BoxedReader, Change, Error, Relationship, RelationshipFilter,
@@ -1570,6 +1570,11 @@ fn regression_a_crash_during_a_restore_is_finished_from_the_stage() {
     assert!(
         kept >= last,
         "the restart gave back log positions: the log ended at {last}, now at {kept}"
+    );
+    assert_eq!(
+        sim.replicas[&3].stage.load(snapshot).unwrap(),
+        None,
+        "the staged copy is dropped once the store holds it"
     );
     sim.restore_per_mille = 1000;
     for _ in 0..300 {
