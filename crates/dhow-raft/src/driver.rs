@@ -305,9 +305,18 @@ impl RaftHandle {
 
     /// Replicates one client write; resolves once it is applied here, with its revision.
     pub async fn write(&self, w: WriteRequest) -> Result<Revision, RaftError> {
-        self.submit(|tx| Request::Write(w, tx))
-            .await
-            .unwrap_or(Err(RaftError::Stopped))
+        self.submit_write(w).await
+    }
+
+    /// [`RaftHandle::write`], submitted to the loop now, before the returned future is
+    /// polled: writes submitted one after the other are proposed (and applied) in that order,
+    /// whoever waits for their outcomes and when.
+    pub fn submit_write(
+        &self,
+        w: WriteRequest,
+    ) -> impl std::future::Future<Output = Result<Revision, RaftError>> + Send + 'static {
+        let rx = self.submit(|tx| Request::Write(w, tx));
+        async move { rx.await.unwrap_or(Err(RaftError::Stopped)) }
     }
 
     /// Replicates a new schema.

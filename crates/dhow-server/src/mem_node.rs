@@ -85,11 +85,15 @@ impl MemNode {
 }
 
 impl Node for MemNode {
-    async fn write(&self, write: WriteRequest) -> Result<Revision, NodeError> {
-        self.apply(Batch {
+    fn write(
+        &self,
+        write: WriteRequest,
+    ) -> impl std::future::Future<Output = Result<Revision, NodeError>> + Send {
+        // Applied now (see `Node::write`).
+        std::future::ready(self.apply(Batch {
             writes: vec![write],
             schema: None,
-        })
+        }))
     }
 
     async fn write_schema(&self, text: String) -> Result<Revision, NodeError> {

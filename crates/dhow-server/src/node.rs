@@ -33,7 +33,10 @@ pub enum NodeError {
 /// What the services need from a node. Every write goes through consensus (even on one
 /// node); reads happen on the local store at a revision the caller picked.
 pub trait Node: Send + Sync + 'static {
-    /// Applies one client write atomically; returns the revision it was applied at.
+    /// Applies one client write atomically; returns the revision it was applied at. The
+    /// write is submitted when `write` is called, not when the future is first polled: writes
+    /// submitted one after the other apply in that order, so a caller may keep several in
+    /// flight (Import does) and wait for them later.
     fn write(
         &self,
         write: WriteRequest,

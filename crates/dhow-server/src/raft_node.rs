@@ -44,13 +44,21 @@ impl RaftNode {
         what: &str,
         f: impl std::future::Future<Output = Result<T, RaftError>>,
     ) -> Result<T, NodeError> {
-        match tokio::time::timeout(self.write_timeout, f).await {
-            Ok(r) => r.map_err(node_error),
-            Err(_) => Err(NodeError::Timeout(format!(
-                "{what} not committed within {:?}; it may or may not be applied",
-                self.write_timeout
-            ))),
-        }
+        bounded(self.write_timeout, what, f).await
+    }
+}
+
+/// Waits for `f` at most `limit`; a timeout says the operation may or may not be applied.
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, RaftError>>,
+) -> Result<T, NodeError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r.map_err(node_error),
+        Err(_) => Err(NodeError::Timeout(format!(
+            "{what} not committed within {limit:?}; it may or may not be applied"
+        ))),
     }
 }
 
@@ -67,8 +75,13 @@ pub fn node_error(e: RaftError) -> NodeError {
 }
 
 impl Node for RaftNode {
-    async fn write(&self, write: WriteRequest) -> Result<Revision, NodeError> {
-        self.bounded("write", self.handle.write(write)).await
+    fn write(
+        &self,
+        write: WriteRequest,
+    ) -> impl std::future::Future<Output = Result<Revision, NodeError>> + Send {
+        // Submitted now (see `Node::write`); only the wait is deferred.
+        let submitted = self.handle.submit_write(write);
+        bounded(self.write_timeout, "write", submitted)
     }
     async fn write_schema(&self, text: String) -> Result<Revision, NodeError> {
         self.bounded("schema write", self.handle.write_schema(text))

@@ -338,6 +338,116 @@ async fn spicedb_scenarios_pass_through_the_api() {
 }
 
 /// The revision a token stands for.
+/// Import through the Raft node keeps several writes in flight: the copies of one relationship
+/// in later messages still win (the writes apply in the order of the messages), and a message
+/// refused in the middle leaves exactly the messages before it, whose count the error reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_keeps_message_order_and_reports_what_a_failure_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 0);
+    let schema = "use expiration\ndefinition user {}\ndefinition document {\n  relation viewer: user with expiration\n  permission view = viewer\n}\n";
+    let schema_file = dir.path().join("schema.zed");
+    std::fs::write(&schema_file, schema).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cli(&server, &["schema", "write", schema_file.to_str().unwrap()]).0 {
+        assert!(Instant::now() < deadline, "schema write failed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut rels = RelationshipServiceClient::new(connect(&server).await);
+    // 12 messages of 50; each also touches `document:same` with a later expiration.
+    let far = 4_000_000_000i64;
+    let messages: Vec<pb::ImportRequest> = (0..12)
+        .map(|m| {
+            let mut relationships: Vec<pb::Relationship> = (0..50)
+                .map(|i| rel(&format!("document:m{m}_{i}#viewer@user:u")))
+                .collect();
+            let mut same = rel("document:same#viewer@user:u");
+            same.optional_expires_at = Some(prost_types::Timestamp {
+                seconds: far + m,
+                nanos: 0,
+            });
+            relationships.push(same);
+            pb::ImportRequest { relationships }
+        })
+        .collect();
+    let r = rels
+        .import(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.loaded_count, 12 * 51);
+    let token = r.written_at.unwrap();
+    let mut read = rels
+        .read(pb::ReadRequest {
+            consistency: fresh(&token),
+            filter: Some(pb::RelationshipFilter {
+                resource_type: "document".into(),
+                optional_resource_id: "same".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let same = read.message().await.unwrap().unwrap().relationship.unwrap();
+    assert_eq!(
+        same.optional_expires_at.map(|t| t.seconds),
+        Some(far + 11),
+        "the copy in the last message wins"
+    );
+
+    // Message 5 of 9 names a relation the schema lacks.
+    let messages: Vec<pb::ImportRequest> = (0..9)
+        .map(|m| pb::ImportRequest {
+            relationships: (0..40)
+                .map(|i| {
+                    let relation = if m == 5 && i == 7 { "owner" } else { "viewer" };
+                    rel(&format!("document:f{m}_{i}#{relation}@user:u"))
+                })
+                .collect(),
+        })
+        .collect();
+    let e = rels.import(tokio_stream::iter(messages)).await.unwrap_err();
+    let info = error_info(&e);
+    assert_eq!(info.get("batch").map(String::as_str), Some("5"), "{e:?}");
+    assert_eq!(info.get("loaded").map(String::as_str), Some("200"), "{e:?}");
+    let mut all = rels
+        .read(pb::ReadRequest {
+            consistency: Some(pb::Consistency {
+                requirement: Some(pb::consistency::Requirement::FullyConsistent(true)),
+            }),
+            filter: Some(pb::RelationshipFilter {
+                resource_type: "document".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut failed_import = std::collections::BTreeSet::new();
+    while let Some(m) = all.message().await.unwrap() {
+        let id = m.relationship.unwrap().resource.unwrap().object_id;
+        if let Some(rest) = id.strip_prefix('f') {
+            failed_import.insert(rest.split('_').next().unwrap().parse::<u32>().unwrap());
+        }
+    }
+    assert_eq!(
+        failed_import,
+        (0..5).collect(),
+        "exactly the messages before the refused one are stored"
+    );
+}
+
+/// The metadata of a status's ErrorInfo detail.
+fn error_info(s: &tonic::Status) -> std::collections::BTreeMap<String, String> {
+    use tonic_types::StatusExt;
+    s.get_details_error_info()
+        .map(|i| i.metadata.into_iter().collect())
+        .unwrap_or_default()
+}
+
 fn rev_of(t: &pb::ConsistencyToken) -> u64 {
     dhow_server::token::Token::decode(&t.token)
         .unwrap_or_else(|e| panic!("token {:?}: {e}", t.token))

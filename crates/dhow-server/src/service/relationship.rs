@@ -1,7 +1,7 @@
 //! `RelationshipService`: Write, Delete by filter, Read (paginated at one snapshot), Watch
 //! (resumable change stream), Import (client stream of batches) and Export.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,6 +142,44 @@ async fn read_page<N: Node>(
         Ok(reader.read(&filter, after.as_ref(), n)?)
     })
     .await
+}
+
+/// Import keeps this many writes submitted while it reads and checks the next messages: the
+/// Raft loop then batches them into fewer entries (fewer syncs), and checking overlaps with
+/// replicating. Submission order is kept, so a later copy of a relationship still wins.
+const IMPORT_IN_FLIGHT: usize = 4;
+
+/// Import's submitted writes, oldest first: (message number, relationships, outcome).
+type InFlight<'a> = VecDeque<(
+    usize,
+    u64,
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Revision, NodeError>> + Send + 'a>>,
+)>;
+
+/// Waits for the oldest submitted write; counts it if it was applied.
+async fn settle_one(
+    inflight: &mut InFlight<'_>,
+    loaded: &mut u64,
+    last: &mut Option<Revision>,
+) -> ApiResult<()> {
+    let Some((batch_no, n, pending)) = inflight.pop_front() else {
+        return Ok(());
+    };
+    match pending.await {
+        Ok(rev) => {
+            *loaded += n;
+            *last = (*last).max(Some(rev));
+            Ok(())
+        }
+        Err(e) => Err(ApiError::from(e).with("batch", batch_no)),
+    }
+}
+
+/// Waits for every submitted write (after a failure: what was applied still counts).
+async fn settle_all(inflight: &mut InFlight<'_>, loaded: &mut u64, last: &mut Option<Revision>) {
+    while !inflight.is_empty() {
+        let _ = settle_one(inflight, loaded, last).await;
+    }
 }
 
 impl<N: Node> RelationshipSvc<N> {
@@ -434,6 +472,7 @@ impl<N: Node> RelationshipSvc<N> {
         let mut loaded: u64 = 0;
         let mut last: Option<Revision> = None;
         let mut batch_no: usize = 0;
+        let mut inflight: InFlight<'_> = VecDeque::new();
         while let Some(batch) = stream.message().await? {
             let rels = batch
                 .relationships
@@ -462,10 +501,11 @@ impl<N: Node> RelationshipSvc<N> {
                 chunks.push((out, chunk.len() as u64));
             }
             for (ci, (chunk, n)) in chunks.into_iter().enumerate() {
-                let _gate = self.st.write_gate.read().await;
+                // The schema cannot change on this node between the check and the submission.
+                let gate = self.st.write_gate.read().await;
                 let rev = self.st.node.applied();
                 let st = self.st.clone();
-                let chunk = blocking(move || {
+                let checked = blocking(move || {
                     let store = st.node.store();
                     let schema = st.schemas.require(&*store, rev)?;
                     for (i, r) in chunk.iter().enumerate() {
@@ -478,21 +518,36 @@ impl<N: Node> RelationshipSvc<N> {
                     }
                     Ok(chunk)
                 })
-                .await
-                .map_err(status)?;
-                let rev = self
-                    .st
-                    .node
-                    .write(WriteRequest {
-                        preconditions: Vec::new(),
-                        ops: chunk.into_iter().map(WriteOp::Touch).collect(),
-                    })
-                    .await
-                    .map_err(|e| status(ApiError::from(e).with("batch", batch_no)))?;
-                loaded += n;
-                last = Some(rev);
+                .await;
+                let chunk = match checked {
+                    Ok(c) => c,
+                    Err(e) => {
+                        drop(gate);
+                        settle_all(&mut inflight, &mut loaded, &mut last).await;
+                        return Err(status(e.with("loaded", loaded)));
+                    }
+                };
+                // Submitted now, in order; the outcome is awaited later (`Node::write`).
+                let pending = self.st.node.write(WriteRequest {
+                    preconditions: Vec::new(),
+                    ops: chunk.into_iter().map(WriteOp::Touch).collect(),
+                });
+                drop(gate);
+                inflight.push_back((batch_no, n, Box::pin(pending)));
+                if inflight.len() >= IMPORT_IN_FLIGHT {
+                    if let Err(e) = settle_one(&mut inflight, &mut loaded, &mut last).await {
+                        settle_all(&mut inflight, &mut loaded, &mut last).await;
+                        return Err(status(e.with("loaded", loaded)));
+                    }
+                }
             }
             batch_no += 1;
+        }
+        while !inflight.is_empty() {
+            if let Err(e) = settle_one(&mut inflight, &mut loaded, &mut last).await {
+                settle_all(&mut inflight, &mut loaded, &mut last).await;
+                return Err(status(e.with("loaded", loaded)));
+            }
         }
         let rev = last.unwrap_or_else(|| self.st.node.applied());
         Ok(pb::ImportResponse {
