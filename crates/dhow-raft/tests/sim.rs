@@ -1503,15 +1503,10 @@ fn regression_a_removed_leader_steps_down() {
     assert!(o.violations.is_empty(), "{:?}\n{}", o.violations, o.nodes);
 }
 
-/// Regression: a crash after the log installed a snapshot but before the store was restored
-/// from it made `repair` reset the log to the store's head, giving back log positions (raft-rs
-/// then panicked on the leader's next heartbeat, `to_commit out of range`, when the leader
-/// counted them as matched: seed 2000760 before this fix). The snapshot's data is now staged
-/// durably before its message is stepped, and `repair` finishes the restore from the stage,
-/// keeping the log (and raising the hard state's commit to the snapshot if the crash came
-/// before the hard state was persisted: seed 1000547).
-#[test]
-fn regression_a_crash_during_a_restore_is_finished_from_the_stage() {
+/// Three nodes without chaos, restores held: node 3 is cut off while the leader (1 or 2)
+/// writes and compacts its log, then healed, until it is sent a snapshot and starts restoring
+/// it. Returns the simulation, the leader and the snapshot's index.
+fn node_3_restoring_a_snapshot() -> (Sim, u64, u64) {
     let params = Params {
         chaos_ticks: 0,
         restore_per_mille: Some(0),
@@ -1547,7 +1542,19 @@ fn regression_a_crash_during_a_restore_is_finished_from_the_stage() {
             break;
         }
     }
-    let snapshot = snapshot.expect("node 3 was sent a snapshot");
+    (sim, leader, snapshot.expect("node 3 was sent a snapshot"))
+}
+
+/// Regression: a crash after the log installed a snapshot but before the store was restored
+/// from it made `repair` reset the log to the store's head, giving back log positions (raft-rs
+/// then panicked on the leader's next heartbeat, `to_commit out of range`, when the leader
+/// counted them as matched: seed 2000760 before this fix). The snapshot's data is now staged
+/// durably before its message is stepped, and `repair` finishes the restore from the stage,
+/// keeping the log (and raising the hard state's commit to the snapshot if the crash came
+/// before the hard state was persisted: seed 1000547).
+#[test]
+fn regression_a_crash_during_a_restore_is_finished_from_the_stage() {
+    let (mut sim, leader, snapshot) = node_3_restoring_a_snapshot();
     // Entries past the snapshot reach node 3's log while its store is being restored.
     for _ in 0..3 {
         sim.submit_write(leader);
@@ -1593,12 +1600,6 @@ fn regression_a_crash_during_a_restore_is_finished_from_the_stage() {
 /// and converges.
 #[test]
 fn a_node_restoring_a_snapshot_keeps_its_loop_running() {
-    let params = Params {
-        chaos_ticks: 0,
-        restore_per_mille: Some(0),
-        ..THREE
-    };
-    let mut sim = Sim::new(3, params);
     fn rounds(sim: &mut Sim, n: u64) {
         for _ in 0..n {
             sim.round(false);
@@ -1607,35 +1608,7 @@ fn a_node_restoring_a_snapshot_keeps_its_loop_running() {
     fn node3(sim: &Sim) -> &Node {
         sim.replicas[&3].node.as_ref().expect("node 3 is up")
     }
-    let mut leader = None;
-    for _ in 0..600 {
-        sim.round(false);
-        leader = sim.leader().filter(|&l| l != 3);
-        if leader.is_some() {
-            break;
-        }
-    }
-    let leader = leader.expect("a leader among nodes 1 and 2");
-    // Node 3 falls behind while the others write (and compact their logs).
-    for o in [1, 2] {
-        sim.cut.insert((3, o));
-        sim.cut.insert((o, 3));
-    }
-    sim.heal_at = u64::MAX;
-    for _ in 0..12 {
-        sim.submit_write(leader);
-        rounds(&mut sim, 6);
-    }
-    sim.cut.clear();
-    let mut snapshot = None;
-    for _ in 0..600 {
-        sim.round(false);
-        snapshot = node3(&sim).restoring();
-        if snapshot.is_some() {
-            break;
-        }
-    }
-    let snapshot = snapshot.expect("node 3 was sent a snapshot");
+    let (mut sim, leader, snapshot) = node_3_restoring_a_snapshot();
     let head = sim.replicas[&3].store.head().0;
     assert!(head < snapshot, "store at {head}, snapshot at {snapshot}");
     let before = sim.stats.acks;

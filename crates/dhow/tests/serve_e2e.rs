@@ -126,6 +126,25 @@ async fn write(
     }
 }
 
+/// Writes `schema` with `dhow schema write` (from a file in `dir`), retrying while the
+/// freshly started node elects itself.
+fn write_schema_via_cli(server: &Server, dir: &std::path::Path, schema: &str) {
+    let schema_file = dir.join("schema.zed");
+    std::fs::write(&schema_file, schema).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, _, err) = cli(server, &["schema", "write", schema_file.to_str().unwrap()]);
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline && err.contains("UNAVAILABLE"),
+            "schema write failed: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_check_snapshots_and_kill9_keeps_acknowledged_writes() {
     use pb::relationship_update::Operation;
@@ -134,20 +153,7 @@ async fn serve_check_snapshots_and_kill9_keeps_acknowledged_writes() {
     let port = server.port();
 
     // Schema through the CLI, then a write and checks over gRPC.
-    let schema_file = dir.path().join("schema.zed");
-    std::fs::write(&schema_file, SCHEMA).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (ok, _, err) = cli(&server, &["schema", "write", schema_file.to_str().unwrap()]);
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline && err.contains("UNAVAILABLE"),
-            "schema write failed: {err}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    write_schema_via_cli(&server, dir.path(), SCHEMA);
     let channel = connect(&server).await;
     let mut rels = RelationshipServiceClient::new(channel.clone());
     let mut perms = PermissionServiceClient::new(channel.clone());
@@ -346,13 +352,7 @@ async fn import_keeps_message_order_and_reports_what_a_failure_left() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), 0);
     let schema = "use expiration\ndefinition user {}\ndefinition document {\n  relation viewer: user with expiration\n  permission view = viewer\n}\n";
-    let schema_file = dir.path().join("schema.zed");
-    std::fs::write(&schema_file, schema).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cli(&server, &["schema", "write", schema_file.to_str().unwrap()]).0 {
-        assert!(Instant::now() < deadline, "schema write failed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    write_schema_via_cli(&server, dir.path(), schema);
     let mut rels = RelationshipServiceClient::new(connect(&server).await);
     // 12 messages of 50; each also touches `document:same` with a later expiration.
     let far = 4_000_000_000i64;
@@ -592,20 +592,7 @@ async fn watch_through_the_raft_node_is_ordered_exactly_once_and_resumable_after
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), 0);
     let port = server.port();
-    let schema_file = dir.path().join("schema.zed");
-    std::fs::write(&schema_file, SCHEMA).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (ok, _, err) = cli(&server, &["schema", "write", schema_file.to_str().unwrap()]);
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline && err.contains("UNAVAILABLE"),
-            "schema write failed: {err}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    write_schema_via_cli(&server, dir.path(), SCHEMA);
     let mut rels = RelationshipServiceClient::new(connect(&server).await);
     let t0 = write(
         &mut rels,
