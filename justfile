@@ -46,15 +46,16 @@ lint: deps
 bench: deps
     cargo bench -p dhow-benches
 
-# A release `dhow serve` on a temporary data dir and a free port, `dhow bench load` of N
+# A release `dhow serve` on a temporary data dir and a free port, `dhow-bench load` of N
 # relationships, `check` at 1, 16 and 64 in flight (and at_least_as_fresh at 16), `health` at
 # 1, 16 and 64; then the server is stopped and its data dir removed.
 # End-to-end benchmark over gRPC (numbers go into docs/benchmarks.md).
 bench-e2e n="1000000" duration="10s": deps
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --release -p dhow --bin dhow
+    cargo build --release -p dhow -p dhow-benches --bins
     bin="$CARGO_TARGET_DIR/release/dhow"
+    bench="$CARGO_TARGET_DIR/release/dhow-bench"
     data=$(mktemp -d)
     "$bin" serve --data-dir "$data" --grpc-addr 127.0.0.1:0 >"$data/serve.log" 2>&1 &
     pid=$!
@@ -67,14 +68,14 @@ bench-e2e n="1000000" duration="10s": deps
     grep -q ' listening on ' "$data/serve.log" || { echo "dhow serve did not start:"; cat "$data/serve.log"; exit 1; }
     ep="http://$(sed -n 's/.* listening on \([^ ]*\).*/\1/p' "$data/serve.log")"
     echo "server: $ep, data in $data"
-    "$bin" bench load -n {{n}} --endpoint "$ep"
+    "$bench" load -n {{n}} --endpoint "$ep"
     echo "data dir after import: $(du -sh "$data/db" | cut -f1)"
     for c in 1 16 64; do
-        "$bin" bench check -n {{n}} -c $c --duration {{duration}} --endpoint "$ep"
+        "$bench" check -n {{n}} -c $c --duration {{duration}} --endpoint "$ep"
     done
-    "$bin" bench check -n {{n}} -c 16 --duration {{duration}} --consistency at-least-as-fresh --endpoint "$ep"
+    "$bench" check -n {{n}} -c 16 --duration {{duration}} --consistency at-least-as-fresh --endpoint "$ep"
     for c in 1 16 64; do
-        "$bin" bench health -c $c --duration {{duration}} --endpoint "$ep"
+        "$bench" health -c $c --duration {{duration}} --endpoint "$ep"
     done
 
 # Golden files of the schema compiler, regenerated from the current output.
@@ -99,8 +100,9 @@ sim seeds="2000": deps
 bench-cluster n="100000" duration="10s": deps
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --release -p dhow --bin dhow
+    cargo build --release -p dhow -p dhow-benches --bins
     bin="$CARGO_TARGET_DIR/release/dhow"
+    bench="$CARGO_TARGET_DIR/release/dhow-bench"
     data=$(mktemp -d)
     ic="1=127.0.0.1:50171,2=127.0.0.1:50172,3=127.0.0.1:50173"
     pids=()
@@ -122,17 +124,17 @@ bench-cluster n="100000" duration="10s": deps
     lep="http://127.0.0.1:5016$leader"
     fep="http://127.0.0.1:5016$follower"
     echo "leader: node $leader ($lep), follower: node $follower ($fep)"
-    "$bin" bench load -n {{n}} --endpoint "$lep"
+    "$bench" load -n {{n}} --endpoint "$lep"
     for c in 1 16 64; do
         echo "== through the leader"
-        "$bin" bench write -c $c --duration {{duration}} --endpoint "$lep"
+        "$bench" write -c $c --duration {{duration}} --endpoint "$lep"
         echo "== through a follower (forwarded)"
-        "$bin" bench write -c $c --duration {{duration}} --endpoint "$fep"
+        "$bench" write -c $c --duration {{duration}} --endpoint "$fep"
     done
     for c in 1 16; do
         for mode in minimize-latency at-least-as-fresh; do
             echo "== write on the leader, then check on the follower ($mode)"
-            "$bin" bench write -c $c --duration {{duration}} --endpoint "$lep" \
+            "$bench" write -c $c --duration {{duration}} --endpoint "$lep" \
                 --then-check "$fep" --check-consistency $mode
         done
     done

@@ -3,8 +3,7 @@
 //! calls report the revision of every answer.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,38 +14,8 @@ use pb::relationship_service_client::RelationshipServiceClient;
 use pb::schema_service_client::SchemaServiceClient;
 use tonic::transport::Channel;
 
-/// The `dhow` binary `cargo test --workspace` built next to this test executable.
-pub fn dhow_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/cluster-HASH -> target/debug/dhow
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir of the test executable");
-    let bin = dir.join("dhow");
-    assert!(
-        bin.exists(),
-        "{} is missing: build the workspace (cargo test --workspace builds it)",
-        bin.display()
-    );
-    bin
-}
-
-/// A free loopback port (bound once, then released), never one handed out before in this
-/// process (the kernel may offer a released port again).
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
-            return port;
-        }
-    }
-}
+pub use crate::process::{dhow_bin, free_port};
+pub use crate::revision;
 
 /// One node: its ports, data dir and process (if running).
 pub struct NodeProc {
@@ -116,6 +85,9 @@ impl Cluster {
         Cluster::start_inner(n, &[], true).await
     }
 
+    // The turn is held for the cluster's whole life, across awaits, on purpose: each test
+    // runs on its own runtime, so a second cluster waits in another thread, never in this one.
+    #[allow(clippy::await_holding_lock)]
     async fn start_inner(n: u64, env: &[(&str, &str)], proxied: bool) -> Cluster {
         static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
@@ -299,14 +271,6 @@ impl Drop for Cluster {
             self.kill9(i);
         }
     }
-}
-
-/// The revision a token stands for.
-pub fn revision(t: &pb::ConsistencyToken) -> u64 {
-    dhow_server::token::Token::decode(&t.token)
-        .expect("a token from the server decodes")
-        .revision
-        .0
 }
 
 /// A gRPC client of one node.

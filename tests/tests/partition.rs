@@ -75,7 +75,7 @@ impl Workload {
                     .iter()
                     .map(|(_, ep)| Client::lazy(ep, Duration::from_secs(3)))
                     .collect();
-                let mut rng = Rng(0x5EED ^ (client as u64 + 1) * 0x9E37_79B9);
+                let mut rng = Rng(0x5EED ^ ((client as u64 + 1) * 0x9E37_79B9));
                 let mut token: Option<pb::ConsistencyToken> = None;
                 while !stop.load(Ordering::Relaxed) {
                     let n = rng.below(nodes.len() as u64) as usize;
@@ -135,7 +135,7 @@ impl Workload {
             let client = 100 + i;
             tasks.push(tokio::spawn(async move {
                 let mut cl = Client::lazy(&ep, Duration::from_secs(3));
-                let mut rng = Rng(0xFACE ^ (client as u64) * 0x9E37_79B9);
+                let mut rng = Rng(0xFACE ^ ((client as u64) * 0x9E37_79B9));
                 while !stop.load(Ordering::Relaxed) {
                     let k = key(&mut rng);
                     let start = rec.now();

@@ -79,32 +79,7 @@ impl Proof {
 
     fn fmt_indent(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
         let mark = if self.allowed { "✓" } else { "✗" };
-        write!(f, "{:indent$}{mark} ", "", indent = depth * 2)?;
-        match &self.step {
-            Step::Member { resource, relation } => write!(f, "{resource}#{relation}")?,
-            Step::Direct(r) => write!(f, "relationship {r}")?,
-            Step::Wildcard(r) => write!(f, "wildcard relationship {r}")?,
-            Step::SubjectSet(r) => write!(f, "relationship {r}, through its subject set")?,
-            Step::SameSubject => write!(f, "the subject set itself")?,
-            Step::NoMatch => write!(f, "no relationship reaches the subject")?,
-            Step::Union => write!(f, "union (+)")?,
-            Step::Intersection => write!(f, "intersection (&)")?,
-            Step::Exclusion => write!(f, "exclusion (-)")?,
-            Step::Nil => write!(f, "nil")?,
-            Step::Arrow {
-                tupleset,
-                computed,
-                mode,
-            } => match mode {
-                ArrowMode::Any => write!(f, "{tupleset}->{computed}")?,
-                ArrowMode::All => write!(f, "{tupleset}.all({computed})")?,
-            },
-            Step::ArrowHop(r) => write!(f, "relationship {r}, followed")?,
-            Step::Cycle { resource, relation } => {
-                write!(f, "{resource}#{relation} again (cycle, adds nothing)")?
-            }
-        }
-        writeln!(f)?;
+        writeln!(f, "{:indent$}{mark} {}", "", self.step, indent = depth * 2)?;
         for c in &self.children {
             c.fmt_indent(f, depth + 1)?;
         }
@@ -115,5 +90,36 @@ impl Proof {
 impl fmt::Display for Proof {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.fmt_indent(f, 0)
+    }
+}
+
+/// One node's text, without its mark or indentation: `document:a#view`, `union (+)`,
+/// `relationship document:a#viewer@user:b`, ...
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Member { resource, relation } => write!(f, "{resource}#{relation}"),
+            Step::Direct(r) => write!(f, "relationship {r}"),
+            Step::Wildcard(r) => write!(f, "wildcard relationship {r}"),
+            Step::SubjectSet(r) => write!(f, "relationship {r}, through its subject set"),
+            Step::SameSubject => write!(f, "the subject set itself"),
+            Step::NoMatch => write!(f, "no relationship reaches the subject"),
+            Step::Union => write!(f, "union (+)"),
+            Step::Intersection => write!(f, "intersection (&)"),
+            Step::Exclusion => write!(f, "exclusion (-)"),
+            Step::Nil => write!(f, "nil"),
+            Step::Arrow {
+                tupleset,
+                computed,
+                mode,
+            } => match mode {
+                ArrowMode::Any => write!(f, "{tupleset}->{computed}"),
+                ArrowMode::All => write!(f, "{tupleset}.all({computed})"),
+            },
+            Step::ArrowHop(r) => write!(f, "relationship {r}, followed"),
+            Step::Cycle { resource, relation } => {
+                write!(f, "{resource}#{relation} again (cycle, adds nothing)")
+            }
+        }
     }
 }

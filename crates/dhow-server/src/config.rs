@@ -28,104 +28,45 @@
 //! and the member ids instead, so each may reach the others at addresses of its own (through
 //! a proxy or NAT).
 //!
-//! Durations are written `500ms`, `2s`, `5m`, `24h` or `7d`; sizes as a number of bytes or
-//! with a `KiB`, `MiB` or `GiB` suffix.
+//! Durations are written `500ms`, `2s`, `5m`, `24h`, `7d` or `1h 30m` (a bare number in the
+//! file is seconds); sizes as a number of bytes or with a `KiB`, `MiB` or `GiB` suffix.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dhow_node::{parse_cluster_state, parse_initial_cluster, ClusterState, NodeConfig};
 use serde::Deserialize;
 
-/// Everything the gRPC server needs to know.
+/// Everything `dhow serve` needs to know: the public API's settings, and the node's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Where the public gRPC API listens.
     pub grpc_addr: SocketAddr,
-    /// Where the node keeps its data.
-    pub data_dir: PathBuf,
     /// Largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
     /// Most updates in one Write (and per write of an Import or Delete by filter).
     pub max_updates_per_write: usize,
     /// How long a read waits for this node to apply the revision it asks for.
     pub consistency_timeout: Duration,
-    /// Deadline of a unary request when the client sets none.
+    /// Deadline of a unary request when the client sets none (also how long a write may
+    /// take to commit: the node's `write_timeout`).
     pub request_timeout: Duration,
-    /// How long old revisions stay readable (at_exact_snapshot, cursors, Watch).
-    pub gc_window: Duration,
-    /// This node's id in the cluster (non-zero).
-    pub node_id: u64,
-    /// Where the node-to-node service listens; none for a node that never has peers.
-    pub peer_addr: Option<SocketAddr>,
-    /// The members of a new cluster and their peer addresses; empty for a one-node cluster.
-    pub initial_cluster: BTreeMap<u64, String>,
-    /// Bootstrap a new cluster, or join a running one.
-    pub initial_cluster_state: ClusterState,
-    /// Names a new cluster: the founding members derive the cluster id from it and their ids.
-    pub initial_cluster_token: Option<String>,
-    /// Applied Raft entries kept in the log; a peer further behind is sent a snapshot.
-    pub raft_log_retain: u64,
-}
-
-/// How a node with an empty data dir starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ClusterState {
-    /// Form a new cluster with the initial members as voters.
-    #[default]
-    New,
-    /// Join a running cluster that has already added this node (`dhow cluster add`).
-    Existing,
-}
-
-/// Parses `1=HOST:PORT,2=HOST:PORT`.
-pub fn parse_initial_cluster(s: &str) -> Result<BTreeMap<u64, String>, String> {
-    let mut out = BTreeMap::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part
-            .split_once('=')
-            .ok_or_else(|| format!("`{part}` is not ID=HOST:PORT"))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{id}` in `{part}` is not a node id (a positive integer)"))?;
-        if id == 0 {
-            return Err(format!("`{part}`: node ids start at 1"));
-        }
-        let addr = addr.trim();
-        let port_ok = addr
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-        if !port_ok {
-            return Err(format!("`{addr}` in `{part}` is not HOST:PORT"));
-        }
-        if out.insert(id, addr.to_string()).is_some() {
-            return Err(format!("node id {id} appears twice"));
-        }
-    }
-    if out.is_empty() {
-        return Err("no members given (expected 1=HOST:PORT,2=HOST:PORT,...)".into());
-    }
-    Ok(out)
+    /// The node below the API.
+    pub node: NodeConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
+        let node = NodeConfig::default();
         Config {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            data_dir: PathBuf::from("./data"),
             max_message_bytes: 4 * 1024 * 1024,
             max_updates_per_write: 1000,
             consistency_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(30),
-            gc_window: Duration::from_secs(24 * 3600),
-            node_id: 1,
-            peer_addr: None,
-            initial_cluster: BTreeMap::new(),
-            initial_cluster_state: ClusterState::New,
-            initial_cluster_token: None,
-            raft_log_retain: 50_000,
+            request_timeout: node.write_timeout,
+            node,
         }
     }
 }
@@ -206,29 +147,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DHOW_RAFT_LOG_RETAIN", "raft_log_retain"),
 ];
 
-/// Parses `500ms`, `2s`, `5m`, `24h`, `7d` (a bare number is seconds).
+/// Parses a duration: `500ms`, `2s`, `1.5s` is not one, `5m`, `24h`, `7d`, `1h 30m` (the
+/// `humantime` syntax, as the bench's `--duration` takes it).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration `{s}` (expected e.g. 500ms, 2s, 5m, 24h, 7d)"))?;
-    let mult = match unit.trim() {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        u => {
-            return Err(format!(
-                "invalid duration unit `{u}` in `{s}` (use ms, s, m, h or d)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("duration `{s}` is too large"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration `{s}` ({e}; e.g. 500ms, 2s, 5m, 24h, 7d)"))
 }
 
 /// Parses a size: bytes, or with a `KiB`, `MiB`, `GiB` suffix.
@@ -293,17 +216,22 @@ impl Config {
         }
         let o = overrides.clone();
         c.grpc_addr = o.grpc_addr.unwrap_or(c.grpc_addr);
-        c.data_dir = o.data_dir.unwrap_or(c.data_dir);
+        c.node.data_dir = o.data_dir.unwrap_or(c.node.data_dir);
         c.max_message_bytes = o.max_message_bytes.unwrap_or(c.max_message_bytes);
         c.max_updates_per_write = o.max_updates_per_write.unwrap_or(c.max_updates_per_write);
         c.consistency_timeout = o.consistency_timeout.unwrap_or(c.consistency_timeout);
         c.request_timeout = o.request_timeout.unwrap_or(c.request_timeout);
-        c.gc_window = o.gc_window.unwrap_or(c.gc_window);
-        c.node_id = o.node_id.unwrap_or(c.node_id);
-        c.peer_addr = o.peer_addr.or(c.peer_addr);
-        c.initial_cluster = o.initial_cluster.unwrap_or(c.initial_cluster);
-        c.initial_cluster_state = o.initial_cluster_state.unwrap_or(c.initial_cluster_state);
-        c.initial_cluster_token = o.initial_cluster_token.or(c.initial_cluster_token);
+        let n = &mut c.node;
+        n.gc_window = o.gc_window.unwrap_or(n.gc_window);
+        n.node_id = o.node_id.unwrap_or(n.node_id);
+        n.peer_addr = o.peer_addr.or(n.peer_addr);
+        n.initial_cluster = o
+            .initial_cluster
+            .unwrap_or(std::mem::take(&mut n.initial_cluster));
+        n.initial_cluster_state = o.initial_cluster_state.unwrap_or(n.initial_cluster_state);
+        n.initial_cluster_token = o.initial_cluster_token.or(n.initial_cluster_token.take());
+        // One setting: the deadline of a request bounds how long its write may take to commit.
+        c.node.write_timeout = c.request_timeout;
         c.validate()?;
         Ok(c)
     }
@@ -323,34 +251,10 @@ impl Config {
         positive("max_updates_per_write", self.max_updates_per_write)?;
         positive("consistency_timeout", self.consistency_timeout)?;
         positive("request_timeout", self.request_timeout)?;
-        positive("node_id", self.node_id)?;
-        positive("raft_log_retain", self.raft_log_retain)?;
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            key: key.into(),
-            message,
-        };
-        if !self.initial_cluster.is_empty() && !self.initial_cluster.contains_key(&self.node_id) {
-            return Err(invalid(
-                "initial_cluster",
-                format!(
-                    "does not list this node (node_id {}); list every member, this one included",
-                    self.node_id
-                ),
-            ));
-        }
-        if self.initial_cluster.len() > 1 && self.peer_addr.is_none() {
-            return Err(invalid(
-                "peer_addr",
-                "a node of a cluster needs a peer address to listen on".into(),
-            ));
-        }
-        if self.initial_cluster_state == ClusterState::Existing && self.initial_cluster.len() < 2 {
-            return Err(invalid(
-                "initial_cluster",
-                "joining a running cluster (initial_cluster_state existing) needs the addresses of its members".into(),
-            ));
-        }
-        Ok(())
+        self.node.validate().map_err(|e| ConfigError::Invalid {
+            key: e.key.into(),
+            message: e.message,
+        })
     }
 
     fn apply_file(&mut self, text: &str) -> Result<(), String> {
@@ -364,7 +268,7 @@ impl Config {
             with_key("grpc_addr", self.set("grpc_addr", &v))?;
         }
         if let Some(v) = f.data_dir {
-            self.data_dir = v;
+            self.node.data_dir = v;
         }
         if let Some(v) = f.max_message_bytes {
             with_key(
@@ -402,9 +306,13 @@ impl Config {
             ("request_timeout", f.request_timeout),
             ("gc_window", f.gc_window),
         ] {
-            if let Some(v) = v {
-                with_key(key, self.set(key, &text_of(v)))?;
-            }
+            // A bare TOML number is a number of seconds.
+            let text = match v {
+                Some(NumOrText::Num(n)) => format!("{n}s"),
+                Some(NumOrText::Text(t)) => t,
+                None => continue,
+            };
+            with_key(key, self.set(key, &text))?;
         }
         Ok(())
     }
@@ -417,7 +325,7 @@ impl Config {
                     format!("invalid address `{v}` (expected host:port, e.g. 127.0.0.1:50051): {e}")
                 })?
             }
-            "data_dir" => self.data_dir = PathBuf::from(v),
+            "data_dir" => self.node.data_dir = PathBuf::from(v),
             "max_message_bytes" => self.max_message_bytes = parse_size(v)?,
             "max_updates_per_write" => {
                 self.max_updates_per_write = v
@@ -427,39 +335,33 @@ impl Config {
             }
             "consistency_timeout" => self.consistency_timeout = parse_duration(v)?,
             "request_timeout" => self.request_timeout = parse_duration(v)?,
-            "gc_window" => self.gc_window = parse_duration(v)?,
+            "gc_window" => self.node.gc_window = parse_duration(v)?,
             "node_id" => {
-                self.node_id = v
+                self.node.node_id = v
                     .trim()
                     .parse()
                     .map_err(|_| format!("invalid node id `{v}` (a positive integer)"))?
             }
             "peer_addr" => {
-                self.peer_addr = Some(v.trim().parse().map_err(|e| {
+                self.node.peer_addr = Some(v.trim().parse().map_err(|e| {
                     format!("invalid address `{v}` (expected host:port, e.g. 127.0.0.1:50052): {e}")
                 })?)
             }
-            "initial_cluster" => self.initial_cluster = parse_initial_cluster(v)?,
+            "initial_cluster" => self.node.initial_cluster = parse_initial_cluster(v)?,
             "initial_cluster_token" => {
                 let t = v.trim();
                 if t.is_empty() {
                     return Err("an empty cluster token".into());
                 }
-                self.initial_cluster_token = Some(t.to_string())
+                self.node.initial_cluster_token = Some(t.to_string())
             }
             "raft_log_retain" => {
-                self.raft_log_retain = v
+                self.node.raft_log_retain = v
                     .trim()
                     .parse()
                     .map_err(|_| format!("invalid number `{v}`"))?
             }
-            "initial_cluster_state" => {
-                self.initial_cluster_state = match v.trim() {
-                    "new" => ClusterState::New,
-                    "existing" => ClusterState::Existing,
-                    other => return Err(format!("`{other}` is not `new` or `existing`")),
-                }
-            }
+            "initial_cluster_state" => self.node.initial_cluster_state = parse_cluster_state(v)?,
             other => return Err(format!("unknown key `{other}`")),
         }
         Ok(())
@@ -494,10 +396,10 @@ mod tests {
         let c = Config::load(Some(&p), &env, &o).unwrap();
         assert_eq!(c.grpc_addr, "0.0.0.0:6000".parse().unwrap());
         assert_eq!(c.max_message_bytes, 8 << 20);
-        assert_eq!(c.gc_window, Duration::from_secs(7200));
+        assert_eq!(c.node.gc_window, Duration::from_secs(7200));
         assert_eq!(c.consistency_timeout, Duration::from_secs(3));
         assert_eq!(c.max_updates_per_write, 10);
-        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.node.data_dir, PathBuf::from("./data"));
         assert_eq!(
             Config::load(None, &HashMap::new(), &ConfigOverrides::default()).unwrap(),
             Config::default()
@@ -523,20 +425,6 @@ mod tests {
 
     #[test]
     fn cluster_settings() {
-        let ic = parse_initial_cluster("1=a:1, 2=dhow-1.dhow:50052,3=10.0.0.3:7").unwrap();
-        assert_eq!(ic.len(), 3);
-        assert_eq!(ic[&2], "dhow-1.dhow:50052");
-        for (bad, says) in [
-            ("", "no members"),
-            ("1=a:1,1=b:2", "twice"),
-            ("0=a:1", "start at 1"),
-            ("x=a:1", "not a node id"),
-            ("1=a", "HOST:PORT"),
-            ("1", "ID=HOST:PORT"),
-        ] {
-            let e = parse_initial_cluster(bad).unwrap_err();
-            assert!(e.contains(says), "{bad}: {e}");
-        }
         let mut env = HashMap::new();
         env.insert("DHOW_NODE_ID".to_string(), "2".to_string());
         env.insert(
@@ -549,8 +437,8 @@ mod tests {
             "existing".to_string(),
         );
         let c = Config::load(None, &env, &ConfigOverrides::default()).unwrap();
-        assert_eq!(c.node_id, 2);
-        assert_eq!(c.initial_cluster_state, ClusterState::Existing);
+        assert_eq!(c.node.node_id, 2);
+        assert_eq!(c.node.initial_cluster_state, ClusterState::Existing);
         env.insert("DHOW_NODE_ID".to_string(), "3".to_string());
         let e = Config::load(None, &env, &ConfigOverrides::default()).unwrap_err();
         assert!(e.to_string().contains("does not list this node"), "{e}");
@@ -574,15 +462,16 @@ mod tests {
             "prod-eu".to_string(),
         );
         let c = Config::load(None, &env, &ConfigOverrides::default()).unwrap();
-        assert_eq!(c.initial_cluster_token.as_deref(), Some("prod-eu"));
+        assert_eq!(c.node.initial_cluster_token.as_deref(), Some("prod-eu"));
     }
 
     #[test]
     fn durations_and_sizes() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604800));
-        assert!(parse_duration("x").is_err());
-        assert!(parse_duration("5y").is_err());
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("x").unwrap_err().contains("`x`"));
+        assert!(parse_duration("5 fortnights").is_err());
         assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
         assert!(parse_size("4MB").is_err());
     }

@@ -17,8 +17,8 @@ use dhow_tuples::Revision;
 use tonic::Code;
 
 use crate::error::{reason, ApiError, ApiResult};
-use crate::node::{Node, NodeError};
 use crate::token;
+use dhow_node::{Node, NodeError};
 
 /// Waits until `node` has applied `rev`, at most `timeout`; a timeout is UNAVAILABLE with a
 /// message saying what was waited for.
@@ -110,7 +110,7 @@ pub async fn resolve<N: Node>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mem_node::MemNode;
+    use dhow_node::MemNode;
     use dhow_proto::v1::ConsistencyToken;
     use dhow_tuples::{TupleStore, WriteRequest};
 

@@ -8,7 +8,8 @@ use std::fmt;
 use tonic::{Code, Status};
 use tonic_types::{BadRequest, ErrorDetail, ErrorInfo, StatusExt};
 
-use crate::node::NodeError;
+use dhow_node::{NodeError, SchemaCacheError};
+use dhow_wire::WireError;
 
 /// The `google.rpc.ErrorInfo` domain of every reason below.
 pub const DOMAIN: &str = "dhow.dev";
@@ -272,6 +273,21 @@ impl From<NodeError> for ApiError {
                 ApiError::new(Code::FailedPrecondition, reason::CLUSTER, m)
             }
             NodeError::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(e: WireError) -> Self {
+        ApiError::invalid(e.field, e.message)
+    }
+}
+
+impl From<SchemaCacheError> for ApiError {
+    fn from(e: SchemaCacheError) -> Self {
+        match e {
+            SchemaCacheError::Store(e) => e.into(),
+            other => ApiError::internal(other.to_string()),
         }
     }
 }

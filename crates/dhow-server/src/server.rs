@@ -1,11 +1,11 @@
 //! Serving: the four `dhow.v1` services, gRPC health (`grpc.health.v1`) and server
 //! reflection (v1 and v1alpha) on one listener, with message size limits, a default request
-//! deadline, a tracing span per request and graceful shutdown; and the node-to-node service
-//! on the peer listener.
+//! deadline, a tracing span per request and graceful shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use dhow_node::Node;
 use dhow_proto::v1::cluster_service_server::ClusterServiceServer;
 use dhow_proto::v1::permission_service_server::PermissionServiceServer;
 use dhow_proto::v1::relationship_service_server::RelationshipServiceServer;
@@ -17,8 +17,6 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
-use crate::node::Node;
-use crate::peer::PeerService;
 use crate::service::{ClusterSvc, Limits, PermissionSvc, RelationshipSvc, SchemaSvc, State};
 
 /// Why serving failed.
@@ -110,22 +108,6 @@ pub async fn serve<N: Node>(
         .add_service(schema)
         .add_service(cluster)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
-        .await?;
-    Ok(())
-}
-
-/// Serves the node-to-node service on `listener` until `shutdown` completes.
-pub async fn serve_peers(
-    service: PeerService,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServerError> {
-    let addr = listener.local_addr().ok();
-    tracing::info!(?addr, "serving dhow.internal.v1 (peers)");
-    Server::builder()
-        .tcp_nodelay(true)
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
 }

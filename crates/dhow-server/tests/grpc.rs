@@ -1,13 +1,11 @@
 //! End-to-end tests of the gRPC services: a real server on 127.0.0.1:0 over a `MemNode`,
 //! driven through the generated tonic clients.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
 use dhow_proto::v1 as pb;
+use dhow_tests::server::*;
 use dhow_tuples::{Revision, TupleStore};
 use tonic::Code;
 
@@ -40,7 +38,7 @@ async fn schema_write_read_compile_error_and_orphans() {
         .unwrap()
         .into_inner();
     assert_eq!(r.schema_text, SCHEMA);
-    assert!(rev_of(r.read_at.as_ref().unwrap()) >= rev_of(&written));
+    assert!(revision(r.read_at.as_ref().unwrap()) >= revision(&written));
 
     // A compile error: INVALID_ARGUMENT with line and column.
     let e = sc
@@ -127,7 +125,7 @@ async fn write_then_check_with_explain_and_the_other_permission_calls() {
     req.explain = true;
     let r = s.perm().check(req.clone()).await.unwrap().into_inner();
     assert_eq!(r.permissionship, pb::Permissionship::HasPermission as i32);
-    assert!(rev_of(r.checked_at.as_ref().unwrap()) >= rev_of(&t));
+    assert!(revision(r.checked_at.as_ref().unwrap()) >= revision(&t));
     let proof = r.proof.expect("explain returns a proof");
     assert!(proof.allowed);
     match &proof.step {
@@ -334,7 +332,7 @@ async fn at_least_as_fresh_sees_its_write_and_bad_tokens_are_refused() {
     );
 
     // A token this node has not reached: bounded wait, then UNAVAILABLE.
-    let future = dhow_server::token::to_proto(CLUSTER, Revision(rev_of(&t2) + 100));
+    let future = dhow_server::token::to_proto(CLUSTER, Revision(revision(&t2) + 100));
     let started = std::time::Instant::now();
     let e = s
         .perm()
@@ -391,7 +389,7 @@ async fn at_least_as_fresh_sees_its_write_and_bad_tokens_are_refused() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(rev_of(r.checked_at.as_ref().unwrap()), rev_of(&t2));
+    assert_eq!(revision(r.checked_at.as_ref().unwrap()), revision(&t2));
     s.stop().await.unwrap();
 }
 
@@ -416,7 +414,7 @@ async fn at_exact_snapshot_reads_the_old_state_until_gc() {
     assert!(read_all(&s, "document", exact(&t2)).await.is_empty());
 
     // Once the GC passes t1, the token is refused with TOKEN_EXPIRED.
-    s.node.mem_store().gc(Revision(rev_of(&t2))).unwrap();
+    s.node.mem_store().gc(Revision(revision(&t2))).unwrap();
     let e = s
         .perm()
         .check(check_req("document:doc1", "view", "user:alice", exact(&t1)))
@@ -525,7 +523,7 @@ async fn watch_until(
         .into_inner();
     let mut out = Vec::new();
     let mut last = None;
-    while last.as_ref().is_none_or(|t| rev_of(t) < until) {
+    while last.as_ref().is_none_or(|t| revision(t) < until) {
         let m = tokio::time::timeout(Duration::from_secs(10), st.message())
             .await
             .expect("watch stalled")
@@ -569,7 +567,7 @@ async fn watch_resumes_from_a_token_without_gaps_or_duplicates() {
         tokens.push(write(&s, ups).await);
     }
     // The first watcher stops after the third write.
-    let (got1, through) = watch_until(&s, Some(t0.clone()), vec![], rev_of(&tokens[2])).await;
+    let (got1, through) = watch_until(&s, Some(t0.clone()), vec![], revision(&tokens[2])).await;
     // More writes while nobody watches, and one while the second watcher runs.
     for ups in batches.by_ref().take(3) {
         tokens.push(write(&s, ups).await);
@@ -580,7 +578,7 @@ async fn watch_resumes_from_a_token_without_gaps_or_duplicates() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         write(s2, last_batch).await
     };
-    let until = rev_of(tokens.last().unwrap()) + 1;
+    let until = revision(tokens.last().unwrap()) + 1;
     let ((got2, _), _) = tokio::join!(watch_until(&s, Some(through), vec![], until), writer);
     let mut all = got1;
     all.extend(got2);
@@ -594,7 +592,7 @@ async fn watch_resumes_from_a_token_without_gaps_or_duplicates() {
     assert_eq!(all.len(), expected.len(), "no duplicates");
 
     // Filtered by object type, from the start.
-    let last = rev_of(&write(&s, vec![touch("group:late#member@user:x")]).await);
+    let last = revision(&write(&s, vec![touch("group:late#member@user:x")]).await);
     let (groups, _) = watch_until(&s, Some(t0.clone()), vec!["group".into()], last).await;
     assert!(
         groups.iter().all(|c| c[1..].starts_with("group:")),
@@ -1281,7 +1279,7 @@ async fn gc_task_expires_old_tokens() {
     write(&s, vec![touch("document:doc1#viewer@user:alice")]).await;
     let store: std::sync::Arc<dyn TupleStore> = s.node.mem_store().clone();
     let gc =
-        dhow_server::gc::spawn_gc_every(store, Duration::from_millis(30), Duration::from_millis(5));
+        dhow_node::gc::spawn_gc_every(store, Duration::from_millis(30), Duration::from_millis(5));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let e = s

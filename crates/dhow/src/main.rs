@@ -1,14 +1,11 @@
-//! The `dhow` binary: clap definitions and dispatch. `dhow serve` lives in `serve.rs`, the
-//! client commands (zed-like) in `client/`, `dhow validate` in `validate.rs`.
-
-mod client;
-mod serve;
-mod validate;
+//! The `dhow` binary: clap definitions and dispatch over the `dhow` library (`serve`, the
+//! client commands, `validate`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dhow::{commands, serve, validate};
 
 /// mimalloc for every Rust allocation of the binary (the server's read path allocates a lot of
 /// small keys and relationships; glibc's malloc and free took about a quarter of its CPU).
@@ -20,7 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "dhow",
     version,
     about = "Dhow: a Zanzibar-style authorization service",
-    after_help = client::AFTER_HELP
+    after_help = commands::AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,7 +29,7 @@ enum Command {
     /// Run a Dhow node (a one-node cluster on ./data by default).
     Serve(serve::ServeArgs),
     #[command(flatten)]
-    Client(client::ClientCommand),
+    Client(commands::ClientCommand),
     /// Run zed validation files (schema, relationships, assertions, expected relations),
     /// in-process, or against a live server with --endpoint.
     Validate {
@@ -61,7 +58,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Client(c) => client::run(c),
+        Command::Client(c) => commands::run(c),
         Command::Validate {
             files,
             verbose,

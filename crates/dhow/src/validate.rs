@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use dhow_validate::{load_file, run as run_file, InProcess, Report};
 
-use crate::client::validate_remote::Remote;
+use crate::commands::validate_remote::Remote;
 
 /// Runs the files; exit code 0 when every file loaded and every assertion passed.
 pub fn run(files: &[PathBuf], verbose: bool, endpoint: Option<&str>) -> ExitCode {

@@ -24,7 +24,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(manifest_dir()).join("../..")
+    dhow_tests::repo_root()
 }
 
 #[test]
@@ -213,10 +213,4 @@ fn validate_quickstart_in_process() {
         .unwrap();
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains(" passed, 0 failed"), "{}", stdout(&o));
-}
-
-/// The package's directory: cargo's value at run time (right even when a build from another
-/// checkout shares the target dir), else the one compiled in.
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

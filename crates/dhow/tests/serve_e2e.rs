@@ -5,10 +5,6 @@
 //! change once, in revision order, resumable from any token, also across a `kill -9`), and
 //! the SpiceDB scenarios through `dhow validate --endpoint`.
 
-#[path = "../src/client/convert.rs"]
-#[allow(dead_code)]
-mod convert;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,12 +13,11 @@ use dhow_proto::v1 as pb;
 use pb::permission_service_client::PermissionServiceClient;
 use pb::relationship_service_client::RelationshipServiceClient;
 
-mod support;
-
-use support::{Server, BIN};
+use dhow_tests::process::{dhow_bin, Server};
+use dhow_tests::{conformance_files, rel, revision as rev_of};
 
 fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(dhow_bin())
         .args(args)
         .args(["--endpoint", &server.endpoint()])
         .output()
@@ -32,10 +27,6 @@ fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn rel(s: &str) -> pb::Relationship {
-    convert::relationship_to_proto(&dhow_tuples::parse_relationship(s).unwrap()).unwrap()
 }
 
 fn update(op: pb::relationship_update::Operation, s: &str) -> pb::RelationshipUpdate {
@@ -74,7 +65,7 @@ async fn check(
                 object_id: id.into(),
             }),
             permission: permission.into(),
-            subject: Some(convert::subject_to_proto(&subject)),
+            subject: Some(dhow_wire::subject_pb(&subject)),
             ..Default::default()
         })
         .await
@@ -243,10 +234,9 @@ async fn serve_check_snapshots_and_kill9_keeps_acknowledged_writes() {
 
     // A stream of writes from three clients, with kill -9 at arbitrary moments.
     let mut acked: Vec<(String, pb::ConsistencyToken)> = Vec::new();
-    let mut n = 0usize;
-    for round in 0..3 {
+    for (n, round) in (0..3u64).enumerate() {
         let channel = connect(&server).await;
-        let stop = Instant::now() + Duration::from_millis(400 + 300 * round as u64);
+        let stop = Instant::now() + Duration::from_millis(400 + 300 * round);
         let mut tasks = Vec::new();
         for w in 0..3 {
             let mut client = RelationshipServiceClient::new(channel.clone());
@@ -272,12 +262,11 @@ async fn serve_check_snapshots_and_kill9_keeps_acknowledged_writes() {
             }));
         }
         // Kill while the writers are running.
-        tokio::time::sleep(Duration::from_millis(200 + 150 * round as u64)).await;
+        tokio::time::sleep(Duration::from_millis(200 + 150 * round)).await;
         server.kill9();
         for t in tasks {
             acked.extend(t.await.unwrap());
         }
-        n += 1;
         server.restart(port);
     }
     assert!(
@@ -309,16 +298,12 @@ async fn serve_check_snapshots_and_kill9_keeps_acknowledged_writes() {
 async fn spicedb_scenarios_pass_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), 0);
-    let conformance = PathBuf::from(manifest_dir()).join("../../../shared/conformance/spicedb");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&conformance)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+    let files: Vec<PathBuf> = conformance_files()
+        .into_iter()
         // The server refuses caveated relationships (caveats are not supported yet), so the
         // files that use caveats cannot load; in-process they only count as skipped.
         .filter(|p| !std::fs::read_to_string(p).unwrap().contains("caveat"))
         .collect();
-    files.sort();
     assert_eq!(files.len(), 53, "the scenarios without caveats");
     // Give the node a moment to elect itself.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -326,7 +311,7 @@ async fn spicedb_scenarios_pass_through_the_api() {
     args.extend(files.iter().map(|f| f.display().to_string()));
     args.extend(["--endpoint".into(), server.endpoint()]);
     loop {
-        let out = Command::new(BIN).args(&args).output().unwrap();
+        let out = Command::new(dhow_bin()).args(&args).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let last = stdout.lines().last().unwrap_or("").to_string();
         if out.status.success() {
@@ -448,13 +433,6 @@ fn error_info(s: &tonic::Status) -> std::collections::BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn rev_of(t: &pb::ConsistencyToken) -> u64 {
-    dhow_server::token::Token::decode(&t.token)
-        .unwrap_or_else(|e| panic!("token {:?}: {e}", t.token))
-        .revision
-        .0
-}
-
 /// One acknowledged write: its revision and its changes as `+rel` (touch) / `-rel` (delete).
 type Logged = (u64, Vec<String>);
 
@@ -544,7 +522,7 @@ async fn expect_changes(
                 };
                 format!(
                     "{sign}{}",
-                    convert::relationship_text(c.relationship.as_ref())
+                    dhow::commands::args::relationship_text(c.relationship.as_ref())
                 )
             })
             .collect();
@@ -731,10 +709,4 @@ async fn watch_through_the_raft_node_is_ordered_exactly_once_and_resumable_after
     )
     .await;
     expect_changes(&mut c, rev_of(c_throughs.last().unwrap()), &after_restart).await;
-}
-
-/// The package's directory: cargo's value at run time (right even when a build from another
-/// checkout shares the target dir), else the one compiled in.
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

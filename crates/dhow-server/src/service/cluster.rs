@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::{status, State};
 use crate::error::{ApiError, ApiResult};
-use crate::node::{ClusterStatus, MemberChange, Node, Role};
+use dhow_node::{ClusterStatus, MemberChange, Node, Role};
 
 /// The cluster service over a node.
 pub struct ClusterSvc<N: Node> {

@@ -20,9 +20,8 @@ use tonic::Status;
 use crate::consistency;
 use crate::cursor::ResumePoint;
 use crate::error::{ApiError, ApiResult};
-use crate::node::Node;
-use crate::schema_cache::SchemaCache;
 use crate::token;
+use dhow_node::{CompiledSchema, Node};
 
 pub use cluster::ClusterSvc;
 pub use permission::PermissionSvc;
@@ -42,7 +41,6 @@ pub struct Limits {
 /// What every service shares.
 pub struct State<N: Node> {
     pub node: Arc<N>,
-    pub schemas: SchemaCache,
     pub limits: Limits,
     /// Relationship writes hold it shared, schema writes exclusively: a write is validated
     /// against the schema that is in force when it commits (on this server).
@@ -55,11 +53,22 @@ impl<N: Node> State<N> {
     pub fn new(node: Arc<N>, limits: Limits, stop: watch::Receiver<bool>) -> Self {
         State {
             node,
-            schemas: SchemaCache::new(),
             limits,
             write_gate: RwLock::new(()),
             stop,
         }
+    }
+
+    /// The schema in force at `rev`, compiled (through the node's cache, which the state
+    /// machine shares), or `None` if none was written by then. Reads the store: call from a
+    /// blocking context.
+    pub fn schema_at(&self, rev: Revision) -> ApiResult<Option<Arc<CompiledSchema>>> {
+        Ok(self.node.schemas().get(&*self.node.store(), rev)?)
+    }
+
+    /// The schema in force at `rev`; FAILED_PRECONDITION `NO_SCHEMA` if there is none.
+    pub fn require_schema(&self, rev: Revision) -> ApiResult<Arc<CompiledSchema>> {
+        self.schema_at(rev)?.ok_or_else(ApiError::no_schema)
     }
 
     /// The token of `rev`.

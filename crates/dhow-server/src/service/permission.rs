@@ -10,10 +10,11 @@ use dhow_tuples::{Subject, Timestamp};
 use tonic::{Code, Request, Response, Status};
 
 use super::{blocking, status, ResponseStream, State};
-use crate::convert::{self, check_ref, join};
+use crate::checks::check_ref;
 use crate::cursor::{fingerprint, CursorKind, Position, ResumePoint};
 use crate::error::{reason, ApiError, ApiResult};
-use crate::node::Node;
+use dhow_node::Node;
+use dhow_wire::join;
 
 /// The permission service over a node.
 pub struct PermissionSvc<N: Node> {
@@ -63,9 +64,9 @@ fn check_item(
     actors: &[pb::SubjectReference],
     explain: bool,
 ) -> ApiResult<Item> {
-    let resource = convert::object(resource, &join(prefix, "resource"), false)?;
-    let permission = convert::relation_name(permission, &join(prefix, "permission"))?;
-    let subject = convert::subject(subject, &join(prefix, "subject"), false)?;
+    let resource = dhow_wire::object(resource, &join(prefix, "resource"), false)?;
+    let permission = dhow_wire::relation_name(permission, &join(prefix, "permission"))?;
+    let subject = dhow_wire::subject(subject, &join(prefix, "subject"), false)?;
     no_actors(actors, &join(prefix, "actors"))?;
     Ok(Item {
         check: EngineCheck::new(resource, permission, subject),
@@ -123,7 +124,7 @@ impl<N: Node> PermissionSvc<N> {
         let st = self.st.clone();
         let result = blocking(move || {
             let store = st.node.store();
-            let schema = st.schemas.require(&*store, rev)?;
+            let schema = st.require_schema(rev)?;
             check_item_schema(&schema.engine, &item)?;
             let reader = store.reader(rev)?;
             Ok(schema
@@ -134,7 +135,7 @@ impl<N: Node> PermissionSvc<N> {
         Ok(pb::CheckResponse {
             checked_at: Some(self.st.token(rev)),
             permissionship: permissionship(result.allowed),
-            proof: result.proof.as_ref().map(convert::proof_pb),
+            proof: result.proof.as_ref().map(dhow_wire::proof_pb),
             actor_proofs: Vec::new(),
         })
     }
@@ -160,7 +161,7 @@ impl<N: Node> PermissionSvc<N> {
         let st = self.st.clone();
         let outcomes = blocking(move || {
             let store = st.node.store();
-            let schema = st.schemas.require(&*store, rev)?;
+            let schema = st.require_schema(rev)?;
             let engine = &schema.engine;
             let reader = store.reader(rev)?;
             let mut out: Vec<Option<ApiResult<dhow_engine::CheckResult>>> = items
@@ -201,7 +202,7 @@ impl<N: Node> PermissionSvc<N> {
                     Some(Ok(r)) => {
                         pb::check_bulk_response_item::Response::Result(pb::CheckBulkResult {
                             permissionship: permissionship(r.allowed),
-                            proof: r.proof.as_ref().map(convert::proof_pb),
+                            proof: r.proof.as_ref().map(dhow_wire::proof_pb),
                             actor_proofs: Vec::new(),
                         })
                     }
@@ -221,13 +222,13 @@ impl<N: Node> PermissionSvc<N> {
     }
 
     async fn do_expand(&self, req: pb::ExpandRequest) -> ApiResult<pb::ExpandResponse> {
-        let resource = convert::object(req.resource.as_ref(), "resource", false)?;
-        let permission = convert::relation_name(&req.permission, "permission")?;
+        let resource = dhow_wire::object(req.resource.as_ref(), "resource", false)?;
+        let permission = dhow_wire::relation_name(&req.permission, "permission")?;
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
         let tree = blocking(move || {
             let store = st.node.store();
-            let schema = st.schemas.require(&*store, rev)?;
+            let schema = st.require_schema(rev)?;
             check_ref(
                 &schema.engine,
                 &resource.object_type,
@@ -243,7 +244,7 @@ impl<N: Node> PermissionSvc<N> {
         .await?;
         Ok(pb::ExpandResponse {
             expanded_at: Some(self.st.token(rev)),
-            tree: Some(convert::expand_pb(&tree)),
+            tree: Some(dhow_wire::expand_pb(&tree)),
         })
     }
 
@@ -251,9 +252,9 @@ impl<N: Node> PermissionSvc<N> {
         &self,
         req: pb::LookupResourcesRequest,
     ) -> ApiResult<Vec<pb::LookupResourcesResponse>> {
-        let rtype = convert::type_name(&req.resource_object_type, "resource_object_type")?;
-        let permission = convert::relation_name(&req.permission, "permission")?;
-        let subject = convert::subject(req.subject.as_ref(), "subject", false)?;
+        let rtype = dhow_wire::type_name(&req.resource_object_type, "resource_object_type")?;
+        let permission = dhow_wire::relation_name(&req.permission, "permission")?;
+        let subject = dhow_wire::subject(req.subject.as_ref(), "subject", false)?;
         let cluster = self.st.node.cluster_id();
         let fp = fingerprint(&[&rtype, &permission, &subject.to_string()]);
         let resume = req
@@ -282,7 +283,7 @@ impl<N: Node> PermissionSvc<N> {
         let (rt, perm, subj) = (rtype.clone(), permission.clone(), subject.clone());
         let ids = blocking(move || {
             let store = st.node.store();
-            let schema = st.schemas.require(&*store, rev)?;
+            let schema = st.require_schema(rev)?;
             lookup_refs(&schema.engine, &rt, &perm, &subj)?;
             let reader = store.reader(rev)?;
             Ok(schema
@@ -323,16 +324,18 @@ impl<N: Node> PermissionSvc<N> {
         &self,
         req: pb::LookupSubjectsRequest,
     ) -> ApiResult<Vec<pb::LookupSubjectsResponse>> {
-        let resource = convert::object(req.resource.as_ref(), "resource", false)?;
-        let permission = convert::relation_name(&req.permission, "permission")?;
-        let stype = convert::type_name(&req.subject_object_type, "subject_object_type")?;
-        let srel =
-            convert::subject_relation(&req.optional_subject_relation, "optional_subject_relation")?;
+        let resource = dhow_wire::object(req.resource.as_ref(), "resource", false)?;
+        let permission = dhow_wire::relation_name(&req.permission, "permission")?;
+        let stype = dhow_wire::type_name(&req.subject_object_type, "subject_object_type")?;
+        let srel = dhow_wire::subject_relation(
+            &req.optional_subject_relation,
+            "optional_subject_relation",
+        )?;
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
         let found = blocking(move || {
             let store = st.node.store();
-            let schema = st.schemas.require(&*store, rev)?;
+            let schema = st.require_schema(rev)?;
             let e = &schema.engine;
             check_ref(
                 e,
@@ -364,8 +367,8 @@ impl<N: Node> PermissionSvc<N> {
             .into_iter()
             .map(|f| pb::LookupSubjectsResponse {
                 looked_up_at: Some(token.clone()),
-                subject: Some(convert::subject_pb(&f.subject)),
-                excluded_subjects: f.excluded.iter().map(convert::subject_pb).collect(),
+                subject: Some(dhow_wire::subject_pb(&f.subject)),
+                excluded_subjects: f.excluded.iter().map(dhow_wire::subject_pb).collect(),
             })
             .collect())
     }

@@ -15,12 +15,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::{blocking, status, ResponseStream, State};
+use crate::checks::{check_filter, check_ref, filter_key, writable_relationship};
 use crate::consistency;
-use crate::convert::{self, check_filter, check_ref, join};
 use crate::cursor::{fingerprint, CursorKind, Position, ResumePoint};
 use crate::error::{reason, ApiError, ApiResult};
-use crate::node::{Node, NodeError};
 use crate::token;
+use dhow_node::{Node, NodeError};
+use dhow_wire::join;
 
 /// Relationships read from the store per page (Read, Export, Delete).
 const PAGE: usize = 1000;
@@ -82,7 +83,8 @@ fn preconditions(pre: &[pb::Precondition]) -> ApiResult<Vec<Precondition>> {
         .enumerate()
         .map(|(i, p)| {
             let field = format!("optional_preconditions[{i}]");
-            let filter = convert::filter(p.filter.as_ref(), &join(&field, "filter"))?;
+            let filter =
+                dhow_wire::relationship_filter(p.filter.as_ref(), &join(&field, "filter"))?;
             match Operation::try_from(p.operation) {
                 Ok(Operation::MustMatch) => Ok(Precondition::MustMatch(filter)),
                 Ok(Operation::MustNotMatch) => Ok(Precondition::MustNotMatch(filter)),
@@ -203,7 +205,7 @@ impl<N: Node> RelationshipSvc<N> {
         for (i, u) in req.updates.iter().enumerate() {
             let field = format!("updates[{i}]");
             let rel =
-                convert::relationship(u.relationship.as_ref(), &join(&field, "relationship"))?;
+                writable_relationship(u.relationship.as_ref(), &join(&field, "relationship"))?;
             let op = match Operation::try_from(u.operation) {
                 Ok(Operation::Create) => WriteOp::Create(rel),
                 Ok(Operation::Touch) => WriteOp::Touch(rel),
@@ -234,8 +236,7 @@ impl<N: Node> RelationshipSvc<N> {
             let st = self.st.clone();
             blocking(move || {
                 let outcome = (|| {
-                    let store = st.node.store();
-                    let schema = st.schemas.require(&*store, rev)?;
+                    let schema = st.require_schema(rev)?;
                     for (i, op) in ops.iter().enumerate() {
                         let field = format!("updates[{i}].relationship");
                         match op {
@@ -298,7 +299,7 @@ impl<N: Node> RelationshipSvc<N> {
     }
 
     async fn do_delete(&self, req: pb::DeleteRequest) -> ApiResult<pb::DeleteResponse> {
-        let filter = convert::filter(req.filter.as_ref(), "filter")?;
+        let filter = dhow_wire::relationship_filter(req.filter.as_ref(), "filter")?;
         let pre = preconditions(&req.optional_preconditions)?;
         let limit = req.optional_limit as usize;
         let _gate = self.st.write_gate.read().await;
@@ -307,8 +308,7 @@ impl<N: Node> RelationshipSvc<N> {
             let st = self.st.clone();
             let (f, p) = (filter.clone(), pre.clone());
             blocking(move || {
-                let store = st.node.store();
-                let schema = st.schemas.require(&*store, rev)?;
+                let schema = st.require_schema(rev)?;
                 check_filter(&schema.engine, &f, "filter")?;
                 check_preconditions_schema(&schema.engine, &p)
             })
@@ -362,9 +362,9 @@ impl<N: Node> RelationshipSvc<N> {
     }
 
     async fn do_read(&self, req: pb::ReadRequest) -> ApiResult<ResponseStream<pb::ReadResponse>> {
-        let filter = convert::filter(req.filter.as_ref(), "filter")?;
+        let filter = dhow_wire::relationship_filter(req.filter.as_ref(), "filter")?;
         let cluster = self.st.node.cluster_id();
-        let fp = fingerprint(&[&convert::filter_key(&filter)]);
+        let fp = fingerprint(&[&filter_key(&filter)]);
         let resume = req
             .optional_cursor
             .as_ref()
@@ -378,8 +378,7 @@ impl<N: Node> RelationshipSvc<N> {
             let st = self.st.clone();
             let f = filter.clone();
             blocking(move || {
-                let store = st.node.store();
-                let schema = st.schemas.require(&*store, rev)?;
+                let schema = st.require_schema(rev)?;
                 check_filter(&schema.engine, &f, "filter")
             })
             .await?;
@@ -419,7 +418,7 @@ impl<N: Node> RelationshipSvc<N> {
                     .encode();
                     let msg = pb::ReadResponse {
                         read_at: Some(token.clone()),
-                        relationship: Some(convert::relationship_pb(&r)),
+                        relationship: Some(dhow_wire::relationship_pb(&r)),
                         after_result_cursor: Some(cursor),
                     };
                     if tx.send(Ok(msg)).await.is_err() {
@@ -446,8 +445,8 @@ impl<N: Node> RelationshipSvc<N> {
             .optional_object_types
             .iter()
             .enumerate()
-            .map(|(i, t)| convert::type_name(t, &format!("optional_object_types[{i}]")))
-            .collect::<ApiResult<_>>()?;
+            .map(|(i, t)| dhow_wire::type_name(t, &format!("optional_object_types[{i}]")))
+            .collect::<Result<_, _>>()?;
         let node = &self.st.node;
         let start = match &req.optional_start_cursor {
             Some(t) => {
@@ -479,7 +478,7 @@ impl<N: Node> RelationshipSvc<N> {
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
-                    convert::relationship(Some(r), &format!("relationships[{i}]"))
+                    writable_relationship(Some(r), &format!("relationships[{i}]"))
                         .map_err(|e| e.with("batch", batch_no))
                 })
                 .collect::<ApiResult<Vec<_>>>()
@@ -506,8 +505,7 @@ impl<N: Node> RelationshipSvc<N> {
                 let rev = self.st.node.applied();
                 let st = self.st.clone();
                 let checked = blocking(move || {
-                    let store = st.node.store();
-                    let schema = st.schemas.require(&*store, rev)?;
+                    let schema = st.require_schema(rev)?;
                     for (i, r) in chunk.iter().enumerate() {
                         validate_stored(
                             &schema.engine,
@@ -595,7 +593,7 @@ impl<N: Node> RelationshipSvc<N> {
                 let relationships: Vec<pb::Relationship> = page
                     .iter()
                     .filter(|r| !r.is_expired_at(now))
-                    .map(convert::relationship_pb)
+                    .map(dhow_wire::relationship_pb)
                     .collect();
                 // Every batch is sent unless it is empty; the last one always is, so that
                 // even an empty export tells its revision.
@@ -637,7 +635,7 @@ fn change_pb(c: &dhow_tuples::Change) -> pb::RelationshipChange {
         } else {
             Operation::Touch
         } as i32,
-        relationship: Some(convert::relationship_pb(&c.relationship)),
+        relationship: Some(dhow_wire::relationship_pb(&c.relationship)),
     }
 }
 

@@ -14,7 +14,7 @@ use tonic::{Code, Request, Response, Status};
 use super::{blocking, status, State};
 use crate::consistency;
 use crate::error::{reason, ApiError, ApiResult};
-use crate::node::Node;
+use dhow_node::Node;
 
 /// Relationships read per page during the orphan check.
 const PAGE: usize = 1000;
@@ -106,7 +106,7 @@ impl<N: Node> SchemaSvc<N> {
         let st = self.st.clone();
         let found = blocking(move || {
             let store = st.node.store();
-            let old = st.schemas.get(&*store, rev)?;
+            let old = st.schema_at(rev)?;
             orphans(
                 &*store,
                 rev,
