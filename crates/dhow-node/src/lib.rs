@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod gc;
+pub mod listen;
 pub mod mem_node;
 pub mod node;
 pub mod peer;

@@ -17,7 +17,7 @@ use dhow_raft::{RaftHandle, Reporter, SnapshotBuilder, SnapshotSource, Transport
 use dhow_tuples::{Revision, TupleStore};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -367,8 +367,7 @@ pub async fn serve_peers(
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "serving dhow.internal.v1 (peers)");
     Server::builder()
-        .tcp_nodelay(true)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::listen::incoming(listener), shutdown)
         .await
 }

@@ -12,7 +12,6 @@ use dhow_proto::v1::relationship_service_server::RelationshipServiceServer;
 use dhow_proto::v1::schema_service_server::SchemaServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
@@ -107,7 +106,7 @@ pub async fn serve<N: Node>(
         .add_service(relationship)
         .add_service(schema)
         .add_service(cluster)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .serve_with_incoming_shutdown(dhow_node::listen::incoming(listener), signal)
         .await?;
     Ok(())
 }
