@@ -27,7 +27,7 @@ pub(crate) struct Outcome {
 }
 
 /// Evaluates checks for one subject over one reader. Its memo is valid for that subject only.
-pub(crate) struct Checker<'a, R: SnapshotReader> {
+pub(crate) struct Evaluator<'a, R: SnapshotReader> {
     engine: &'a Engine,
     reader: &'a R,
     opts: Options,
@@ -37,9 +37,9 @@ pub(crate) struct Checker<'a, R: SnapshotReader> {
     cycle_cuts: u64,
 }
 
-impl<'a, R: SnapshotReader> Checker<'a, R> {
+impl<'a, R: SnapshotReader> Evaluator<'a, R> {
     pub fn new(engine: &'a Engine, reader: &'a R, opts: Options, subject: Subject) -> Self {
-        Checker {
+        Evaluator {
             engine,
             reader,
             opts,
@@ -356,7 +356,7 @@ impl Engine {
         opts: Options,
     ) -> Result<CheckResult, Error> {
         self.validate_check(req)?;
-        let mut c = Checker::new(self, reader, opts, req.subject.clone());
+        let mut c = Evaluator::new(self, reader, opts, req.subject.clone());
         let o = c.member(&req.resource, &req.permission, 0)?;
         Ok(CheckResult {
             allowed: o.allowed,
@@ -373,13 +373,13 @@ impl Engine {
         reqs: &[CheckRequest],
         opts: Options,
     ) -> Vec<Result<CheckResult, Error>> {
-        let mut checkers: HashMap<Subject, Checker<'_, R>> = HashMap::new();
+        let mut evaluators: HashMap<Subject, Evaluator<'_, R>> = HashMap::new();
         reqs.iter()
             .map(|req| {
                 self.validate_check(req)?;
-                let c = checkers
+                let c = evaluators
                     .entry(req.subject.clone())
-                    .or_insert_with(|| Checker::new(self, reader, opts, req.subject.clone()));
+                    .or_insert_with(|| Evaluator::new(self, reader, opts, req.subject.clone()));
                 let o = c.member(&req.resource, &req.permission, 0)?;
                 Ok(CheckResult {
                     allowed: o.allowed,

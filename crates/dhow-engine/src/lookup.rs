@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use dhow_tuples::{ObjectRef, SnapshotReader, Subject, WILDCARD};
 
-use crate::check::Checker;
+use crate::check::Evaluator;
 use crate::{Engine, Error, Options};
 
 impl Engine {
@@ -48,7 +48,7 @@ impl Engine {
             .iter()
             .filter(|o| o.object_type == resource_type && !o.is_wildcard())
             .collect();
-        let mut checker = Checker::new(
+        let mut evaluator = Evaluator::new(
             self,
             reader,
             Options {
@@ -59,7 +59,7 @@ impl Engine {
         );
         let mut out = Vec::new();
         for c in candidates {
-            if checker.member(c, permission, 0)?.allowed {
+            if evaluator.member(c, permission, 0)?.allowed {
                 out.push(c.object_id.clone());
             }
         }

@@ -15,24 +15,26 @@
 //! assert_eq!(dhow_schema::compile(&schema.to_string()).unwrap(), schema);
 //! ```
 
-pub mod check;
+pub mod ast;
 pub mod error;
 pub mod lexer;
 pub mod model;
 pub mod parser;
 pub mod print;
+pub mod typecheck;
 
+pub use ast::SchemaFile;
 pub use error::{Diagnostic, ErrorKind, SchemaError};
 pub use lexer::Span;
 pub use model::{
     AllowedKind, AllowedSubject, ArrowMode, Caveat, Definition, Member, Permission, Relation,
     Rewrite, Schema,
 };
-pub use parser::{parse, SchemaFile};
+pub use parser::parse;
 
 /// Parses and type-checks schema text into a compiled [`Schema`]. On failure the error holds
 /// the first syntax error, or every type error found, each with its line and column.
 pub fn compile(text: &str) -> Result<Schema, SchemaError> {
     let file = parser::parse(text)?;
-    check::check(text, &file)
+    typecheck::check(text, &file)
 }

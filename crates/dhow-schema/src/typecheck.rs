@@ -15,25 +15,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::ast::{
+    AllowedDecl, AllowedDeclKind, CaveatDecl, DefinitionDecl, Expr, Ident, Item, MemberDecl,
+    PermissionDecl, RelationDecl, SchemaFile, TypeRef, RESERVED,
+};
 use crate::error::{ErrorKind, LineIndex, Pending, SchemaError};
 use crate::lexer::{lex, Span, TokenKind};
 use crate::model::{
     AllowedKind, AllowedSubject, Caveat, Definition, Permission, Relation, Rewrite, Schema,
 };
-use crate::parser::{
-    AllowedDecl, AllowedDeclKind, CaveatDecl, DefinitionDecl, Expr, Ident, Item, MemberDecl,
-    PermissionDecl, RelationDecl, SchemaFile, TypeRef,
-};
-
-/// Words that cannot be used as names (SpiceDB's keywords).
-pub const RESERVED: [&str; 6] = [
-    "definition",
-    "caveat",
-    "relation",
-    "permission",
-    "nil",
-    "with",
-];
 
 /// Caveat parameter types and how many type arguments each takes.
 const CAVEAT_TYPES: [(&str, usize); 12] = [
@@ -53,7 +43,7 @@ const CAVEAT_TYPES: [(&str, usize); 12] = [
 
 /// Checks a parsed schema and compiles it. `src` is the text it was parsed from (for positions).
 pub fn check(src: &str, file: &SchemaFile) -> Result<Schema, SchemaError> {
-    let mut checker = Checker::new(src, file);
+    let mut checker = TypeChecker::new(src, file);
     checker.run();
     if let Some(err) = SchemaError::from_pending(src, std::mem::take(&mut checker.errors)) {
         return Err(err);
@@ -67,7 +57,8 @@ struct DefInfo<'a> {
     members: HashMap<&'a str, &'a MemberDecl>,
 }
 
-struct Checker<'a> {
+/// Walks a parsed file once, collecting every error, then builds the compiled schema.
+struct TypeChecker<'a> {
     file: &'a SchemaFile,
     lines: LineIndex,
     src: &'a str,
@@ -79,9 +70,9 @@ struct Checker<'a> {
     caveats: HashMap<&'a str, &'a CaveatDecl>,
 }
 
-impl<'a> Checker<'a> {
-    fn new(src: &'a str, file: &'a SchemaFile) -> Checker<'a> {
-        Checker {
+impl<'a> TypeChecker<'a> {
+    fn new(src: &'a str, file: &'a SchemaFile) -> TypeChecker<'a> {
+        TypeChecker {
             file,
             lines: LineIndex::new(src),
             src,
