@@ -94,23 +94,23 @@ fn expand_contains(
                 return false;
             }
             let sub = engine
-                .expand(reader, &s.object, rel, opts)
+                .expand(reader, &s.object, rel, opts.clone())
                 .expect("expand of a stored subject set");
-            let found = expand_contains(engine, reader, &sub, subject, visiting, opts);
+            let found = expand_contains(engine, reader, &sub, subject, visiting, opts.clone());
             visiting.remove(&key);
             found
         }),
         ExpandTree::Union(kids) => kids
             .iter()
-            .any(|k| expand_contains(engine, reader, k, subject, visiting, opts)),
+            .any(|k| expand_contains(engine, reader, k, subject, visiting, opts.clone())),
         ExpandTree::Intersection(kids) => {
             !kids.is_empty()
                 && kids
                     .iter()
-                    .all(|k| expand_contains(engine, reader, k, subject, visiting, opts))
+                    .all(|k| expand_contains(engine, reader, k, subject, visiting, opts.clone()))
         }
         ExpandTree::Exclusion(a, b) => {
-            expand_contains(engine, reader, a, subject, visiting, opts)
+            expand_contains(engine, reader, a, subject, visiting, opts.clone())
                 && !expand_contains(engine, reader, b, subject, visiting, opts)
         }
     }
@@ -163,14 +163,23 @@ fn check_lookups_and_expand_agree() {
             let def = schema.definition(&resource.object_type).expect("retained");
             for perm in def.relations.keys().chain(def.permissions.keys()) {
                 let tree = engine
-                    .expand(&reader, resource, perm, opts)
+                    .expand(&reader, resource, perm, opts.clone())
                     .expect("expand");
                 for subject in &subjects {
                     combinations += 1;
                     let req = CheckRequest::new(resource.clone(), perm.clone(), subject.clone());
-                    let check = engine.check(&reader, &req, opts).expect("check").allowed;
+                    let check = engine
+                        .check(&reader, &req, opts.clone())
+                        .expect("check")
+                        .allowed;
                     let lr = engine
-                        .lookup_resources(&reader, &resource.object_type, perm, subject, opts)
+                        .lookup_resources(
+                            &reader,
+                            &resource.object_type,
+                            perm,
+                            subject,
+                            opts.clone(),
+                        )
                         .expect("lookup_resources")
                         .contains(&resource.object_id);
                     let ls = engine
@@ -180,12 +189,18 @@ fn check_lookups_and_expand_agree() {
                             perm,
                             &subject.object.object_type,
                             subject.relation.as_deref(),
-                            opts,
+                            opts.clone(),
                         )
                         .expect("lookup_subjects")
                         .contains(subject);
-                    let ex =
-                        expand_contains(engine, &reader, &tree, subject, &mut HashSet::new(), opts);
+                    let ex = expand_contains(
+                        engine,
+                        &reader,
+                        &tree,
+                        subject,
+                        &mut HashSet::new(),
+                        opts.clone(),
+                    );
                     if !(check == lr && lr == ls && ls == ex) {
                         disagreements.push(format!(
                             "{}: {resource}#{perm}@{subject}: check={check} \
