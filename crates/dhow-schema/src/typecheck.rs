@@ -13,6 +13,7 @@
 //! caveats have at least one parameter, no duplicate parameters, known parameter types and use
 //! every parameter.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::ast::{
@@ -68,6 +69,10 @@ struct TypeChecker<'a> {
     /// Definition name to index in `defs` (first declaration).
     def_by_name: HashMap<&'a str, usize>,
     caveats: HashMap<&'a str, &'a CaveatDecl>,
+    /// Relations (`definition#relation`) from which no wildcard can be reached, found by
+    /// earlier searches: each relation is searched through once, not once per subject set
+    /// that leads to it (that made a chain of N definitions cost N² steps).
+    no_wildcard: RefCell<HashSet<(String, String)>>,
 }
 
 impl<'a> TypeChecker<'a> {
@@ -81,6 +86,7 @@ impl<'a> TypeChecker<'a> {
             defs: Vec::new(),
             def_by_name: HashMap::new(),
             caveats: HashMap::new(),
+            no_wildcard: RefCell::new(HashSet::new()),
         }
     }
 
@@ -418,8 +424,11 @@ impl<'a> TypeChecker<'a> {
     fn wildcard_via(&self, def_name: &str, rel: &RelationDecl) -> Option<(String, String)> {
         let mut visited: HashSet<(String, String)> = HashSet::new();
         let mut stack: Vec<(String, &RelationDecl)> = vec![(def_name.to_string(), rel)];
+        let mut no_wildcard = self.no_wildcard.borrow_mut();
         while let Some((def, rel)) = stack.pop() {
-            if !visited.insert((def.clone(), rel.name.name.clone())) {
+            let key = (def.clone(), rel.name.name.clone());
+            // Skipping a relation known to reach no wildcard changes nothing found.
+            if no_wildcard.contains(&key) || !visited.insert(key) {
                 continue;
             }
             for allowed in &rel.allowed {
@@ -447,6 +456,8 @@ impl<'a> TypeChecker<'a> {
                 }
             }
         }
+        // The search went through everything reachable: none of it reaches a wildcard.
+        no_wildcard.extend(visited);
         None
     }
 
