@@ -1,13 +1,16 @@
 //! Check and CheckBulk: does a subject have a permission on a resource at this revision?
-//! Short-circuiting evaluation of the userset rewrites, with a per-call memo, cycle cutting
-//! and a depth limit, building the proof as it goes when asked.
+//! Short-circuiting evaluation of the userset rewrites, with a per-call memo that is aware of
+//! cycles (`table.rs`), within the request's budgets, building the proof as it goes when
+//! asked.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use dhow_schema::{ArrowMode, Member, Rewrite};
-use dhow_tuples::{ObjectRef, Relationship, Revision, SnapshotReader, Subject};
+use dhow_tuples::{ObjectRef, Relationship, Revision, SnapshotReader, Subject, Timestamp};
 
+use crate::budget::{grow, Meter};
 use crate::proof::{Proof, Step};
+use crate::table::{Enter, Leave, Same, Stop, Table};
 use crate::{CheckRequest, Engine, Error, Options};
 
 /// The answer to one check.
@@ -26,32 +29,45 @@ pub(crate) struct Outcome {
     pub proof: Option<Proof>,
 }
 
-/// Evaluates checks for one subject over one reader. Its memo is valid for that subject only.
-pub(crate) struct Checker<'a, R: SnapshotReader> {
-    engine: &'a Engine,
-    reader: &'a R,
-    opts: Options,
-    subject: Subject,
-    memo: HashMap<(ObjectRef, String), Outcome>,
-    in_progress: HashSet<(ObjectRef, String)>,
-    cycle_cuts: u64,
+/// Two outcomes are the same answer whatever their proofs.
+impl Same for Outcome {
+    fn same(&self, other: &Self) -> bool {
+        self.allowed == other.allowed
+    }
 }
 
-impl<'a, R: SnapshotReader> Checker<'a, R> {
-    pub fn new(engine: &'a Engine, reader: &'a R, opts: Options, subject: Subject) -> Self {
-        Checker {
+/// Evaluates checks for one subject over one reader. Its memo is valid for that subject only.
+pub(crate) struct Evaluator<'a, R: SnapshotReader> {
+    engine: &'a Engine,
+    reader: &'a R,
+    meter: &'a Meter,
+    explain: bool,
+    now: Timestamp,
+    subject: Subject,
+    table: Table<Outcome>,
+}
+
+impl<'a, R: SnapshotReader> Evaluator<'a, R> {
+    pub fn new(
+        engine: &'a Engine,
+        reader: &'a R,
+        opts: &Options,
+        meter: &'a Meter,
+        subject: Subject,
+    ) -> Self {
+        Evaluator {
             engine,
             reader,
-            opts,
+            meter,
+            explain: opts.explain,
+            now: opts.now,
             subject,
-            memo: HashMap::new(),
-            in_progress: HashSet::new(),
-            cycle_cuts: 0,
+            table: Table::new(false),
         }
     }
 
     fn visible(&self, rels: Vec<Relationship>) -> Result<Vec<Relationship>, Error> {
-        Engine::visible(rels, self.opts.now)
+        Engine::visible(rels, self.now)
     }
 
     fn proof(
@@ -60,27 +76,53 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
         allowed: bool,
         children: Vec<Proof>,
     ) -> Option<Proof> {
-        self.opts.explain.then(|| Proof {
+        self.explain.then(|| Proof {
             step: step(),
             allowed,
             children,
         })
     }
 
-    /// Is the subject in `resource#relation`?
-    pub fn member(
+    /// Counts one reader call on `resource#relation`.
+    fn read(&self, resource: &ObjectRef, relation: &str) -> Result<(), Error> {
+        self.meter.dispatch(|| format!("{resource}#{relation}"))
+    }
+
+    /// Is the subject in `resource#relation`? One top-level query: the memo keeps what it
+    /// proved for the next ones.
+    pub fn query(&mut self, resource: &ObjectRef, relation: &str) -> Result<Outcome, Error> {
+        loop {
+            match self.member(resource, relation, 0, false) {
+                Ok(o) => return Ok(o),
+                Err(Stop::Error(e)) => return Err(e),
+                // Relationships outside the schema closed a cycle: again, conservatively
+                // (after which no restart can happen).
+                Err(Stop::Restart) => self.table.go_conservative(),
+            }
+        }
+    }
+
+    /// Is the subject in `resource#relation`? `negative` says the step that leads here is
+    /// under an excluded operand.
+    fn member(
         &mut self,
         resource: &ObjectRef,
         relation: &str,
         depth: u32,
-    ) -> Result<Outcome, Error> {
-        if depth > self.opts.max_depth {
-            return Err(Error::MaxDepth {
-                max_depth: self.opts.max_depth,
-                resource: resource.clone(),
-                relation: relation.to_string(),
-            });
-        }
+        negative: bool,
+    ) -> Result<Outcome, Stop> {
+        grow(|| self.member_inner(resource, relation, depth, negative))
+    }
+
+    fn member_inner(
+        &mut self,
+        resource: &ObjectRef,
+        relation: &str,
+        depth: u32,
+        negative: bool,
+    ) -> Result<Outcome, Stop> {
+        let at = || format!("{resource}#{relation}");
+        self.meter.depth(depth, at)?;
         let member_step = || Step::Member {
             resource: resource.clone(),
             relation: relation.to_string(),
@@ -92,13 +134,11 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
                 proof: self.proof(member_step, true, child.into_iter().collect()),
             });
         }
-        let key = (resource.clone(), relation.to_string());
-        if let Some(o) = self.memo.get(&key) {
-            return Ok(o.clone());
-        }
-        if self.in_progress.contains(&key) {
-            self.cycle_cuts += 1;
-            return Ok(Outcome {
+        let engine = self.engine;
+        let member = engine.member_of(resource, relation)?;
+        let class = engine.class(&resource.object_type, relation);
+        loop {
+            let cut = Outcome {
                 allowed: false,
                 proof: self.proof(
                     || Step::Cycle {
@@ -108,30 +148,44 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
                     false,
                     Vec::new(),
                 ),
-            });
+            };
+            match self.table.enter(
+                (resource.clone(), relation.to_string()),
+                class,
+                negative,
+                |a, b, n| engine.allows(a, b, n),
+                cut,
+            )? {
+                Enter::Known(o) | Enter::Cut(o) => return Ok(o),
+                Enter::Evaluate => {}
+            }
+            let inner = self
+                .meter
+                .dispatch(at)
+                .map_err(Stop::from)
+                .and_then(|()| match member {
+                    Member::Relation(_) => self.relation(resource, relation, depth),
+                    Member::Permission(p) => self.rewrite(resource, &p.rewrite, depth + 1, false),
+                });
+            let inner = match inner {
+                Ok(o) => o,
+                Err(e) => {
+                    self.table.abandon();
+                    return Err(e);
+                }
+            };
+            let out = Outcome {
+                allowed: inner.allowed,
+                proof: self.proof(
+                    member_step,
+                    inner.allowed,
+                    inner.proof.into_iter().collect(),
+                ),
+            };
+            if self.table.leave(&out, out.allowed) == Leave::Done {
+                return Ok(out);
+            }
         }
-        let engine = self.engine;
-        let member = engine.member_of(resource, relation)?;
-        self.in_progress.insert(key.clone());
-        let cuts_before = self.cycle_cuts;
-        let inner = match member {
-            Member::Relation(_) => self.relation(resource, relation, depth),
-            Member::Permission(p) => self.rewrite(resource, &p.rewrite, depth),
-        };
-        self.in_progress.remove(&key);
-        let inner = inner?;
-        let out = Outcome {
-            allowed: inner.allowed,
-            proof: self.proof(
-                member_step,
-                inner.allowed,
-                inner.proof.into_iter().collect(),
-            ),
-        };
-        if self.cycle_cuts == cuts_before {
-            self.memo.insert(key, out.clone());
-        }
-        Ok(out)
     }
 
     fn relation(
@@ -139,8 +193,9 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
         resource: &ObjectRef,
         relation: &str,
         depth: u32,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<Outcome, Stop> {
         // Direct hit, then the wildcard of the subject's type, then subject sets.
+        self.read(resource, relation)?;
         if let Some(r) = self.reader.find(resource, relation, &self.subject)? {
             if let Some(r) = self.visible(vec![r])?.pop() {
                 let proof = self.proof(|| Step::Direct(r), true, Vec::new());
@@ -155,6 +210,7 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
                 self.subject.object.object_type.clone(),
                 dhow_tuples::WILDCARD,
             );
+            self.read(resource, relation)?;
             if let Some(r) = self.reader.find(resource, relation, &wild)? {
                 if let Some(r) = self.visible(vec![r])?.pop() {
                     let proof = self.proof(|| Step::Wildcard(r), true, Vec::new());
@@ -165,13 +221,14 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
                 }
             }
         }
+        self.read(resource, relation)?;
         let rels = self.visible(self.reader.by_resource(resource, relation)?)?;
         let mut denied = Vec::new();
         for r in rels {
             let Some(sub_rel) = r.subject.relation.as_deref() else {
                 continue;
             };
-            let o = self.member(&r.subject.object, sub_rel, depth + 1)?;
+            let o = self.member(&r.subject.object, sub_rel, depth + 1, false)?;
             if o.allowed {
                 let proof = self.proof(|| Step::SubjectSet(r), true, o.proof.into_iter().collect());
                 return Ok(Outcome {
@@ -179,7 +236,7 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
                     proof,
                 });
             }
-            if self.opts.explain {
+            if self.explain {
                 denied.push(Proof {
                     step: Step::SubjectSet(r),
                     allowed: false,
@@ -201,22 +258,38 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
         })
     }
 
+    /// Evaluates one node of a permission's expression; each level of nesting is one step of
+    /// depth.
+    /// `negative` says `rw` is under an excluded operand.
     fn rewrite(
         &mut self,
         resource: &ObjectRef,
         rw: &Rewrite,
         depth: u32,
-    ) -> Result<Outcome, Error> {
+        negative: bool,
+    ) -> Result<Outcome, Stop> {
+        self.meter
+            .depth(depth, || format!("{resource} (in an expression)"))?;
+        grow(|| self.rewrite_inner(resource, rw, depth, negative))
+    }
+
+    fn rewrite_inner(
+        &mut self,
+        resource: &ObjectRef,
+        rw: &Rewrite,
+        depth: u32,
+        negative: bool,
+    ) -> Result<Outcome, Stop> {
         match rw {
             Rewrite::Nil => Ok(Outcome {
                 allowed: false,
                 proof: self.proof(|| Step::Nil, false, Vec::new()),
             }),
-            Rewrite::Computed(name) => self.member(resource, name, depth + 1),
+            Rewrite::Computed(name) => self.member(resource, name, depth + 1, negative),
             Rewrite::Union(items) => {
                 let mut denied = Vec::new();
                 for item in items {
-                    let o = self.rewrite(resource, item, depth)?;
+                    let o = self.rewrite(resource, item, depth + 1, negative)?;
                     if o.allowed {
                         let proof = self.proof(|| Step::Union, true, o.proof.into_iter().collect());
                         return Ok(Outcome {
@@ -234,7 +307,7 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
             Rewrite::Intersection(items) => {
                 let mut granted = Vec::new();
                 for item in items {
-                    let o = self.rewrite(resource, item, depth)?;
+                    let o = self.rewrite(resource, item, depth + 1, negative)?;
                     if !o.allowed {
                         let proof =
                             self.proof(|| Step::Intersection, false, o.proof.into_iter().collect());
@@ -251,7 +324,7 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
                 })
             }
             Rewrite::Exclusion(base, excluded) => {
-                let b = self.rewrite(resource, base, depth)?;
+                let b = self.rewrite(resource, base, depth + 1, negative)?;
                 if !b.allowed {
                     let proof =
                         self.proof(|| Step::Exclusion, false, b.proof.into_iter().collect());
@@ -260,7 +333,7 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
                         proof,
                     });
                 }
-                let e = self.rewrite(resource, excluded, depth)?;
+                let e = self.rewrite(resource, excluded, depth + 1, true)?;
                 let allowed = !e.allowed;
                 let children = b.proof.into_iter().chain(e.proof).collect();
                 Ok(Outcome {
@@ -272,7 +345,7 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
                 tupleset,
                 computed,
                 mode,
-            } => self.arrow(resource, tupleset, computed, *mode, depth),
+            } => self.arrow(resource, tupleset, computed, *mode, depth, negative),
         }
     }
 
@@ -283,12 +356,14 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
         computed: &str,
         mode: ArrowMode,
         depth: u32,
-    ) -> Result<Outcome, Error> {
+        negative: bool,
+    ) -> Result<Outcome, Stop> {
         let step = || Step::Arrow {
             tupleset: tupleset.to_string(),
             computed: computed.to_string(),
             mode,
         };
+        self.read(resource, tupleset)?;
         let rels = self.visible(self.reader.by_resource(resource, tupleset)?)?;
         let schema = &self.engine.schema;
         let mut children = Vec::new();
@@ -309,7 +384,7 @@ impl<'a, R: SnapshotReader> Checker<'a, R> {
                 continue;
             }
             any_target = true;
-            let o = self.member(target, computed, depth + 1)?;
+            let o = self.member(target, computed, depth + 1, negative)?;
             let hop = self.proof(
                 || Step::ArrowHop(r.clone()),
                 o.allowed,
@@ -356,8 +431,9 @@ impl Engine {
         opts: Options,
     ) -> Result<CheckResult, Error> {
         self.validate_check(req)?;
-        let mut c = Checker::new(self, reader, opts, req.subject.clone());
-        let o = c.member(&req.resource, &req.permission, 0)?;
+        let meter = Meter::new(&opts);
+        let mut c = Evaluator::new(self, reader, &opts, &meter, req.subject.clone());
+        let o = c.query(&req.resource, &req.permission)?;
         Ok(CheckResult {
             allowed: o.allowed,
             revision: reader.revision(),
@@ -366,21 +442,23 @@ impl Engine {
     }
 
     /// Many checks at one revision; each has its own result. Checks for the same subject
-    /// share one memo.
+    /// share one memo, and all share the request's budgets: once one runs out, the checks
+    /// after it fail with the same error.
     pub fn check_bulk<R: SnapshotReader>(
         &self,
         reader: &R,
         reqs: &[CheckRequest],
         opts: Options,
     ) -> Vec<Result<CheckResult, Error>> {
-        let mut checkers: HashMap<Subject, Checker<'_, R>> = HashMap::new();
+        let meter = Meter::new(&opts);
+        let mut evaluators: HashMap<Subject, Evaluator<'_, R>> = HashMap::new();
         reqs.iter()
             .map(|req| {
                 self.validate_check(req)?;
-                let c = checkers
-                    .entry(req.subject.clone())
-                    .or_insert_with(|| Checker::new(self, reader, opts, req.subject.clone()));
-                let o = c.member(&req.resource, &req.permission, 0)?;
+                let c = evaluators.entry(req.subject.clone()).or_insert_with(|| {
+                    Evaluator::new(self, reader, &opts, &meter, req.subject.clone())
+                });
+                let o = c.query(&req.resource, &req.permission)?;
                 Ok(CheckResult {
                     allowed: o.allowed,
                     revision: reader.revision(),

@@ -1,6 +1,6 @@
 //! The one error type of the engine.
 
-use dhow_tuples::ObjectRef;
+use crate::Budget;
 
 /// Why an evaluation could not give an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -11,16 +11,19 @@ pub enum Error {
     /// The relation or permission is not defined on the type.
     #[error("`{relation}` is not a relation or permission of `{type_name}`")]
     UnknownRelation { type_name: String, relation: String },
-    /// The evaluation recursed past the depth limit.
-    #[error(
-        "evaluation exceeded the maximum depth of {max_depth} at `{resource}#{relation}`; \
-         the relationship graph is too deep (or the limit too low)"
-    )]
-    MaxDepth {
-        max_depth: u32,
-        resource: ObjectRef,
-        relation: String,
+    /// The request ran out of one of its budgets
+    /// ([`Options::max_depth`](crate::Options::max_depth),
+    /// [`Options::max_dispatches`](crate::Options::max_dispatches)); `at` names where
+    /// (`resource#relation`).
+    #[error("evaluation ran out of its {budget} budget of {limit} at `{at}`: {}", .budget.hint())]
+    BudgetExhausted {
+        budget: Budget,
+        limit: u64,
+        at: String,
     },
+    /// The caller set the request's [`Cancel`](crate::Cancel) flag.
+    #[error("evaluation cancelled by the caller")]
+    Cancelled,
     /// A relationship with a caveat was met; caveats are not evaluated yet.
     #[error("relationship `{0}` has a caveat; caveats are not supported yet")]
     CaveatUnsupported(String),

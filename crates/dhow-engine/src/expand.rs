@@ -1,12 +1,14 @@
 //! Expand: the userset tree of `resource#relation`. Rewrites are expanded inline (computed
 //! usersets and arrows); stored subject sets stay leaves, as in Zanzibar and SpiceDB, so a
-//! caller expands them further if it wants to.
+//! caller expands them further if it wants to. A tree can be exponential in the schema's size
+//! (`p0 = p1 + p1`, `p1 = p2 + p2`, ...): the request's budgets bound it.
 
 use std::collections::HashSet;
 
 use dhow_schema::{ArrowMode, Member, Rewrite};
-use dhow_tuples::{ObjectRef, SnapshotReader, Subject};
+use dhow_tuples::{ObjectRef, SnapshotReader, Subject, Timestamp};
 
+use crate::budget::{grow, Meter};
 use crate::{Engine, Error, Options};
 
 /// A node of an expansion: the userset `resource#relation` and how it is made.
@@ -34,7 +36,8 @@ pub enum ExpandTree {
 struct Expander<'a, R: SnapshotReader> {
     engine: &'a Engine,
     reader: &'a R,
-    opts: Options,
+    meter: &'a Meter,
+    now: Timestamp,
     path: HashSet<(ObjectRef, String)>,
 }
 
@@ -45,13 +48,17 @@ impl<R: SnapshotReader> Expander<'_, R> {
         relation: &str,
         depth: u32,
     ) -> Result<ExpandNode, Error> {
-        if depth > self.opts.max_depth {
-            return Err(Error::MaxDepth {
-                max_depth: self.opts.max_depth,
-                resource: resource.clone(),
-                relation: relation.to_string(),
-            });
-        }
+        grow(|| self.member_inner(resource, relation, depth))
+    }
+
+    fn member_inner(
+        &mut self,
+        resource: &ObjectRef,
+        relation: &str,
+        depth: u32,
+    ) -> Result<ExpandNode, Error> {
+        let at = || format!("{resource}#{relation}");
+        self.meter.depth(depth, at)?;
         let node = |tree| ExpandNode {
             resource: resource.clone(),
             relation: relation.to_string(),
@@ -68,10 +75,11 @@ impl<R: SnapshotReader> Expander<'_, R> {
         }
         let engine = self.engine;
         let member = engine.member_of(resource, relation)?;
+        self.meter.dispatch(at)?;
         self.path.insert(key.clone());
         let tree = match member {
             Member::Relation(_) => self.leaf(resource, relation),
-            Member::Permission(p) => self.rewrite(resource, relation, &p.rewrite, depth),
+            Member::Permission(p) => self.rewrite(resource, relation, &p.rewrite, depth + 1),
         };
         self.path.remove(&key);
         Ok(node(tree?))
@@ -79,13 +87,29 @@ impl<R: SnapshotReader> Expander<'_, R> {
 
     fn leaf(&mut self, resource: &ObjectRef, relation: &str) -> Result<ExpandTree, Error> {
         let mut subjects = Vec::new();
-        for r in Engine::visible(self.reader.by_resource(resource, relation)?, self.opts.now)? {
+        self.meter.dispatch(|| format!("{resource}#{relation}"))?;
+        for r in Engine::visible(self.reader.by_resource(resource, relation)?, self.now)? {
             subjects.push(r.subject);
         }
         Ok(ExpandTree::Leaf(subjects))
     }
 
+    /// Expands one node of a permission's expression; each level of nesting is one step of
+    /// depth.
     fn rewrite(
+        &mut self,
+        resource: &ObjectRef,
+        relation: &str,
+        rw: &Rewrite,
+        depth: u32,
+    ) -> Result<ExpandTree, Error> {
+        self.meter.depth(depth, || {
+            format!("{resource}#{relation} (in its expression)")
+        })?;
+        grow(|| self.rewrite_inner(resource, relation, rw, depth))
+    }
+
+    fn rewrite_inner(
         &mut self,
         resource: &ObjectRef,
         relation: &str,
@@ -105,20 +129,20 @@ impl<R: SnapshotReader> Expander<'_, R> {
             Rewrite::Union(items) => {
                 let mut kids = Vec::new();
                 for i in items {
-                    kids.push(wrap(self.rewrite(resource, relation, i, depth)?));
+                    kids.push(wrap(self.rewrite(resource, relation, i, depth + 1)?));
                 }
                 ExpandTree::Union(kids)
             }
             Rewrite::Intersection(items) => {
                 let mut kids = Vec::new();
                 for i in items {
-                    kids.push(wrap(self.rewrite(resource, relation, i, depth)?));
+                    kids.push(wrap(self.rewrite(resource, relation, i, depth + 1)?));
                 }
                 ExpandTree::Intersection(kids)
             }
             Rewrite::Exclusion(a, b) => {
-                let a = wrap(self.rewrite(resource, relation, a, depth)?);
-                let b = wrap(self.rewrite(resource, relation, b, depth)?);
+                let a = wrap(self.rewrite(resource, relation, a, depth + 1)?);
+                let b = wrap(self.rewrite(resource, relation, b, depth + 1)?);
                 ExpandTree::Exclusion(Box::new(a), Box::new(b))
             }
             Rewrite::Arrow {
@@ -128,9 +152,8 @@ impl<R: SnapshotReader> Expander<'_, R> {
             } => {
                 let schema = self.engine.schema().clone();
                 let mut kids = Vec::new();
-                for r in
-                    Engine::visible(self.reader.by_resource(resource, tupleset)?, self.opts.now)?
-                {
+                self.meter.dispatch(|| format!("{resource}#{tupleset}"))?;
+                for r in Engine::visible(self.reader.by_resource(resource, tupleset)?, self.now)? {
                     let t = &r.subject.object;
                     if t.is_wildcard() {
                         continue;
@@ -164,10 +187,12 @@ impl Engine {
         opts: Options,
     ) -> Result<ExpandNode, Error> {
         self.validate_ref(&resource.object_type, Some(relation))?;
+        let meter = Meter::new(&opts);
         let mut e = Expander {
             engine: self,
             reader,
-            opts,
+            meter: &meter,
+            now: opts.now,
             path: HashSet::new(),
         };
         e.member(resource, relation, 0)

@@ -3,12 +3,14 @@
 //! Correct first: a reverse walk from the subject through the by-subject index collects every
 //! object connected to it (the only objects on which a check can be true), then each
 //! candidate of the asked type is checked with one shared memo. A later issue makes it fast.
+//! The walk's reads and the checks share the request's budgets.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use dhow_tuples::{ObjectRef, SnapshotReader, Subject, WILDCARD};
 
-use crate::check::Checker;
+use crate::budget::Meter;
+use crate::check::Evaluator;
 use crate::{Engine, Error, Options};
 
 impl Engine {
@@ -28,12 +30,14 @@ impl Engine {
         let mut queue = VecDeque::new();
         seen.insert(subject.object.clone());
         queue.push_back(subject.object.clone());
+        let meter = Meter::new(&opts);
         while let Some(obj) = queue.pop_front() {
+            meter.dispatch(|| format!("relationships of {obj}"))?;
             let mut rels = reader.by_subject_object(&obj)?;
             if !obj.is_wildcard() && wild_types.insert(obj.object_type.clone()) {
-                rels.extend(
-                    reader.by_subject_object(&ObjectRef::new(obj.object_type.clone(), WILDCARD))?,
-                );
+                let wild = ObjectRef::new(obj.object_type.clone(), WILDCARD);
+                meter.dispatch(|| format!("relationships of {wild}"))?;
+                rels.extend(reader.by_subject_object(&wild)?);
             }
             for r in rels {
                 if r.is_expired_at(opts.now) {
@@ -48,18 +52,14 @@ impl Engine {
             .iter()
             .filter(|o| o.object_type == resource_type && !o.is_wildcard())
             .collect();
-        let mut checker = Checker::new(
-            self,
-            reader,
-            Options {
-                explain: false,
-                ..opts
-            },
-            subject.clone(),
-        );
+        let opts = Options {
+            explain: false,
+            ..opts
+        };
+        let mut evaluator = Evaluator::new(self, reader, &opts, &meter, subject.clone());
         let mut out = Vec::new();
         for c in candidates {
-            if checker.member(c, permission, 0)?.allowed {
+            if evaluator.query(c, permission)?.allowed {
                 out.push(c.object_id.clone());
             }
         }

@@ -1,11 +1,13 @@
 //! LookupSubjects: every subject of one type (and subject relation) that has a permission on
 //! a resource, as a set that may hold a wildcard with exclusions (`user:* - {user:bob}`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use dhow_schema::{ArrowMode, Member, Rewrite};
-use dhow_tuples::{ObjectRef, SnapshotReader, Subject, WILDCARD};
+use dhow_tuples::{ObjectRef, SnapshotReader, Subject, Timestamp, WILDCARD};
 
+use crate::budget::{grow, Meter};
+use crate::table::{Enter, Leave, Same, Stop, Table};
 use crate::{Engine, Error, Options};
 
 /// A set of subjects of one type: some named ones, plus optionally every subject of the type
@@ -21,6 +23,11 @@ impl SubjectSet {
     /// Is `s` a member? (`s` must be a concrete subject of the set's type.)
     pub fn contains(&self, s: &Subject) -> bool {
         self.concrete.contains(s) || self.wildcard.as_ref().is_some_and(|ex| !ex.contains(s))
+    }
+
+    /// Nobody: no subject and no wildcard.
+    pub fn is_empty(&self) -> bool {
+        self.concrete.is_empty() && self.wildcard.is_none()
     }
 
     fn normalize(mut self) -> Self {
@@ -77,6 +84,12 @@ impl SubjectSet {
     }
 }
 
+impl Same for SubjectSet {
+    fn same(&self, other: &Self) -> bool {
+        self == other
+    }
+}
+
 /// One result of LookupSubjects: a subject, or the wildcard with the subjects it excludes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FoundSubject {
@@ -88,46 +101,89 @@ pub struct FoundSubject {
 struct Lookup<'a, R: SnapshotReader> {
     engine: &'a Engine,
     reader: &'a R,
-    opts: Options,
+    meter: &'a Meter,
+    now: Timestamp,
     target_type: String,
     target_relation: Option<String>,
-    memo: HashMap<(ObjectRef, String), SubjectSet>,
-    in_progress: HashSet<(ObjectRef, String)>,
-    cycle_cuts: u64,
+    table: Table<SubjectSet>,
 }
 
 impl<R: SnapshotReader> Lookup<'_, R> {
+    /// The subjects of `resource#relation`, as one top-level query.
+    fn query(&mut self, resource: &ObjectRef, relation: &str) -> Result<SubjectSet, Error> {
+        loop {
+            match self.member(resource, relation, 0, false) {
+                Ok(s) => return Ok(s),
+                Err(Stop::Error(e)) => return Err(e),
+                // Relationships outside the schema closed a cycle: again, conservatively.
+                Err(Stop::Restart) => self.table.go_conservative(),
+            }
+        }
+    }
+
+    /// The subjects of `resource#relation`; `negative` says the step that leads here is under
+    /// an excluded operand.
     fn member(
         &mut self,
         resource: &ObjectRef,
         relation: &str,
         depth: u32,
-    ) -> Result<SubjectSet, Error> {
-        if depth > self.opts.max_depth {
-            return Err(Error::MaxDepth {
-                max_depth: self.opts.max_depth,
-                resource: resource.clone(),
-                relation: relation.to_string(),
-            });
-        }
-        let key = (resource.clone(), relation.to_string());
-        if let Some(s) = self.memo.get(&key) {
-            return Ok(s.clone());
-        }
-        if self.in_progress.contains(&key) {
-            self.cycle_cuts += 1;
-            return Ok(SubjectSet::default());
-        }
+        negative: bool,
+    ) -> Result<SubjectSet, Stop> {
+        grow(|| self.member_inner(resource, relation, depth, negative))
+    }
+
+    fn member_inner(
+        &mut self,
+        resource: &ObjectRef,
+        relation: &str,
+        depth: u32,
+        negative: bool,
+    ) -> Result<SubjectSet, Stop> {
+        let at = || format!("{resource}#{relation}");
+        self.meter.depth(depth, at)?;
         let engine = self.engine;
         let member = engine.member_of(resource, relation)?;
-        self.in_progress.insert(key.clone());
-        let cuts = self.cycle_cuts;
-        let set = match member {
-            Member::Relation(_) => self.relation(resource, relation, depth),
-            Member::Permission(p) => self.rewrite(resource, &p.rewrite, depth),
-        };
-        self.in_progress.remove(&key);
-        let mut set = set?;
+        let class = engine.class(&resource.object_type, relation);
+        loop {
+            // A cycle adds nothing beyond what the cut assumes, except the subject set itself
+            // (as Check's first rule).
+            let entered = self.table.enter(
+                (resource.clone(), relation.to_string()),
+                class,
+                negative,
+                |a, b, n| engine.allows(a, b, n),
+                SubjectSet::default(),
+            )?;
+            match entered {
+                Enter::Known(s) => return Ok(s),
+                Enter::Cut(s) => return Ok(self.with_itself(resource, relation, s)),
+                Enter::Evaluate => {}
+            }
+            let set = self
+                .meter
+                .dispatch(at)
+                .map_err(Stop::from)
+                .and_then(|()| match member {
+                    Member::Relation(_) => self.relation(resource, relation, depth),
+                    Member::Permission(p) => self.rewrite(resource, &p.rewrite, depth + 1, false),
+                });
+            let set = match set {
+                Ok(s) => s,
+                Err(e) => {
+                    self.table.abandon();
+                    return Err(e);
+                }
+            };
+            let set = self.with_itself(resource, relation, set);
+            if self.table.leave(&set, false) == Leave::Done {
+                return Ok(set);
+            }
+        }
+    }
+
+    /// `set`, plus the subject set `resource#relation` itself when that is of the asked kind.
+    fn with_itself(&self, resource: &ObjectRef, relation: &str, mut set: SubjectSet) -> SubjectSet {
         if resource.object_type == self.target_type
             && self.target_relation.as_deref() == Some(relation)
         {
@@ -138,10 +194,7 @@ impl<R: SnapshotReader> Lookup<'_, R> {
             ));
             set = set.normalize();
         }
-        if cuts == self.cycle_cuts {
-            self.memo.insert(key, set.clone());
-        }
-        Ok(set)
+        set
     }
 
     fn relation(
@@ -149,9 +202,10 @@ impl<R: SnapshotReader> Lookup<'_, R> {
         resource: &ObjectRef,
         relation: &str,
         depth: u32,
-    ) -> Result<SubjectSet, Error> {
+    ) -> Result<SubjectSet, Stop> {
         let mut set = SubjectSet::default();
-        for r in Engine::visible(self.reader.by_resource(resource, relation)?, self.opts.now)? {
+        self.meter.dispatch(|| format!("{resource}#{relation}"))?;
+        for r in Engine::visible(self.reader.by_resource(resource, relation)?, self.now)? {
             let s = r.subject;
             if s.object.object_type == self.target_type && s.relation == self.target_relation {
                 if s.is_wildcard() {
@@ -165,33 +219,48 @@ impl<R: SnapshotReader> Lookup<'_, R> {
                 }
             }
             if let Some(sub_rel) = &s.relation {
-                let inner = self.member(&s.object, sub_rel, depth + 1)?;
+                let inner = self.member(&s.object, sub_rel, depth + 1, false)?;
                 set = set.union(inner);
             }
         }
         Ok(set)
     }
 
+    /// Evaluates one node of a permission's expression; each level of nesting is one step of
+    /// depth.
     fn rewrite(
         &mut self,
         resource: &ObjectRef,
         rw: &Rewrite,
         depth: u32,
-    ) -> Result<SubjectSet, Error> {
+        negative: bool,
+    ) -> Result<SubjectSet, Stop> {
+        self.meter
+            .depth(depth, || format!("{resource} (in an expression)"))?;
+        grow(|| self.rewrite_inner(resource, rw, depth, negative))
+    }
+
+    fn rewrite_inner(
+        &mut self,
+        resource: &ObjectRef,
+        rw: &Rewrite,
+        depth: u32,
+        negative: bool,
+    ) -> Result<SubjectSet, Stop> {
         Ok(match rw {
             Rewrite::Nil => SubjectSet::default(),
-            Rewrite::Computed(name) => self.member(resource, name, depth + 1)?,
+            Rewrite::Computed(name) => self.member(resource, name, depth + 1, negative)?,
             Rewrite::Union(items) => {
                 let mut acc = SubjectSet::default();
                 for i in items {
-                    acc = acc.union(self.rewrite(resource, i, depth)?);
+                    acc = acc.union(self.rewrite(resource, i, depth + 1, negative)?);
                 }
                 acc
             }
             Rewrite::Intersection(items) => {
                 let mut acc: Option<SubjectSet> = None;
                 for i in items {
-                    let s = self.rewrite(resource, i, depth)?;
+                    let s = self.rewrite(resource, i, depth + 1, negative)?;
                     acc = Some(match acc {
                         None => s,
                         Some(a) => a.intersect(s),
@@ -200,8 +269,8 @@ impl<R: SnapshotReader> Lookup<'_, R> {
                 acc.unwrap_or_default()
             }
             Rewrite::Exclusion(a, b) => {
-                let a = self.rewrite(resource, a, depth)?;
-                let b = self.rewrite(resource, b, depth)?;
+                let a = self.rewrite(resource, a, depth + 1, negative)?;
+                let b = self.rewrite(resource, b, depth + 1, true)?;
                 a.subtract(b)
             }
             Rewrite::Arrow {
@@ -211,9 +280,8 @@ impl<R: SnapshotReader> Lookup<'_, R> {
             } => {
                 let schema = self.engine.schema().clone();
                 let mut acc: Option<SubjectSet> = None;
-                for r in
-                    Engine::visible(self.reader.by_resource(resource, tupleset)?, self.opts.now)?
-                {
+                self.meter.dispatch(|| format!("{resource}#{tupleset}"))?;
+                for r in Engine::visible(self.reader.by_resource(resource, tupleset)?, self.now)? {
                     let t = &r.subject.object;
                     if t.is_wildcard() {
                         continue;
@@ -221,7 +289,7 @@ impl<R: SnapshotReader> Lookup<'_, R> {
                     let s = if schema.member(&t.object_type, computed).is_none() {
                         SubjectSet::default()
                     } else {
-                        self.member(t, computed, depth + 1)?
+                        self.member(t, computed, depth + 1, negative)?
                     };
                     acc = Some(match (acc, mode) {
                         (None, _) => s,
@@ -249,17 +317,17 @@ impl Engine {
     ) -> Result<SubjectSet, Error> {
         self.validate_ref(&resource.object_type, Some(permission))?;
         self.validate_ref(subject_type, subject_relation)?;
+        let meter = Meter::new(&opts);
         let mut l = Lookup {
             engine: self,
             reader,
-            opts,
+            meter: &meter,
+            now: opts.now,
             target_type: subject_type.to_string(),
             target_relation: subject_relation.map(str::to_string),
-            memo: HashMap::new(),
-            in_progress: HashSet::new(),
-            cycle_cuts: 0,
+            table: Table::new(true),
         };
-        l.member(resource, permission, 0)
+        l.query(resource, permission)
     }
 
     /// LookupSubjects: the subjects, sorted, with a wildcard (if any) first.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use dhow_engine::{CheckRequest, Engine, Error, Options, Step};
+use dhow_engine::{Budget, CheckRequest, Engine, Error, Options, Step};
 use dhow_tuples::{
     parse_relationship, parse_subject, MemStore, ObjectRef, Revision, Timestamp, WriteOp,
 };
@@ -105,10 +105,17 @@ fn deep_chains_hit_the_depth_limit_with_a_clear_error() {
         .check(&s.latest(), &req("group:g0#member@user:deep"), opts)
         .unwrap_err();
     assert!(
-        matches!(err, Error::MaxDepth { max_depth: 10, .. }),
+        matches!(
+            &err,
+            Error::BudgetExhausted {
+                budget: Budget::Depth,
+                limit: 10,
+                ..
+            }
+        ),
         "{err}"
     );
-    assert!(err.to_string().contains("maximum depth of 10"), "{err}");
+    assert!(err.to_string().contains("depth budget of 10"), "{err}");
 }
 
 #[test]

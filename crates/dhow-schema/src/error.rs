@@ -50,6 +50,9 @@ pub enum ErrorKind {
     InvalidCaveatType,
     /// A caveat without parameters, with a parameter declared twice, or with an unused parameter.
     InvalidCaveatParameters,
+    /// The schema is past one of its [`CompileLimits`](crate::CompileLimits): text size,
+    /// definitions, members of one definition, members in total.
+    TooLarge,
 }
 
 /// One problem found in a schema, at a 1-based line and column.

@@ -3,8 +3,14 @@
 
 use std::path::PathBuf;
 
+/// `shared/conformance/spicedb` in the nearest folder above the package that has it (beside
+/// the repository, or beside a folder of worktrees).
 fn conformance_dir() -> PathBuf {
-    PathBuf::from(manifest_dir()).join("../../../shared/conformance/spicedb")
+    let here = PathBuf::from(manifest_dir());
+    here.ancestors()
+        .map(|a| a.join("shared/conformance/spicedb"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| here.join("../../../shared/conformance/spicedb"))
 }
 
 /// (file name, schema text) of every scenario, sorted by file name.

@@ -506,7 +506,15 @@ fn pathological_inputs_are_errors_not_crashes() {
         .map(|i| format!("permission p{i:04} = p{:04}\n", i + 1))
         .collect::<String>();
     let chain = format!("definition doc {{\n{chain}permission p2000 = p0000\n}}");
+    // 2,001 permissions are past the default limit per definition; past a raised one, the
+    // long cycle is found.
     let err = compile(&chain).unwrap_err();
+    assert_eq!(err.kind(), dhow_schema::ErrorKind::TooLarge);
+    let raised = dhow_schema::CompileLimits {
+        max_members_per_definition: 5_000,
+        ..dhow_schema::CompileLimits::default()
+    };
+    let err = dhow_schema::compile_with(&chain, &raised).unwrap_err();
     assert_eq!(err.kind(), dhow_schema::ErrorKind::PermissionCycle);
 }
 

@@ -7,7 +7,7 @@ use dhow_engine::FoundSubject;
 use dhow_tuples::{
     parse_object, parse_relationship, parse_subject, ObjectRef, Relationship, Subject,
 };
-use serde_yaml::Value;
+use serde_yaml::{Mapping, Value};
 
 /// Why a validation file could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,9 +136,6 @@ pub fn load_str(path: &str, text: &str, base: Option<&Path>) -> Result<Validatio
             .unwrap_or((0, 0));
         err(path, line, column, format!("invalid YAML: {e}"))
     })?;
-    let loc = Locator {
-        lines: text.lines().collect(),
-    };
     let map = match &root {
         Value::Mapping(m) => m,
         Value::Null => {
@@ -156,242 +153,236 @@ pub fn load_str(path: &str, text: &str, base: Option<&Path>) -> Result<Validatio
             "expected a mapping with keys `schema`, `relationships`, `assertions`, `validation`",
         )),
     };
-    for k in map.keys() {
-        match k.as_str() {
-            Some("schema" | "schemaFile" | "relationships" | "assertions" | "validation") => {}
-            Some(other) => {
-                let line = loc.key_line(other).unwrap_or(0);
-                return Err(err(path, line, 1, format!(
-                    "unknown key `{other}` (expected schema, schemaFile, relationships, assertions, validation)"
-                )));
-            }
-            None => return Err(err(path, 0, 0, "keys must be strings")),
-        }
-    }
-    let (schema, schema_line) = match (map.get("schema"), map.get("schemaFile")) {
-        (Some(_), Some(_)) => {
-            return Err(err(
-                path,
-                loc.key_line("schemaFile").unwrap_or(0),
-                1,
-                "give `schema` or `schemaFile`, not both",
-            ))
-        }
-        (Some(Value::String(s)), None) => {
-            let l = loc.key_line("schema").unwrap_or(0);
-            let inline = loc.lines.get(l.saturating_sub(1)).is_some_and(|t| {
-                let rest = t["schema:".len().min(t.len())..].trim();
-                !rest.is_empty() && !rest.starts_with('|') && !rest.starts_with('>')
-            });
-            (s.clone(), if inline || l == 0 { l } else { l + 1 })
-        }
-        (Some(_), None) => {
-            return Err(err(
-                path,
-                loc.key_line("schema").unwrap_or(0),
-                1,
-                "`schema` must be a string",
-            ))
-        }
-        (None, Some(Value::String(f))) => {
-            let p = base.map(|b| b.join(f)).unwrap_or_else(|| PathBuf::from(f));
-            let s = std::fs::read_to_string(&p).map_err(|e| {
-                err(
-                    path,
-                    loc.key_line("schemaFile").unwrap_or(0),
-                    1,
-                    format!("cannot read schemaFile `{}`: {e}", p.display()),
-                )
-            })?;
-            (s, 0)
-        }
-        (None, Some(_)) => {
-            return Err(err(
-                path,
-                loc.key_line("schemaFile").unwrap_or(0),
-                1,
-                "`schemaFile` must be a string",
-            ))
-        }
-        (None, None) => return Err(err(path, 1, 1, "missing `schema` (or `schemaFile`)")),
+    let doc = Doc {
+        path,
+        loc: Locator {
+            lines: text.lines().collect(),
+        },
+        map,
     };
-
-    let mut relationships = Vec::new();
-    match map.get("relationships") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            let mut from = loc.key_line("relationships").unwrap_or(1);
-            for raw in s.lines() {
-                let t = raw.trim();
-                if t.is_empty() || t.starts_with("//") {
-                    continue;
-                }
-                let (line, col) = loc.find(from, t).unwrap_or((0, 0));
-                if line > 0 {
-                    from = line;
-                }
-                let r = parse_relationship(t).map_err(|e| {
-                    let c = if col > 0 { col + e.column - 1 } else { 0 };
-                    err(
-                        path,
-                        line,
-                        c,
-                        format!("invalid relationship `{t}`: {}", e.message),
-                    )
-                })?;
-                relationships.push((line, r));
-            }
-        }
-        Some(_) => {
-            return Err(err(
-                path,
-                loc.key_line("relationships").unwrap_or(0),
-                1,
-                "`relationships` must be a string, one relationship per line",
-            ))
-        }
-    }
-
-    let mut assertions = Vec::new();
-    match map.get("assertions") {
-        None | Some(Value::Null) => {}
-        Some(Value::Mapping(a)) => {
-            let start = loc.key_line("assertions").unwrap_or(1);
-            for (k, v) in a {
-                let kind = match k.as_str() {
-                    Some("assertTrue") => AssertionKind::True,
-                    Some("assertFalse") => AssertionKind::False,
-                    Some("assertCaveated") => AssertionKind::Caveated,
-                    other => {
-                        let name = other.unwrap_or("?");
-                        let line = loc
-                            .find(start, &format!("{name}:"))
-                            .map(|x| x.0)
-                            .unwrap_or(0);
-                        return Err(err(path, line, 1, format!(
-                            "unknown assertion list `{name}` (expected assertTrue, assertFalse, assertCaveated)"
-                        )));
-                    }
-                };
-                let list_line = loc
-                    .find(start, &format!("{}:", kind.key()))
-                    .map(|x| x.0)
-                    .unwrap_or(start);
-                let items = match v {
-                    Value::Null => Vec::new(),
-                    Value::Sequence(s) => s.clone(),
-                    _ => {
-                        return Err(err(
-                            path,
-                            list_line,
-                            1,
-                            format!("`{}` must be a list of strings", kind.key()),
-                        ))
-                    }
-                };
-                let mut from = list_line;
-                for item in items {
-                    let Value::String(text) = item else {
-                        return Err(err(
-                            path,
-                            list_line,
-                            1,
-                            format!("`{}` must be a list of strings", kind.key()),
-                        ));
-                    };
-                    let (line, col) = loc.find(from, &text).unwrap_or((0, 0));
-                    if line > 0 {
-                        from = line;
-                    }
-                    assertions.push(parse_assertion(path, kind, &text, line, col)?);
-                }
-            }
-        }
-        Some(_) => {
-            return Err(err(
-                path,
-                loc.key_line("assertions").unwrap_or(0),
-                1,
-                "`assertions` must be a mapping",
-            ))
-        }
-    }
-
-    let mut expected = Vec::new();
-    match map.get("validation") {
-        None | Some(Value::Null) => {}
-        Some(Value::Mapping(v)) => {
-            let start = loc.key_line("validation").unwrap_or(1);
-            for (k, subjects) in v {
-                let key = k.as_str().unwrap_or("");
-                let line = loc.find(start, key).map(|x| x.0).unwrap_or(0);
-                let (res, perm) = key.rsplit_once('#').ok_or_else(|| {
-                    err(
-                        path,
-                        line,
-                        1,
-                        format!("expected relation key `{key}` must be `type:id#permission`"),
-                    )
-                })?;
-                let resource = parse_object(res)
-                    .map_err(|e| err(path, line, 0, format!("in `{key}`: {}", e.message)))?;
-                let mut found = Vec::new();
-                let mut caveated = false;
-                let list = match subjects {
-                    Value::Null => Vec::new(),
-                    Value::Sequence(s) => s.clone(),
-                    _ => {
-                        return Err(err(
-                            path,
-                            line,
-                            1,
-                            format!("`{key}` must map to a list of strings"),
-                        ))
-                    }
-                };
-                for s in list {
-                    let Value::String(s) = s else {
-                        return Err(err(
-                            path,
-                            line,
-                            1,
-                            format!("`{key}` must map to a list of strings"),
-                        ));
-                    };
-                    let (fs, cav) = parse_expected_subject(&s).map_err(|m| {
-                        err(path, loc.find(line, &s).map(|x| x.0).unwrap_or(line), 0, m)
-                    })?;
-                    caveated |= cav;
-                    found.push(fs);
-                }
-                found.sort();
-                expected.push(ExpectedRelation {
-                    resource,
-                    permission: perm.to_string(),
-                    line,
-                    subjects: found,
-                    caveated,
-                });
-            }
-        }
-        Some(_) => {
-            return Err(err(
-                path,
-                loc.key_line("validation").unwrap_or(0),
-                1,
-                "`validation` must be a mapping",
-            ))
-        }
-    }
-
+    doc.check_keys()?;
+    let (schema, schema_line) = doc.schema(base)?;
     Ok(ValidationFile {
         path: path.to_string(),
         schema,
         schema_line,
-        relationships,
-        assertions,
-        expected,
+        relationships: doc.relationships()?,
+        assertions: doc.assertions()?,
+        expected: doc.expected()?,
     })
+}
+
+/// A parsed file's top-level mapping with what is needed to place errors in its text. Each
+/// section has its own method.
+struct Doc<'a> {
+    path: &'a str,
+    loc: Locator<'a>,
+    map: &'a Mapping,
+}
+
+impl Doc<'_> {
+    fn err(&self, line: usize, column: usize, message: impl Into<String>) -> LoadError {
+        err(self.path, line, column, message)
+    }
+
+    /// An error at the start of the top-level key `key`.
+    fn at_key(&self, key: &str, message: impl Into<String>) -> LoadError {
+        self.err(self.loc.key_line(key).unwrap_or(0), 1, message)
+    }
+
+    /// Every top-level key is one of the five known ones.
+    fn check_keys(&self) -> Result<(), LoadError> {
+        for k in self.map.keys() {
+            match k.as_str() {
+                Some("schema" | "schemaFile" | "relationships" | "assertions" | "validation") => {}
+                Some(other) => {
+                    return Err(self.at_key(other, format!(
+                        "unknown key `{other}` (expected schema, schemaFile, relationships, assertions, validation)"
+                    )));
+                }
+                None => return Err(self.err(0, 0, "keys must be strings")),
+            }
+        }
+        Ok(())
+    }
+
+    /// `schema` (inline) or `schemaFile` (read relative to `base`): the schema text and the
+    /// file line where it starts (0 when unknown or in another file).
+    fn schema(&self, base: Option<&Path>) -> Result<(String, usize), LoadError> {
+        match (self.map.get("schema"), self.map.get("schemaFile")) {
+            (Some(_), Some(_)) => {
+                Err(self.at_key("schemaFile", "give `schema` or `schemaFile`, not both"))
+            }
+            (Some(Value::String(s)), None) => {
+                let l = self.loc.key_line("schema").unwrap_or(0);
+                let inline = self.loc.lines.get(l.saturating_sub(1)).is_some_and(|t| {
+                    let rest = t["schema:".len().min(t.len())..].trim();
+                    !rest.is_empty() && !rest.starts_with('|') && !rest.starts_with('>')
+                });
+                Ok((s.clone(), if inline || l == 0 { l } else { l + 1 }))
+            }
+            (Some(_), None) => Err(self.at_key("schema", "`schema` must be a string")),
+            (None, Some(Value::String(f))) => {
+                let p = base.map(|b| b.join(f)).unwrap_or_else(|| PathBuf::from(f));
+                let s = std::fs::read_to_string(&p).map_err(|e| {
+                    self.at_key(
+                        "schemaFile",
+                        format!("cannot read schemaFile `{}`: {e}", p.display()),
+                    )
+                })?;
+                Ok((s, 0))
+            }
+            (None, Some(_)) => Err(self.at_key("schemaFile", "`schemaFile` must be a string")),
+            (None, None) => Err(self.err(1, 1, "missing `schema` (or `schemaFile`)")),
+        }
+    }
+
+    /// `relationships`: one relationship per line, `//` comments and blank lines skipped;
+    /// each with its file line.
+    fn relationships(&self) -> Result<Vec<(usize, Relationship)>, LoadError> {
+        let s = match self.map.get("relationships") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::String(s)) => s,
+            Some(_) => {
+                return Err(self.at_key(
+                    "relationships",
+                    "`relationships` must be a string, one relationship per line",
+                ))
+            }
+        };
+        let mut relationships = Vec::new();
+        let mut from = self.loc.key_line("relationships").unwrap_or(1);
+        for raw in s.lines() {
+            let t = raw.trim();
+            if t.is_empty() || t.starts_with("//") {
+                continue;
+            }
+            let (line, col) = self.loc.find(from, t).unwrap_or((0, 0));
+            if line > 0 {
+                from = line;
+            }
+            let r = parse_relationship(t).map_err(|e| {
+                let c = if col > 0 { col + e.column - 1 } else { 0 };
+                self.err(
+                    line,
+                    c,
+                    format!("invalid relationship `{t}`: {}", e.message),
+                )
+            })?;
+            relationships.push((line, r));
+        }
+        Ok(relationships)
+    }
+
+    /// `assertions`: the lists `assertTrue`, `assertFalse` and `assertCaveated`.
+    fn assertions(&self) -> Result<Vec<Assertion>, LoadError> {
+        let a = match self.map.get("assertions") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Mapping(a)) => a,
+            Some(_) => return Err(self.at_key("assertions", "`assertions` must be a mapping")),
+        };
+        let mut assertions = Vec::new();
+        let start = self.loc.key_line("assertions").unwrap_or(1);
+        for (k, v) in a {
+            let kind = match k.as_str() {
+                Some("assertTrue") => AssertionKind::True,
+                Some("assertFalse") => AssertionKind::False,
+                Some("assertCaveated") => AssertionKind::Caveated,
+                other => {
+                    let name = other.unwrap_or("?");
+                    let line = self
+                        .loc
+                        .find(start, &format!("{name}:"))
+                        .map(|x| x.0)
+                        .unwrap_or(0);
+                    return Err(self.err(line, 1, format!(
+                        "unknown assertion list `{name}` (expected assertTrue, assertFalse, assertCaveated)"
+                    )));
+                }
+            };
+            let list_line = self
+                .loc
+                .find(start, &format!("{}:", kind.key()))
+                .map(|x| x.0)
+                .unwrap_or(start);
+            let not_strings = || {
+                self.err(
+                    list_line,
+                    1,
+                    format!("`{}` must be a list of strings", kind.key()),
+                )
+            };
+            let items = match v {
+                Value::Null => Vec::new(),
+                Value::Sequence(s) => s.clone(),
+                _ => return Err(not_strings()),
+            };
+            let mut from = list_line;
+            for item in items {
+                let Value::String(text) = item else {
+                    return Err(not_strings());
+                };
+                let (line, col) = self.loc.find(from, &text).unwrap_or((0, 0));
+                if line > 0 {
+                    from = line;
+                }
+                assertions.push(parse_assertion(self.path, kind, &text, line, col)?);
+            }
+        }
+        Ok(assertions)
+    }
+
+    /// `validation`: for each `type:id#permission`, the exact subjects expected.
+    fn expected(&self) -> Result<Vec<ExpectedRelation>, LoadError> {
+        let v = match self.map.get("validation") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Mapping(v)) => v,
+            Some(_) => return Err(self.at_key("validation", "`validation` must be a mapping")),
+        };
+        let mut expected = Vec::new();
+        let start = self.loc.key_line("validation").unwrap_or(1);
+        for (k, subjects) in v {
+            let key = k.as_str().unwrap_or("");
+            let line = self.loc.find(start, key).map(|x| x.0).unwrap_or(0);
+            let (res, perm) = key.rsplit_once('#').ok_or_else(|| {
+                self.err(
+                    line,
+                    1,
+                    format!("expected relation key `{key}` must be `type:id#permission`"),
+                )
+            })?;
+            let resource = parse_object(res)
+                .map_err(|e| self.err(line, 0, format!("in `{key}`: {}", e.message)))?;
+            let not_strings =
+                || self.err(line, 1, format!("`{key}` must map to a list of strings"));
+            let list = match subjects {
+                Value::Null => Vec::new(),
+                Value::Sequence(s) => s.clone(),
+                _ => return Err(not_strings()),
+            };
+            let mut found = Vec::new();
+            let mut caveated = false;
+            for s in list {
+                let Value::String(s) = s else {
+                    return Err(not_strings());
+                };
+                let (fs, cav) = parse_expected_subject(&s).map_err(|m| {
+                    self.err(self.loc.find(line, &s).map(|x| x.0).unwrap_or(line), 0, m)
+                })?;
+                caveated |= cav;
+                found.push(fs);
+            }
+            found.sort();
+            expected.push(ExpectedRelation {
+                resource,
+                permission: perm.to_string(),
+                line,
+                subjects: found,
+                caveated,
+            });
+        }
+        Ok(expected)
+    }
 }
 
 fn parse_assertion(

@@ -13,27 +13,18 @@
 //! caveats have at least one parameter, no duplicate parameters, known parameter types and use
 //! every parameter.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::ast::{
+    AllowedDecl, AllowedDeclKind, CaveatDecl, DefinitionDecl, Expr, Ident, Item, MemberDecl,
+    PermissionDecl, RelationDecl, SchemaFile, TypeRef, RESERVED,
+};
 use crate::error::{ErrorKind, LineIndex, Pending, SchemaError};
 use crate::lexer::{lex, Span, TokenKind};
 use crate::model::{
     AllowedKind, AllowedSubject, Caveat, Definition, Permission, Relation, Rewrite, Schema,
 };
-use crate::parser::{
-    AllowedDecl, AllowedDeclKind, CaveatDecl, DefinitionDecl, Expr, Ident, Item, MemberDecl,
-    PermissionDecl, RelationDecl, SchemaFile, TypeRef,
-};
-
-/// Words that cannot be used as names (SpiceDB's keywords).
-pub const RESERVED: [&str; 6] = [
-    "definition",
-    "caveat",
-    "relation",
-    "permission",
-    "nil",
-    "with",
-];
 
 /// Caveat parameter types and how many type arguments each takes.
 const CAVEAT_TYPES: [(&str, usize); 12] = [
@@ -53,7 +44,7 @@ const CAVEAT_TYPES: [(&str, usize); 12] = [
 
 /// Checks a parsed schema and compiles it. `src` is the text it was parsed from (for positions).
 pub fn check(src: &str, file: &SchemaFile) -> Result<Schema, SchemaError> {
-    let mut checker = Checker::new(src, file);
+    let mut checker = TypeChecker::new(src, file);
     checker.run();
     if let Some(err) = SchemaError::from_pending(src, std::mem::take(&mut checker.errors)) {
         return Err(err);
@@ -67,7 +58,8 @@ struct DefInfo<'a> {
     members: HashMap<&'a str, &'a MemberDecl>,
 }
 
-struct Checker<'a> {
+/// Walks a parsed file once, collecting every error, then builds the compiled schema.
+struct TypeChecker<'a> {
     file: &'a SchemaFile,
     lines: LineIndex,
     src: &'a str,
@@ -77,11 +69,15 @@ struct Checker<'a> {
     /// Definition name to index in `defs` (first declaration).
     def_by_name: HashMap<&'a str, usize>,
     caveats: HashMap<&'a str, &'a CaveatDecl>,
+    /// Relations (`definition#relation`) from which no wildcard can be reached, found by
+    /// earlier searches: each relation is searched through once, not once per subject set
+    /// that leads to it (that made a chain of N definitions cost N² steps).
+    no_wildcard: RefCell<HashSet<(String, String)>>,
 }
 
-impl<'a> Checker<'a> {
-    fn new(src: &'a str, file: &'a SchemaFile) -> Checker<'a> {
-        Checker {
+impl<'a> TypeChecker<'a> {
+    fn new(src: &'a str, file: &'a SchemaFile) -> TypeChecker<'a> {
+        TypeChecker {
             file,
             lines: LineIndex::new(src),
             src,
@@ -90,6 +86,7 @@ impl<'a> Checker<'a> {
             defs: Vec::new(),
             def_by_name: HashMap::new(),
             caveats: HashMap::new(),
+            no_wildcard: RefCell::new(HashSet::new()),
         }
     }
 
@@ -427,8 +424,11 @@ impl<'a> Checker<'a> {
     fn wildcard_via(&self, def_name: &str, rel: &RelationDecl) -> Option<(String, String)> {
         let mut visited: HashSet<(String, String)> = HashSet::new();
         let mut stack: Vec<(String, &RelationDecl)> = vec![(def_name.to_string(), rel)];
+        let mut no_wildcard = self.no_wildcard.borrow_mut();
         while let Some((def, rel)) = stack.pop() {
-            if !visited.insert((def.clone(), rel.name.name.clone())) {
+            let key = (def.clone(), rel.name.name.clone());
+            // Skipping a relation known to reach no wildcard changes nothing found.
+            if no_wildcard.contains(&key) || !visited.insert(key) {
                 continue;
             }
             for allowed in &rel.allowed {
@@ -456,6 +456,8 @@ impl<'a> Checker<'a> {
                 }
             }
         }
+        // The search went through everything reachable: none of it reaches a wildcard.
+        no_wildcard.extend(visited);
         None
     }
 
