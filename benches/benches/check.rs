@@ -39,7 +39,7 @@ fn engine_benches(c: &mut Criterion) {
         let expected = name != "denied";
         let counting = CountingReader::new(reader);
         let got = engine
-            .check(&counting, &req, opts)
+            .check(&counting, &req, opts.clone())
             .expect("check succeeds")
             .allowed;
         report(&format!("check/{name}"), &counting);
@@ -50,7 +50,11 @@ fn engine_benches(c: &mut Criterion) {
             if expected { "allowed" } else { "denied" }
         );
         g.bench_function(name, |b| {
-            b.iter(|| engine.check(&reader, black_box(&req), opts).unwrap())
+            b.iter(|| {
+                engine
+                    .check(&reader, black_box(&req), opts.clone())
+                    .unwrap()
+            })
         });
     }
     g.finish();

@@ -59,6 +59,11 @@ pub mod reason {
     /// RESOURCE_EXHAUSTED (as SpiceDB): the evaluation went deeper than the limit
     /// (metadata `maximum_depth_allowed`).
     pub const MAX_DEPTH_EXCEEDED: &str = "MAX_DEPTH_EXCEEDED";
+    /// RESOURCE_EXHAUSTED: the evaluation needed more than its per-request budget of
+    /// dispatches (reader calls and unmemoised evaluations; metadata `budget`, `limit`).
+    pub const BUDGET_EXHAUSTED: &str = "BUDGET_EXHAUSTED";
+    /// CANCELLED: the evaluation stopped because its client went away or its deadline passed.
+    pub const CANCELLED: &str = "CANCELLED";
     /// UNAVAILABLE: no quorum, no leader, shutting down.
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
     /// UNAVAILABLE: the node did not apply the asked revision in time.
@@ -200,10 +205,22 @@ impl From<dhow_engine::Error> for ApiError {
             } => ApiError::new(Code::FailedPrecondition, reason::UNKNOWN_RELATION, message)
                 .with("type", type_name)
                 .with("relation", relation),
-            E::MaxDepth { max_depth, .. } => {
-                ApiError::new(Code::ResourceExhausted, reason::MAX_DEPTH_EXCEEDED, message)
-                    .with("maximum_depth_allowed", max_depth)
+            E::BudgetExhausted {
+                budget: dhow_engine::Budget::Depth,
+                limit,
+                ..
+            } => ApiError::new(Code::ResourceExhausted, reason::MAX_DEPTH_EXCEEDED, message)
+                .with("maximum_depth_allowed", limit),
+            E::BudgetExhausted { budget, limit, .. } => {
+                ApiError::new(Code::ResourceExhausted, reason::BUDGET_EXHAUSTED, message)
+                    .with("budget", budget.name())
+                    .with("limit", limit)
             }
+            E::Cancelled => ApiError::new(
+                Code::Cancelled,
+                reason::CANCELLED,
+                "the evaluation was cancelled: its client went away or its deadline passed",
+            ),
             E::CaveatUnsupported(_) => ApiError::new(
                 Code::FailedPrecondition,
                 reason::CAVEAT_EVALUATION_UNSUPPORTED,
@@ -316,14 +333,27 @@ mod tests {
 
     #[test]
     fn engine_errors_map() {
-        let e: ApiError = dhow_engine::Error::MaxDepth {
-            max_depth: 50,
-            resource: dhow_tuples::ObjectRef::new("doc", "x"),
-            relation: "view".into(),
+        let e: ApiError = dhow_engine::Error::BudgetExhausted {
+            budget: dhow_engine::Budget::Depth,
+            limit: 50,
+            at: "doc:x#view".into(),
         }
         .into();
         assert_eq!(e.code, Code::ResourceExhausted);
         assert_eq!(e.reason, reason::MAX_DEPTH_EXCEEDED);
+        assert!(e
+            .metadata
+            .contains(&("maximum_depth_allowed".into(), "50".into())));
+        let e: ApiError = dhow_engine::Error::BudgetExhausted {
+            budget: dhow_engine::Budget::Dispatches,
+            limit: 9,
+            at: "doc:x#view".into(),
+        }
+        .into();
+        assert_eq!(e.reason, reason::BUDGET_EXHAUSTED);
+        assert!(e.metadata.contains(&("budget".into(), "dispatches".into())));
+        let e: ApiError = dhow_engine::Error::Cancelled.into();
+        assert_eq!(e.code, Code::Cancelled);
         let e: ApiError = dhow_engine::Error::UnknownType("x".into()).into();
         assert_eq!(e.code, Code::FailedPrecondition);
         let e: ApiError = dhow_tuples::Error::RevisionUnavailable {

@@ -222,3 +222,16 @@ fn check_lookups_and_expand_agree() {
     assert!(files_checked >= 53, "only {files_checked} files");
     assert!(combinations > 10_000, "only {combinations} combinations");
 }
+
+#[test]
+fn a_wrong_assertion_fails() {
+    // The runner must be able to fail: flip one known-true assertion.
+    let text = "schema: |-\n  definition user {}\n  definition document {\n    relation viewer: user\n    permission view = viewer\n  }\nrelationships: |-\n  document:1#viewer@user:tom\nassertions:\n  assertTrue:\n    - document:1#view@user:ann\n  assertFalse:\n    - document:1#view@user:tom\n";
+    let file = dhow_validate::load_str("inline.yaml", text, None).unwrap();
+    let (_, report) = run(&file, &mut InProcess::new());
+    assert_eq!((report.passed, report.failed), (0, 2), "{report}");
+    assert!(
+        report.lines[0].contains("expected true, got false"),
+        "{report}"
+    );
+}

@@ -127,6 +127,26 @@ where
     tokio::task::spawn_blocking(f).await?
 }
 
+/// Runs an evaluation on the blocking pool with a cancellation flag that is set as soon as
+/// the caller stops waiting for it (the client went away or the request's deadline passed,
+/// and tonic dropped the handler), so the engine stops at its next dispatch instead of
+/// burning a core for nobody.
+pub async fn evaluate<T, F>(f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(dhow_engine::Cancel) -> ApiResult<T> + Send + 'static,
+{
+    struct CancelOnDrop(dhow_engine::Cancel);
+    impl Drop for CancelOnDrop {
+        fn drop(&mut self) {
+            self.0.cancel();
+        }
+    }
+    let cancel = dhow_engine::Cancel::new();
+    let _guard = CancelOnDrop(cancel.clone());
+    tokio::task::spawn_blocking(move || f(cancel)).await?
+}
+
 /// Maps an error for the client, logging server-side failures.
 pub fn status(e: ApiError) -> Status {
     match e.code {
@@ -135,4 +155,39 @@ pub fn status(e: ApiError) -> Status {
         _ => tracing::debug!(reason = e.reason, "{}", e.message),
     }
     e.into_status()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// An evaluation whose caller stops waiting (as tonic drops a handler whose client went
+    /// away or whose deadline passed) sees its cancellation flag set and can stop.
+    #[tokio::test]
+    async fn a_dropped_evaluation_is_cancelled() {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let seen = stopped.clone();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(50),
+            evaluate(move |cancel| {
+                let t0 = std::time::Instant::now();
+                while !cancel.is_cancelled() {
+                    if t0.elapsed() > Duration::from_secs(30) {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                seen.store(true, Ordering::SeqCst);
+                Ok(())
+            }),
+        )
+        .await;
+        assert!(waited.is_err(), "the evaluation runs until cancelled");
+        let t0 = std::time::Instant::now();
+        while !stopped.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(stopped.load(Ordering::SeqCst), "the flag was never set");
+    }
 }

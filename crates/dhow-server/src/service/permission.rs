@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use dhow_engine::{CheckRequest as EngineCheck, Options, DEFAULT_MAX_DEPTH};
+use dhow_engine::{Cancel, CheckRequest as EngineCheck, Options};
 use dhow_proto::v1 as pb;
 use dhow_proto::v1::permission_service_server::PermissionService;
 use dhow_tuples::{Subject, Timestamp};
 use tonic::{Code, Request, Response, Status};
 
-use super::{blocking, status, ResponseStream, State};
+use super::{evaluate, status, ResponseStream, State};
 use crate::checks::check_ref;
 use crate::cursor::{fingerprint, CursorKind, Position, ResumePoint};
 use crate::error::{reason, ApiError, ApiResult};
@@ -27,12 +27,13 @@ impl<N: Node> PermissionSvc<N> {
     }
 }
 
-fn opts(explain: bool) -> Options {
+/// The engine's options for one request: evaluated now, stopped by `cancel`.
+fn opts(explain: bool, cancel: &Cancel) -> Options {
     Options {
-        now: Timestamp::now(),
         explain,
-        max_depth: DEFAULT_MAX_DEPTH,
+        ..Options::at(Timestamp::now())
     }
+    .with_cancel(cancel.clone())
 }
 
 fn no_actors(actors: &[pb::SubjectReference], field: &str) -> ApiResult<()> {
@@ -122,14 +123,14 @@ impl<N: Node> PermissionSvc<N> {
         )?;
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
-        let result = blocking(move || {
+        let result = evaluate(move |cancel| {
             let store = st.node.store();
             let schema = st.require_schema(rev)?;
             check_item_schema(&schema.engine, &item)?;
             let reader = store.reader(rev)?;
             Ok(schema
                 .engine
-                .check(&reader, &item.check, opts(item.explain))?)
+                .check(&reader, &item.check, opts(item.explain, &cancel))?)
         })
         .await?;
         Ok(pb::CheckResponse {
@@ -159,7 +160,7 @@ impl<N: Node> PermissionSvc<N> {
             .collect();
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
-        let outcomes = blocking(move || {
+        let outcomes = evaluate(move |cancel| {
             let store = st.node.store();
             let schema = st.require_schema(rev)?;
             let engine = &schema.engine;
@@ -185,7 +186,7 @@ impl<N: Node> PermissionSvc<N> {
                     .iter()
                     .filter_map(|i| items[*i].as_ref().ok().map(|it| it.check.clone()))
                     .collect();
-                let results = engine.check_bulk(&reader, &reqs, opts(explain));
+                let results = engine.check_bulk(&reader, &reqs, opts(explain, &cancel));
                 for (i, r) in idx.into_iter().zip(results) {
                     out[i] = Some(r.map_err(ApiError::from));
                 }
@@ -226,7 +227,7 @@ impl<N: Node> PermissionSvc<N> {
         let permission = dhow_wire::relation_name(&req.permission, "permission")?;
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
-        let tree = blocking(move || {
+        let tree = evaluate(move |cancel| {
             let store = st.node.store();
             let schema = st.require_schema(rev)?;
             check_ref(
@@ -239,7 +240,7 @@ impl<N: Node> PermissionSvc<N> {
             let reader = store.reader(rev)?;
             Ok(schema
                 .engine
-                .expand(&reader, &resource, &permission, opts(false))?)
+                .expand(&reader, &resource, &permission, opts(false, &cancel))?)
         })
         .await?;
         Ok(pb::ExpandResponse {
@@ -281,14 +282,14 @@ impl<N: Node> PermissionSvc<N> {
         let st = self.st.clone();
         let limit = req.optional_limit as usize;
         let (rt, perm, subj) = (rtype.clone(), permission.clone(), subject.clone());
-        let ids = blocking(move || {
+        let ids = evaluate(move |cancel| {
             let store = st.node.store();
             let schema = st.require_schema(rev)?;
             lookup_refs(&schema.engine, &rt, &perm, &subj)?;
             let reader = store.reader(rev)?;
             Ok(schema
                 .engine
-                .lookup_resources(&reader, &rt, &perm, &subj, opts(false))?)
+                .lookup_resources(&reader, &rt, &perm, &subj, opts(false, &cancel))?)
         })
         .await?;
         let mut ids: Vec<String> = ids
@@ -333,7 +334,7 @@ impl<N: Node> PermissionSvc<N> {
         )?;
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
-        let found = blocking(move || {
+        let found = evaluate(move |cancel| {
             let store = st.node.store();
             let schema = st.require_schema(rev)?;
             let e = &schema.engine;
@@ -358,7 +359,7 @@ impl<N: Node> PermissionSvc<N> {
                 &permission,
                 &stype,
                 srel.as_deref(),
-                opts(false),
+                opts(false, &cancel),
             )?)
         })
         .await?;
