@@ -17,9 +17,26 @@ deps:
         $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libclang-dev
     fi
 
+# Builds the debug `dhow` with exactly the command the tests use (`cargo test --workspace
+# --no-run`): any other cargo command resolves other features for RocksDB's build
+# dependencies and compiles its C++ again (20-30 minutes). After `just test` this compiles
+# nothing.
+# Build dhow (and every test) once, as `just test` does.
+build: deps
+    cargo test --workspace --no-run -q
+
+# Puts `dhow` on the PATH: a link in ~/.cargo/bin (where rustup puts cargo) to the debug build.
+install: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p "$HOME/.cargo/bin"
+    ln -sf "$CARGO_TARGET_DIR/debug/dhow" "$HOME/.cargo/bin/dhow"
+    echo "dhow is on the PATH: $HOME/.cargo/bin/dhow -> $CARGO_TARGET_DIR/debug/dhow"
+
+# `dhow` is put on the PATH first, for the client commands it suggests.
 # Run Dhow: a one-node cluster on ./data, serving gRPC on 127.0.0.1:50051.
-run *args: deps
-    cargo run -q -p dhow -- serve {{args}}
+run *args: install
+    "$CARGO_TARGET_DIR/debug/dhow" serve {{args}}
 
 # One `cargo test --workspace` builds everything once (RocksDB included), then the binary it
 # built runs SpiceDB's scenarios.
@@ -30,16 +47,22 @@ test: deps
     "$CARGO_TARGET_DIR/debug/dhow" validate ../shared/conformance/spicedb/*.yaml examples/quickstart.yaml
 
 # SpiceDB's public scenarios in-process, listing skipped assertions.
-conformance: deps
-    cargo run -q -p dhow -- validate --verbose ../shared/conformance/spicedb/*.yaml
+conformance: build
+    "$CARGO_TARGET_DIR/debug/dhow" validate --verbose ../shared/conformance/spicedb/*.yaml
 
 # The example validation file, in-process.
-example: deps
-    cargo run -q -p dhow -- validate examples/quickstart.yaml
+example: build
+    "$CARGO_TARGET_DIR/debug/dhow" validate examples/quickstart.yaml
 
 # Lints: clippy, and buf over the protos.
-lint: deps
-    cargo clippy --workspace --all-targets -- -D warnings
+lint: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # Clippy links nothing: point RocksDB's build at the library `just build` compiled, in a
+    # target dir of its own, so that its other features cannot trigger a second C++ build.
+    lib=$(dirname "$(ls -t "$CARGO_TARGET_DIR"/debug/build/librocksdb-sys-*/out/librocksdb.a | head -1)")
+    ROCKSDB_LIB_DIR="$lib" ROCKSDB_STATIC=1 CARGO_TARGET_DIR="$CARGO_TARGET_DIR-lint" \
+        cargo clippy --workspace --all-targets -- -D warnings
     bash proto/check.sh
 
 # Criterion micro-benchmarks (numbers go into docs/benchmarks.md).
@@ -139,10 +162,9 @@ bench-cluster n="100000" duration="10s": deps
         done
     done
 
-cluster: deps
+cluster: build
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build -q -p dhow --bin dhow
     BIN="$CARGO_TARGET_DIR/debug/dhow"
     IC="1=127.0.0.1:50071,2=127.0.0.1:50072,3=127.0.0.1:50073"
     pids=()
@@ -161,5 +183,9 @@ cluster: deps
 
 # The long form of the cluster fault tests: 10,000 revoke-then-check pairs and 100 leader
 # kills (CI runs a short form of the same tests).
-soak pairs="10000" kills="100": deps
-    DHOW_SOAK_PAIRS={{pairs}} DHOW_SOAK_KILLS={{kills}} cargo test --workspace --test cluster -- --nocapture --test-threads 1
+soak pairs="10000" kills="100": build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The test binary `just build` made (a narrower cargo command would build RocksDB again).
+    bin=$(cargo test --workspace --no-run -q --message-format=json 2>/dev/null | python3 -c 'import json,sys; print(next(m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cluster" and m.get("executable")))')
+    cd tests && DHOW_SOAK_PAIRS={{pairs}} DHOW_SOAK_KILLS={{kills}} "$bin" --nocapture --test-threads 1

@@ -71,6 +71,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 .unwrap_or_else(|_| "info,raft=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: none in log files or under a supervisor.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
