@@ -3,23 +3,33 @@
 //! last applied entry. raft-rs's protobuf types stay inside this crate; peers exchange them
 //! as bytes.
 
+mod apply;
 mod codec;
-mod driver;
+mod config;
+mod core;
+mod handle;
 mod log;
+mod membership;
+mod propose;
+mod repair;
+mod restore;
 #[cfg(feature = "rocks")]
 mod rocks;
 #[doc(hidden)]
 pub mod sim;
 mod snapshot;
+mod thread;
+mod transport;
 
-pub use driver::{
-    Member, MemberChange, NoTransport, RaftConfig, RaftHandle, Reporter, Role, Status, Transport,
-};
+pub use config::RaftConfig;
+pub use handle::RaftHandle;
 pub use log::{LogStore, MemLog, Membership, RaftStorage, RawEntry};
+pub use membership::{Member, MemberChange, Role, Status};
 pub use snapshot::{
     FileStage, MemStage, SnapshotBuilder, SnapshotSource, SnapshotStage, StagedSnapshot,
     CHUNK_RELATIONSHIPS,
 };
+pub use transport::{NoTransport, Reporter, Transport};
 
 /// The one error type of the replication crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
