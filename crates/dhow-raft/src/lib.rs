@@ -7,6 +7,8 @@ mod apply;
 mod codec;
 mod config;
 mod core;
+#[cfg(test)]
+mod golden;
 mod handle;
 mod log;
 mod membership;

@@ -15,7 +15,7 @@ const FORMAT: u8 = 1;
 pub const CHUNK_RELATIONSHIPS: usize = 5_000;
 
 #[derive(Serialize, Deserialize)]
-enum Part {
+pub(crate) enum Part {
     Schema(Option<String>),
     Relationships(Vec<Relationship>),
 }
@@ -36,7 +36,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<BTreeMap<u64, String>, Strin
     }
 }
 
-fn encode_part(p: &Part) -> Result<Vec<u8>, String> {
+pub(crate) fn encode_part(p: &Part) -> Result<Vec<u8>, String> {
     let mut out = vec![FORMAT];
     bincode::serialize_into(&mut out, p).map_err(|e| format!("encode snapshot chunk: {e}"))?;
     Ok(out)
