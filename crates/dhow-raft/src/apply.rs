@@ -12,7 +12,6 @@ use raft::eraftpb::{ConfChange, Entry, EntryType};
 use crate::codec::{self, Body, Proposal};
 use crate::core::Core;
 use crate::log::LogStore;
-use crate::membership::decode_change_context;
 use crate::transport::Transport;
 
 /// What a committed entry asks of the state machine.
@@ -42,7 +41,7 @@ impl Command {
             EntryType::EntryConfChange => {
                 let change = ConfChange::parse_from_bytes(&entry.data)
                     .map_err(|e| format!("decode conf change at {index}: {e}"))?;
-                let (id, addr) = decode_change_context(&change.context)
+                let (id, addr) = codec::decode_change_context(&entry.context, &change.context)
                     .map_err(|e| format!("decode conf change context at {index}: {e}"))?;
                 Ok(Command::Change { id, change, addr })
             }
@@ -138,7 +137,6 @@ impl<L: LogStore, T: Transport> Core<L, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::encode_change_context;
     use dhow_tuples::{parse_relationship, WriteOp, WriteRequest};
     use raft::eraftpb::ConfChangeType;
 
@@ -168,13 +166,14 @@ mod tests {
                 )],
             }]),
         };
-        let e = entry(2, EntryType::EntryNormal, codec::encode(&p).unwrap());
+        let e = entry(2, EntryType::EntryNormal, codec::encode(&p));
         assert_eq!(Command::decode(&e).unwrap(), Command::Proposal(p));
         let mut cc = ConfChange::default();
         cc.set_change_type(ConfChangeType::AddLearnerNode);
         cc.node_id = 4;
-        cc.context = encode_change_context(7, "10.0.0.4:7001").unwrap().into();
-        let e = entry(3, EntryType::EntryConfChange, cc.write_to_bytes().unwrap());
+        cc.context = codec::encode_change_context(7, "10.0.0.4:7001").into();
+        let mut e = entry(3, EntryType::EntryConfChange, cc.write_to_bytes().unwrap());
+        e.context = codec::change_entry_context().into();
         assert_eq!(
             Command::decode(&e).unwrap(),
             Command::Change {

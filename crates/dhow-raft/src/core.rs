@@ -233,8 +233,9 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     pub(crate) fn ready(&mut self) {
         if let Err(e) = self.on_ready() {
             tracing::error!(error = %e, "raft loop failed; this node stops serving writes");
+            let failed = format!("the node's storage failed: {e}");
             self.failed = Some(e);
-            self.fail_all(|| RaftError::Storage("the node's storage failed".into()));
+            self.fail_all(|| RaftError::Storage(failed.clone()));
         }
         self.check_leadership();
     }

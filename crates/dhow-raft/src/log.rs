@@ -159,38 +159,15 @@ pub struct Membership {
     pub peers: BTreeMap<u64, String>,
 }
 
-/// First byte of an encoded `Membership` (a bare protobuf `ConfState` never starts with it).
-const MEMBERSHIP_FORMAT: u8 = 0xD1;
-
 impl Membership {
+    /// The membership in the current format (see `codec`).
     pub fn encode(&self) -> Result<Vec<u8>, String> {
-        let conf = self
-            .conf
-            .write_to_bytes()
-            .map_err(|e| format!("encode conf state: {e}"))?;
-        let mut out = vec![MEMBERSHIP_FORMAT];
-        bincode::serialize_into(&mut out, &(conf, &self.peers))
-            .map_err(|e| format!("encode membership: {e}"))?;
-        Ok(out)
+        Ok(crate::codec::encode_membership(self))
     }
 
+    /// Reads a membership in any format Dhow ever wrote.
     pub fn decode(bytes: &[u8]) -> Result<Membership, String> {
-        match bytes.split_first() {
-            Some((&MEMBERSHIP_FORMAT, rest)) => {
-                let (conf, peers): (Vec<u8>, BTreeMap<u64, String>) =
-                    bincode::deserialize(rest).map_err(|e| format!("decode membership: {e}"))?;
-                let conf = ConfState::parse_from_bytes(&conf)
-                    .map_err(|e| format!("decode conf state: {e}"))?;
-                Ok(Membership { conf, peers })
-            }
-            // Written before peer addresses were kept: a bare conf state.
-            _ => ConfState::parse_from_bytes(bytes)
-                .map(|conf| Membership {
-                    conf,
-                    peers: BTreeMap::new(),
-                })
-                .map_err(|e| format!("decode conf state: {e}")),
-        }
+        crate::codec::decode_membership(bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -397,9 +374,7 @@ impl<L: LogStore> raft::Storage for RaftStorage<L> {
         snap.mut_metadata().index = index;
         snap.mut_metadata().term = term;
         snap.mut_metadata().set_conf_state(m.conf.clone());
-        snap.data = crate::snapshot::encode_header(&m.peers)
-            .map_err(store_err)?
-            .into();
+        snap.data = crate::codec::encode_snapshot_header(&m.peers).into();
         Ok(snap)
     }
 }

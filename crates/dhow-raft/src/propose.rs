@@ -140,13 +140,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             return;
         }
         let id = self.proposals.next_id();
-        let data = match codec::encode(&Proposal { id, body }) {
-            Ok(d) => d,
-            Err(e) => {
-                waiter.fail(|| RaftError::Raft(e.clone()));
-                return;
-            }
-        };
+        let data = codec::encode(&Proposal { id, body });
         let outcome = self.raw.propose(vec![], data);
         self.proposed(id, outcome, waiter);
     }

@@ -8,9 +8,10 @@ use dhow_tuples::Revision;
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, Message, MessageType};
 
+use crate::codec;
 use crate::core::{Core, Request};
 use crate::log::{LogStore, Membership};
-use crate::snapshot::{decode_header, StagedSnapshot};
+use crate::snapshot::StagedSnapshot;
 use crate::transport::Transport;
 use crate::RaftError;
 
@@ -107,7 +108,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                 "snapshot at {index} while another is being restored"
             ));
         }
-        let peers = decode_header(&snap.data)?;
+        let peers = codec::decode_snapshot_header(&snap.data).map_err(|e| e.to_string())?;
         tracing::info!(
             index,
             relationships = data.relationships.len(),

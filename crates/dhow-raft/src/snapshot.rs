@@ -6,41 +6,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::codec::{self, Chunk};
 use dhow_tuples::{Relationship, RelationshipFilter, Revision, TupleStore};
-use serde::{Deserialize, Serialize};
-
-const FORMAT: u8 = 1;
 
 /// Relationships per chunk.
 pub const CHUNK_RELATIONSHIPS: usize = 5_000;
-
-#[derive(Serialize, Deserialize)]
-pub(crate) enum Part {
-    Schema(Option<String>),
-    Relationships(Vec<Relationship>),
-}
-
-pub(crate) fn encode_header(peers: &BTreeMap<u64, String>) -> Result<Vec<u8>, String> {
-    let mut out = vec![FORMAT];
-    bincode::serialize_into(&mut out, peers).map_err(|e| format!("encode snapshot header: {e}"))?;
-    Ok(out)
-}
-
-pub(crate) fn decode_header(bytes: &[u8]) -> Result<BTreeMap<u64, String>, String> {
-    match bytes.split_first() {
-        Some((&FORMAT, rest)) => {
-            bincode::deserialize(rest).map_err(|e| format!("decode snapshot header: {e}"))
-        }
-        Some((v, _)) => Err(format!("unknown snapshot header format {v}")),
-        None => Err("empty snapshot header".into()),
-    }
-}
-
-pub(crate) fn encode_part(p: &Part) -> Result<Vec<u8>, String> {
-    let mut out = vec![FORMAT];
-    bincode::serialize_into(&mut out, p).map_err(|e| format!("encode snapshot chunk: {e}"))?;
-    Ok(out)
-}
 
 /// Produces the data chunks of a snapshot of `store` at `revision`, in order. Reads page by
 /// page, so the store is never locked for the whole transfer.
@@ -71,7 +41,7 @@ impl<'a> SnapshotSource<'a> {
                 .schema_at(self.revision)
                 .map_err(|e| format!("snapshot at {}: {e}", self.revision))?
                 .map(|(_, s)| s);
-            return encode_part(&Part::Schema(schema)).map(Some);
+            return Ok(Some(codec::encode_chunk(&Chunk::Schema(schema))));
         }
         if self.done {
             return Ok(None);
@@ -96,7 +66,7 @@ impl<'a> SnapshotSource<'a> {
             return Ok(None);
         }
         self.after = page.last().cloned();
-        encode_part(&Part::Relationships(page)).map(Some)
+        Ok(Some(codec::encode_chunk(&Chunk::Relationships(page))))
     }
 }
 
@@ -116,7 +86,7 @@ impl Iterator for SnapshotSource<'_> {
 }
 
 /// A snapshot's data received in full, waiting for its message to be stepped into raft-rs.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct StagedSnapshot {
     pub(crate) schema: Option<String>,
     pub(crate) relationships: Vec<Relationship>,
@@ -190,7 +160,7 @@ impl SnapshotStage for FileStage {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             format!("snapshot stage: {what} {}: {e}", tmp.display())
         };
-        let bytes = bincode::serialize(data).map_err(|e| fail("encoding", &e))?;
+        let bytes = codec::encode_staged(data);
         let mut f = std::fs::File::create(&tmp).map_err(|e| fail("creating", &e))?;
         f.write_all(&bytes).map_err(|e| fail("writing", &e))?;
         f.sync_all().map_err(|e| fail("syncing", &e))?;
@@ -203,7 +173,7 @@ impl SnapshotStage for FileStage {
     fn load(&self, index: u64) -> Result<Option<StagedSnapshot>, String> {
         let path = self.path(index);
         match std::fs::read(&path) {
-            Ok(bytes) => bincode::deserialize(&bytes)
+            Ok(bytes) => codec::decode_staged(&bytes)
                 .map(Some)
                 .map_err(|e| format!("snapshot stage: {} is damaged: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -240,23 +210,17 @@ impl SnapshotBuilder {
 
     /// Adds one chunk, in the order the source produced them.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
-        let part: Part = match chunk.split_first() {
-            Some((&FORMAT, rest)) => {
-                bincode::deserialize(rest).map_err(|e| format!("decode snapshot chunk: {e}"))?
-            }
-            Some((v, _)) => return Err(format!("unknown snapshot chunk format {v}")),
-            None => return Err("empty snapshot chunk".into()),
-        };
+        let part = codec::decode_chunk(chunk).map_err(|e| e.to_string())?;
         match part {
-            Part::Schema(s) if !self.got_schema => {
+            Chunk::Schema(s) if !self.got_schema => {
                 self.staged.schema = s;
                 self.got_schema = true;
             }
-            Part::Schema(_) => return Err("snapshot carries two schemas".into()),
-            Part::Relationships(_) if !self.got_schema => {
+            Chunk::Schema(_) => return Err("snapshot carries two schemas".into()),
+            Chunk::Relationships(_) if !self.got_schema => {
                 return Err("snapshot relationships before its schema".into())
             }
-            Part::Relationships(mut rs) => self.staged.relationships.append(&mut rs),
+            Chunk::Relationships(mut rs) => self.staged.relationships.append(&mut rs),
         }
         Ok(())
     }
@@ -371,17 +335,20 @@ mod tests {
     #[test]
     fn malformed_streams_are_refused() {
         let mut b = SnapshotBuilder::new();
-        assert!(b.push(&[]).unwrap_err().contains("empty"));
-        assert!(b.push(&[9, 1, 2]).unwrap_err().contains("format 9"));
-        let rels = encode_part(&Part::Relationships(vec![])).unwrap();
+        assert!(b.push(&[]).unwrap_err().contains("no bytes"));
+        assert!(b
+            .push(&[9, 1, 2])
+            .unwrap_err()
+            .contains("unknown format version 9"));
+        let rels = codec::encode_chunk(&Chunk::Relationships(vec![]));
         assert!(b.push(&rels).unwrap_err().contains("before its schema"));
         assert!(SnapshotBuilder::new().finish().is_err());
-        let schema = encode_part(&Part::Schema(None)).unwrap();
+        let schema = codec::encode_chunk(&Chunk::Schema(None));
         let mut b = SnapshotBuilder::new();
         b.push(&schema).unwrap();
         assert!(b.push(&schema).unwrap_err().contains("two schemas"));
-        let h = encode_header(&BTreeMap::from([(1, "a:1".to_string())])).unwrap();
-        assert_eq!(decode_header(&h).unwrap()[&1], "a:1");
-        assert!(decode_header(&h[..1]).is_err());
+        let h = codec::encode_snapshot_header(&BTreeMap::from([(1, "a:1".to_string())]));
+        assert_eq!(codec::decode_snapshot_header(&h).unwrap()[&1], "a:1");
+        assert!(codec::decode_snapshot_header(&h[..1]).is_err());
     }
 }
