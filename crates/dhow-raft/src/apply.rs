@@ -11,6 +11,7 @@ use raft::eraftpb::{ConfChange, Entry, EntryType};
 
 use crate::codec::{self, Body, Proposal};
 use crate::core::Core;
+use crate::error::{RaftError, StorageError, StorageKind};
 use crate::log::LogStore;
 use crate::transport::Transport;
 
@@ -31,23 +32,27 @@ pub(crate) enum Command {
 
 impl Command {
     /// Decodes the committed entry at `entry.index`.
-    pub(crate) fn decode(entry: &Entry) -> Result<Command, String> {
+    pub(crate) fn decode(entry: &Entry) -> Result<Command, RaftError> {
         let index = entry.index;
         match entry.get_entry_type() {
             EntryType::EntryNormal if entry.data.is_empty() => Ok(Command::Empty),
             EntryType::EntryNormal => codec::decode(&entry.data)
                 .map(Command::Proposal)
-                .map_err(|e| format!("entry {index}: {e}")),
+                .map_err(RaftError::codec(format_args!("raft entry {index}"))),
             EntryType::EntryConfChange => {
-                let change = ConfChange::parse_from_bytes(&entry.data)
-                    .map_err(|e| format!("decode conf change at {index}: {e}"))?;
+                let change = ConfChange::parse_from_bytes(&entry.data).map_err(|e| {
+                    StorageError::new(
+                        StorageKind::Corruption,
+                        format!("raft entry {index}: its conf change does not decode: {e}"),
+                    )
+                })?;
                 let (id, addr) = codec::decode_change_context(&entry.context, &change.context)
-                    .map_err(|e| format!("decode conf change context at {index}: {e}"))?;
+                    .map_err(RaftError::codec(format_args!("raft entry {index}")))?;
                 Ok(Command::Change { id, change, addr })
             }
-            EntryType::EntryConfChangeV2 => Err(format!(
-                "entry {index} is a joint membership change, which Dhow never proposes"
-            )),
+            EntryType::EntryConfChangeV2 => Err(RaftError::Raft(format!(
+                "raft entry {index} is a joint membership change, which Dhow never proposes"
+            ))),
         }
     }
 }
@@ -55,7 +60,7 @@ impl Command {
 impl<L: LogStore, T: Transport> Core<L, T> {
     /// Applies committed entries in order (or keeps them for later while a snapshot is being
     /// restored into the store).
-    pub(crate) fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+    pub(crate) fn apply(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
         if let Some(r) = &mut self.restoring {
             r.deferred.extend(entries);
             return Ok(());
@@ -66,7 +71,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         Ok(())
     }
 
-    fn apply_one(&mut self, entry: &Entry) -> Result<(), String> {
+    fn apply_one(&mut self, entry: &Entry) -> Result<(), RaftError> {
         let index = entry.index;
         if index <= self.store.head().0 {
             self.applied_index = index;
@@ -89,10 +94,12 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                 change_outcome = Some(self.apply_change(&change, addr)?);
             }
         }
-        let outcomes = self
-            .store
-            .apply(Revision(index), &batch)
-            .map_err(|e| format!("apply entry {index}: {e}"))?;
+        let outcomes =
+            self.store
+                .apply(Revision(index), &batch)
+                .map_err(RaftError::state_machine(format_args!(
+                    "applying entry {index}"
+                )))?;
         self.storage.set_applied(index);
         self.applied_index = index;
         // Publish the revision before answering: whoever holds an acknowledgement must
@@ -116,7 +123,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
 
     /// Compacts the log once it holds more than twice `log_retain` applied entries, keeping
     /// the last `log_retain` (never while a snapshot is being restored).
-    pub(crate) fn maybe_compact(&mut self) -> Result<(), String> {
+    pub(crate) fn maybe_compact(&mut self) -> Result<(), RaftError> {
         if self.restoring.is_some() {
             return Ok(());
         }
@@ -124,10 +131,12 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         let first = self.storage.with(|l| l.first_index())?;
         if applied > first + 2 * self.config.log_retain {
             let upto = applied - self.config.log_retain;
-            let term = self
-                .storage
-                .with(|l| l.term(upto))?
-                .ok_or_else(|| format!("no term for index {upto}"))?;
+            let term = self.storage.with(|l| l.term(upto))?.ok_or_else(|| {
+                StorageError::new(
+                    StorageKind::Corruption,
+                    format!("the log holds no term for index {upto}"),
+                )
+            })?;
             self.storage.with(|l| l.compact(upto, term))?;
         }
         Ok(())
@@ -187,9 +196,13 @@ mod tests {
     #[test]
     fn a_bad_entry_is_an_error_naming_its_index() {
         let e = Command::decode(&entry(11, EntryType::EntryNormal, vec![9, 9])).unwrap_err();
-        assert!(e.contains("entry 11"), "{e}");
+        assert!(
+            matches!(&e, RaftError::Codec { what, .. } if what == "raft entry 11"),
+            "{e}"
+        );
         let e = Command::decode(&entry(12, EntryType::EntryConfChange, vec![0xff; 3])).unwrap_err();
-        assert!(e.contains("at 12"), "{e}");
+        assert_eq!(e.storage_kind(), Some(StorageKind::Corruption), "{e}");
+        assert!(e.to_string().contains("raft entry 12"), "{e}");
         let cc = ConfChange {
             context: vec![1].into(),
             ..Default::default()
@@ -200,8 +213,11 @@ mod tests {
             cc.write_to_bytes().unwrap(),
         ))
         .unwrap_err();
-        assert!(e.contains("context at 13"), "{e}");
+        assert!(
+            matches!(&e, RaftError::Codec { what, error } if what == "raft entry 13" && error.what == codec::Payload::ChangeContext),
+            "{e}"
+        );
         let e = Command::decode(&entry(14, EntryType::EntryConfChangeV2, vec![])).unwrap_err();
-        assert!(e.contains("joint"), "{e}");
+        assert!(e.to_string().contains("joint"), "{e}");
     }
 }

@@ -47,7 +47,7 @@ pub(crate) enum Request {
     Status(oneshot::Sender<Status>),
     Report(Report),
     /// A store restore handed to the [`Runner`] ended: the snapshot's index and the outcome.
-    Restored(u64, Result<(), String>),
+    Restored(u64, Result<(), RaftError>),
     Shutdown,
 }
 
@@ -88,7 +88,8 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     was_leader: bool,
     /// The leader known at the last check (0: none).
     leader: u64,
-    pub(crate) failed: Option<String>,
+    /// Why the loop stopped serving writes, once it met a failure.
+    pub(crate) failed: Option<RaftError>,
 }
 
 impl<L: LogStore, T: Transport> Core<L, T> {
@@ -113,7 +114,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             .stage
             .clone()
             .unwrap_or_else(|| Arc::new(MemStage::default()));
-        repair(&storage, &*store, &*stage).map_err(RaftError::Storage)?;
+        repair(&storage, &*store, &*stage)?;
         let applied = store.head();
         storage.set_applied(applied.0);
         let raft_config = raft::Config {
@@ -233,9 +234,8 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     pub(crate) fn ready(&mut self) {
         if let Err(e) = self.on_ready() {
             tracing::error!(error = %e, "raft loop failed; this node stops serving writes");
-            let failed = format!("the node's storage failed: {e}");
-            self.failed = Some(e);
-            self.fail_all(|| RaftError::Storage(failed.clone()));
+            self.failed = Some(e.clone());
+            self.fail_all(|| e.clone());
         }
         self.check_leadership();
     }
@@ -338,7 +338,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     }
 
     /// One Ready, in raft-rs's order.
-    fn on_ready(&mut self) -> Result<(), String> {
+    fn on_ready(&mut self) -> Result<(), RaftError> {
         if self.failed.is_some() {
             return Ok(());
         }

@@ -13,13 +13,13 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::RaftConfig;
 use crate::core::Request;
+use crate::error::{RaftError, StorageError, StorageKind};
 use crate::log::LogStore;
 use crate::membership::{MemberChange, Status};
 use crate::restore::snapshot_index;
 use crate::snapshot::{MemStage, SnapshotStage, StagedSnapshot};
 use crate::thread;
 use crate::transport::Transport;
-use crate::RaftError;
 
 /// A running Raft node: submit writes and reads, watch the applied revision.
 pub struct RaftHandle {
@@ -153,8 +153,9 @@ impl RaftHandle {
                 let data =
                     tokio::task::spawn_blocking(move || stage.save(index, &data).map(|()| data))
                         .await
-                        .map_err(|e| RaftError::Storage(format!("snapshot stage: {e}")))?
-                        .map_err(RaftError::Storage)?;
+                        .map_err(|e| {
+                            StorageError::new(StorageKind::Other, format!("snapshot stage: {e}"))
+                        })??;
                 tracing::info!(index, "snapshot staged");
                 data
             }

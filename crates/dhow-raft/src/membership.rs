@@ -66,7 +66,7 @@ pub(crate) fn initial_membership<L: LogStore>(
     config: &RaftConfig,
     storage: &RaftStorage<L>,
 ) -> Result<Membership, RaftError> {
-    if let Some(m) = storage.membership().map_err(RaftError::Storage)? {
+    if let Some(m) = storage.membership()? {
         return Ok(m);
     }
     let m = if config.join {
@@ -88,7 +88,7 @@ pub(crate) fn initial_membership<L: LogStore>(
             peers: config.initial_peers.clone(),
         }
     };
-    storage.set_membership(&m).map_err(RaftError::Storage)?;
+    storage.set_membership(&m)?;
     Ok(m)
 }
 
@@ -136,7 +136,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         &mut self,
         cc: &ConfChange,
         addr: String,
-    ) -> Result<Result<bool, RaftError>, String> {
+    ) -> Result<Result<bool, RaftError>, RaftError> {
         let conf = match self.raw.apply_conf_change(cc) {
             Ok(cs) => cs,
             Err(e) => {

@@ -136,7 +136,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     /// when the entry is applied (see `apply.rs`), or now if raft-rs refuses it.
     pub(crate) fn propose(&mut self, body: Body, waiter: Waiter) {
         if let Some(e) = &self.failed {
-            waiter.fail(|| RaftError::Storage(e.clone()));
+            waiter.fail(|| e.clone());
             return;
         }
         let id = self.proposals.next_id();

@@ -6,6 +6,7 @@
 
 use dhow_tuples::{Revision, TupleStore};
 
+use crate::error::{RaftError, StorageError, StorageKind};
 use crate::log::{LogStore, RaftStorage};
 use crate::snapshot::SnapshotStage;
 
@@ -16,7 +17,7 @@ pub(crate) fn repair<L: LogStore>(
     storage: &RaftStorage<L>,
     store: &dyn TupleStore,
     stage: &dyn SnapshotStage,
-) -> Result<(), String> {
+) -> Result<(), RaftError> {
     let mut head = store.head();
     let (snap_index, _) = storage.with(|l| l.snapshot_meta())?;
     let mut hs = storage.hard_state()?;
@@ -35,7 +36,9 @@ pub(crate) fn repair<L: LogStore>(
                     data.schema.as_deref(),
                     &mut data.relationships.into_iter(),
                 )
-                .map_err(|e| format!("restore the staged snapshot at {snap_index}: {e}"))?;
+                .map_err(RaftError::state_machine(format_args!(
+                    "restoring the staged snapshot at {snap_index}"
+                )))?;
             // The hard state may predate the snapshot: its commit is raised below.
             head = store.head();
         } else {
@@ -47,22 +50,26 @@ pub(crate) fn repair<L: LogStore>(
             storage.with(|l| l.install_snapshot(head.0, 0))?;
             hs.commit = head.0;
             storage.set_hard_state(&hs)?;
-            return stage.retain(None);
+            return Ok(stage.retain(None)?);
         }
     }
     if head.0 > hs.commit {
         let last = storage.with(|l| l.last_index())?;
         if head.0 > last {
-            return Err(format!(
-                "the store is at revision {head} but the Raft log ends at {last}: the data dir is damaged"
-            ));
+            return Err(StorageError::new(
+                StorageKind::Corruption,
+                format!(
+                    "the store is at revision {head} but the Raft log ends at {last}: the data dir is damaged"
+                ),
+            )
+            .into());
         }
         hs.commit = head.0;
         storage.set_hard_state(&hs)?;
     }
     // Nothing staged is needed any more: a snapshot received before the crash but never
     // installed will be sent again.
-    stage.retain(None)
+    Ok(stage.retain(None)?)
 }
 
 #[cfg(test)]
@@ -121,7 +128,12 @@ mod tests {
     fn a_store_ahead_of_the_log_is_a_damaged_data_dir() {
         let storage = storage_with_entries(2);
         let e = repair(&storage, &store_at(3), &MemStage::default()).unwrap_err();
-        assert!(e.contains("revision 3") && e.contains("ends at 2"), "{e}");
+        assert_eq!(e.storage_kind(), Some(StorageKind::Corruption));
+        let text = e.to_string();
+        assert!(
+            text.contains("revision 3") && text.contains("ends at 2"),
+            "{e}"
+        );
     }
 
     #[test]

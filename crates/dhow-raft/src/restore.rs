@@ -19,7 +19,7 @@ use crate::RaftError;
 pub(crate) struct Restoring {
     pub(crate) index: u64,
     /// The outcome, once the job reported it.
-    pub(crate) done: Option<Result<(), String>>,
+    pub(crate) done: Option<Result<(), RaftError>>,
     /// Entries committed meanwhile, in order: applied once the store holds the snapshot.
     pub(crate) deferred: Vec<Entry>,
 }
@@ -69,7 +69,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     }
 
     /// A restore job reported its end (see [`Core::finish_restore`]).
-    pub(crate) fn restored(&mut self, index: u64, outcome: Result<(), String>) {
+    pub(crate) fn restored(&mut self, index: u64, outcome: Result<(), RaftError>) {
         match &mut self.restoring {
             Some(r) if r.index == index => r.done = Some(outcome),
             _ => tracing::warn!(index, "the end of a restore nobody waits for ignored"),
@@ -94,21 +94,27 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     pub(crate) fn install_snapshot(
         &mut self,
         snap: &raft::eraftpb::Snapshot,
-    ) -> Result<(), String> {
+    ) -> Result<(), RaftError> {
         let meta = snap.get_metadata();
         let index = meta.index;
         let data = match self.staged.take() {
             Some((i, data)) if i == index => data,
-            _ => return Err(format!("snapshot at {index} arrived without its data")),
+            _ => {
+                return Err(RaftError::Snapshot(format!(
+                    "the snapshot at {index} arrived without its data"
+                )))
+            }
         };
         if self.restoring.is_some() {
             // `step_snapshot` refuses snapshots while a restore runs: raft-rs cannot hold a
             // second one.
-            return Err(format!(
-                "snapshot at {index} while another is being restored"
-            ));
+            return Err(RaftError::Snapshot(format!(
+                "the snapshot at {index} arrived while another is being restored"
+            )));
         }
-        let peers = codec::decode_snapshot_header(&snap.data).map_err(|e| e.to_string())?;
+        let peers = codec::decode_snapshot_header(&snap.data).map_err(RaftError::codec(
+            format_args!("the header of the snapshot at {index}"),
+        ))?;
         tracing::info!(
             index,
             relationships = data.relationships.len(),
@@ -145,7 +151,9 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                     data.schema.as_deref(),
                     &mut data.relationships.into_iter(),
                 )
-                .map_err(|e| format!("restore snapshot at {index}: {e}"));
+                .map_err(RaftError::state_machine(format_args!(
+                    "restoring the snapshot at {index}"
+                )));
             let _ = wake.send(Request::Restored(index, outcome));
         }));
         Ok(())
@@ -154,7 +162,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     /// Once the restore job has reported: the store holds the snapshot, so its revision is
     /// published and the entries committed meanwhile are applied, in order. A failed restore
     /// fails the node like any storage error.
-    pub(crate) fn finish_restore(&mut self) -> Result<(), String> {
+    pub(crate) fn finish_restore(&mut self) -> Result<(), RaftError> {
         if !matches!(&self.restoring, Some(r) if r.done.is_some()) {
             return Ok(());
         }

@@ -191,8 +191,8 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
     }
 
     /// Why the node stopped serving writes, if its storage failed.
-    pub fn failed(&self) -> Option<&str> {
-        self.core.failed.as_deref()
+    pub fn failed(&self) -> Option<&RaftError> {
+        self.core.failed.as_ref()
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dhow_raft::{NoTransport, RaftConfig, RaftError, RaftHandle, Role};
+use dhow_raft::{DecodeError, NoTransport, Problem, RaftConfig, RaftError, RaftHandle, Role};
 use dhow_storage::{RocksStore, StoreOptions};
 use dhow_tuples::{
     parse_relationship, ObjectRef, Revision, Subject, TupleStore, WriteOp, WriteRequest,
@@ -189,10 +189,17 @@ async fn an_entry_of_an_unknown_format_stops_the_node_naming_the_version() {
     let err = write_retrying(&node, touch("document:x#viewer@user:y"))
         .await
         .unwrap_err();
-    let text = err.to_string();
     assert!(
-        text.contains("unknown format version 9") && text.contains("entry 1"),
-        "{text}"
+        matches!(
+            &err,
+            RaftError::Codec { what, error: DecodeError { problem: Problem::UnknownVersion { found: 9, .. }, .. } }
+                if what == "raft entry 1"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("unknown format version 9"),
+        "{err}"
     );
     assert_eq!(
         store.head(),

@@ -30,7 +30,7 @@ mod reader;
 mod store;
 
 pub use db::FORMAT_VERSION;
-pub use error::StorageError;
+pub use error::{ErrorKind, StorageError};
 pub use raftlog::{RaftEntry, RaftLogStore};
 pub use reader::RocksReader;
 pub use store::{RocksStore, StoreOptions};

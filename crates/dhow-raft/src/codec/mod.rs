@@ -29,7 +29,7 @@ use dhow_tuples::{Relationship, WriteRequest};
 use crate::log::Membership;
 use crate::snapshot::StagedSnapshot;
 
-pub use wire::{DecodeError, Encoded, Problem};
+pub use wire::{DecodeError, Payload, Problem};
 
 /// The format new data is written in.
 pub(crate) const FORMAT: u8 = v2::VERSION;
@@ -60,7 +60,7 @@ pub(crate) enum Chunk {
     Relationships(Vec<Relationship>),
 }
 
-fn unknown(what: Encoded, found: u8) -> DecodeError {
+fn unknown(what: Payload, found: u8) -> DecodeError {
     DecodeError::whole(
         what,
         None,
@@ -74,7 +74,7 @@ fn unknown(what: Encoded, found: u8) -> DecodeError {
 /// Reads the version byte of `bytes` and hands them to the reader of that version.
 fn versioned<T>(
     bytes: &[u8],
-    what: Encoded,
+    what: Payload,
     v1: impl FnOnce(&[u8]) -> wire::Result<T>,
     v2: impl FnOnce(&[u8]) -> wire::Result<T>,
 ) -> Result<T, DecodeError> {
@@ -93,7 +93,7 @@ pub(crate) fn encode(p: &Proposal) -> Vec<u8> {
 
 /// Reads the data of a normal Raft entry, in either format.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
-    versioned(bytes, Encoded::Entry, v1::read_proposal, v2::read_proposal)
+    versioned(bytes, Payload::Entry, v1::read_proposal, v2::read_proposal)
 }
 
 /// The raft-rs entry context that marks a membership change entry of the current format.
@@ -116,11 +116,11 @@ pub(crate) fn decode_change_context(
         [] => v1::read_change_context(bytes),
         [v2::VERSION] => versioned(
             bytes,
-            Encoded::ChangeContext,
-            |_| Err(unknown(Encoded::ChangeContext, v1::VERSION)),
+            Payload::ChangeContext,
+            |_| Err(unknown(Payload::ChangeContext, v1::VERSION)),
             v2::read_change_context,
         ),
-        [v, ..] => Err(unknown(Encoded::ChangeContext, *v)),
+        [v, ..] => Err(unknown(Payload::ChangeContext, *v)),
     }
 }
 
@@ -150,7 +150,7 @@ pub(crate) fn encode_snapshot_header(peers: &BTreeMap<u64, String>) -> Vec<u8> {
 pub(crate) fn decode_snapshot_header(bytes: &[u8]) -> Result<BTreeMap<u64, String>, DecodeError> {
     versioned(
         bytes,
-        Encoded::SnapshotHeader,
+        Payload::SnapshotHeader,
         v1::read_snapshot_header,
         v2::read_snapshot_header,
     )
@@ -164,7 +164,7 @@ pub(crate) fn encode_chunk(c: &Chunk) -> Vec<u8> {
 pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<Chunk, DecodeError> {
     versioned(
         bytes,
-        Encoded::SnapshotChunk,
+        Payload::SnapshotChunk,
         v1::read_chunk,
         v2::read_chunk,
     )
@@ -181,9 +181,9 @@ pub(crate) fn decode_staged(bytes: &[u8]) -> Result<StagedSnapshot, DecodeError>
     match bytes.first() {
         Some(0 | 1) => v1::read_staged(bytes),
         Some(&v2::VERSION) => v2::read_staged(bytes),
-        Some(&v) => Err(unknown(Encoded::StagedSnapshot, v)),
+        Some(&v) => Err(unknown(Payload::StagedSnapshot, v)),
         None => Err(DecodeError::whole(
-            Encoded::StagedSnapshot,
+            Payload::StagedSnapshot,
             None,
             Problem::Empty,
         )),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use bincode::Options as _;
 use serde::Deserialize;
 
-use super::wire::{DecodeError, Encoded, Problem, Reader, Result};
+use super::wire::{DecodeError, Payload, Problem, Reader, Result};
 use super::{Body as DomainBody, Chunk, Proposal as DomainProposal};
 use crate::snapshot::StagedSnapshot as DomainStaged;
 
@@ -177,7 +177,7 @@ impl From<WriteRequest> for dhow_tuples::WriteRequest {
 fn bincode_decode<'a, T: Deserialize<'a>>(
     bytes: &'a [u8],
     from: usize,
-    what: Encoded,
+    what: Payload,
     version: Option<u8>,
 ) -> Result<T> {
     let rest = bytes.get(from..).unwrap_or_default();
@@ -191,7 +191,7 @@ fn bincode_decode<'a, T: Deserialize<'a>>(
 
 /// An entry's data after its version byte `1`.
 pub(crate) fn read_proposal(bytes: &[u8]) -> Result<DomainProposal> {
-    let p: Proposal = bincode_decode(bytes, 1, Encoded::Entry, Some(VERSION))?;
+    let p: Proposal = bincode_decode(bytes, 1, Payload::Entry, Some(VERSION))?;
     Ok(DomainProposal {
         id: p.id,
         body: match p.body {
@@ -203,13 +203,13 @@ pub(crate) fn read_proposal(bytes: &[u8]) -> Result<DomainProposal> {
 
 /// A conf change context of format 1 (no version byte): `(id, address)`.
 pub(crate) fn read_change_context(bytes: &[u8]) -> Result<(u64, String)> {
-    bincode_decode(bytes, 0, Encoded::ChangeContext, Some(VERSION))
+    bincode_decode(bytes, 0, Payload::ChangeContext, Some(VERSION))
 }
 
 /// A membership after its first byte `0xD1`: the protobuf conf state and the peers.
 pub(crate) fn read_membership(bytes: &[u8]) -> Result<crate::log::Membership> {
     let (conf, peers): (Vec<u8>, BTreeMap<u64, String>) =
-        bincode_decode(bytes, 1, Encoded::Membership, Some(VERSION))?;
+        bincode_decode(bytes, 1, Payload::Membership, Some(VERSION))?;
     Ok(crate::log::Membership {
         conf: bare_conf_state(&conf).map_err(|mut e| {
             e.version = Some(VERSION);
@@ -225,7 +225,7 @@ pub(crate) fn bare_conf_state(bytes: &[u8]) -> Result<raft::eraftpb::ConfState> 
     check_protobuf_lengths(bytes)?;
     raft::eraftpb::ConfState::parse_from_bytes(bytes).map_err(|e| {
         DecodeError::whole(
-            Encoded::Membership,
+            Payload::Membership,
             None,
             Problem::Legacy(format!("conf state: {e}")),
         )
@@ -236,7 +236,7 @@ pub(crate) fn bare_conf_state(bytes: &[u8]) -> Result<raft::eraftpb::ConfState> 
 /// than the rest of the input: the protobuf crate reserves up to 10 MB for such a length
 /// before finding out that the bytes are not there.
 fn check_protobuf_lengths(bytes: &[u8]) -> Result<()> {
-    let mut r = Reader::new(bytes, 0, Encoded::Membership, None);
+    let mut r = Reader::new(bytes, 0, Payload::Membership, None);
     while r.pos() < bytes.len() {
         let at = r.pos();
         let tag = r.varint("conf state")?;
@@ -266,12 +266,12 @@ fn check_protobuf_lengths(bytes: &[u8]) -> Result<()> {
 
 /// A snapshot header after its version byte `1`.
 pub(crate) fn read_snapshot_header(bytes: &[u8]) -> Result<BTreeMap<u64, String>> {
-    bincode_decode(bytes, 1, Encoded::SnapshotHeader, Some(VERSION))
+    bincode_decode(bytes, 1, Payload::SnapshotHeader, Some(VERSION))
 }
 
 /// A snapshot chunk after its version byte `1`.
 pub(crate) fn read_chunk(bytes: &[u8]) -> Result<Chunk> {
-    let part: Part = bincode_decode(bytes, 1, Encoded::SnapshotChunk, Some(VERSION))?;
+    let part: Part = bincode_decode(bytes, 1, Payload::SnapshotChunk, Some(VERSION))?;
     Ok(match part {
         Part::Schema(s) => Chunk::Schema(s),
         Part::Relationships(rs) => Chunk::Relationships(rs.into_iter().map(Into::into).collect()),
@@ -281,7 +281,7 @@ pub(crate) fn read_chunk(bytes: &[u8]) -> Result<Chunk> {
 /// A staged snapshot file of format 1 (no version byte: it starts with the schema's option
 /// tag, 0 or 1).
 pub(crate) fn read_staged(bytes: &[u8]) -> Result<DomainStaged> {
-    let s: StagedSnapshot = bincode_decode(bytes, 0, Encoded::StagedSnapshot, Some(VERSION))?;
+    let s: StagedSnapshot = bincode_decode(bytes, 0, Payload::StagedSnapshot, Some(VERSION))?;
     Ok(DomainStaged {
         schema: s.schema,
         relationships: s.relationships.into_iter().map(Into::into).collect(),

@@ -34,7 +34,7 @@ use dhow_tuples::{
 };
 use raft::eraftpb::ConfState;
 
-use super::wire::{Encoded, Problem, Reader, Result, Writer};
+use super::wire::{Payload, Problem, Reader, Result, Writer};
 use super::{Body, Chunk, Proposal};
 use crate::log::Membership;
 use crate::snapshot::StagedSnapshot;
@@ -210,12 +210,12 @@ pub(crate) fn staged(s: &StagedSnapshot) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Decoding. Each reader starts after the version byte, which the caller checked.
 
-fn reader(bytes: &[u8], what: Encoded) -> Reader<'_> {
+fn reader(bytes: &[u8], what: Payload) -> Reader<'_> {
     Reader::new(bytes, 1, what, Some(VERSION))
 }
 
 pub(crate) fn read_proposal(bytes: &[u8]) -> Result<Proposal> {
-    let mut r = reader(bytes, Encoded::Entry);
+    let mut r = reader(bytes, Payload::Entry);
     let id = r.varint("id")?;
     let at = r.pos();
     let body = match r.u8("body")? {
@@ -333,7 +333,7 @@ fn read_relationships(r: &mut Reader<'_>) -> Result<Vec<Relationship>> {
 }
 
 pub(crate) fn read_change_context(bytes: &[u8]) -> Result<(u64, String)> {
-    let mut r = reader(bytes, Encoded::ChangeContext);
+    let mut r = reader(bytes, Payload::ChangeContext);
     let id = r.varint("id")?;
     let addr = r.str("address")?;
     r.finish()?;
@@ -378,7 +378,7 @@ fn read_peers(r: &mut Reader<'_>) -> Result<BTreeMap<u64, String>> {
 }
 
 pub(crate) fn read_membership(bytes: &[u8]) -> Result<Membership> {
-    let mut r = reader(bytes, Encoded::Membership);
+    let mut r = reader(bytes, Payload::Membership);
     let mut conf = ConfState {
         voters: read_ids(&mut r, "voters")?,
         learners: read_ids(&mut r, "learners")?,
@@ -398,14 +398,14 @@ pub(crate) fn read_membership(bytes: &[u8]) -> Result<Membership> {
 }
 
 pub(crate) fn read_snapshot_header(bytes: &[u8]) -> Result<BTreeMap<u64, String>> {
-    let mut r = reader(bytes, Encoded::SnapshotHeader);
+    let mut r = reader(bytes, Payload::SnapshotHeader);
     let peers = read_peers(&mut r)?;
     r.finish()?;
     Ok(peers)
 }
 
 pub(crate) fn read_chunk(bytes: &[u8]) -> Result<Chunk> {
-    let mut r = reader(bytes, Encoded::SnapshotChunk);
+    let mut r = reader(bytes, Payload::SnapshotChunk);
     let at = r.pos();
     let chunk = match r.u8("kind")? {
         CHUNK_SCHEMA => Chunk::Schema(r.opt_str("schema")?),
@@ -417,7 +417,7 @@ pub(crate) fn read_chunk(bytes: &[u8]) -> Result<Chunk> {
 }
 
 pub(crate) fn read_staged(bytes: &[u8]) -> Result<StagedSnapshot> {
-    let mut r = reader(bytes, Encoded::StagedSnapshot);
+    let mut r = reader(bytes, Payload::StagedSnapshot);
     let schema = r.opt_str("schema")?;
     let relationships = read_relationships(&mut r)?;
     r.finish()?;

@@ -8,7 +8,7 @@ use std::fmt;
 
 /// What was being decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoded {
+pub enum Payload {
     /// The data of a normal Raft entry: a proposal of client writes or of a schema.
     Entry,
     /// The context of a membership change entry: proposal id and peer address.
@@ -23,15 +23,15 @@ pub enum Encoded {
     StagedSnapshot,
 }
 
-impl fmt::Display for Encoded {
+impl fmt::Display for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Encoded::Entry => "raft entry",
-            Encoded::ChangeContext => "membership change context",
-            Encoded::Membership => "membership",
-            Encoded::SnapshotHeader => "snapshot header",
-            Encoded::SnapshotChunk => "snapshot chunk",
-            Encoded::StagedSnapshot => "staged snapshot",
+            Payload::Entry => "raft entry",
+            Payload::ChangeContext => "membership change context",
+            Payload::Membership => "membership",
+            Payload::SnapshotHeader => "snapshot header",
+            Payload::SnapshotChunk => "snapshot chunk",
+            Payload::StagedSnapshot => "staged snapshot",
         })
     }
 }
@@ -100,7 +100,7 @@ impl fmt::Display for Problem {
 /// field, at which byte, and what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct DecodeError {
-    pub what: Encoded,
+    pub what: Payload,
     /// The format version read from the bytes, once known.
     pub version: Option<u8>,
     /// The field being read, as a path (`writes[0].ops[1].subject.id`); empty for the whole.
@@ -129,7 +129,7 @@ impl fmt::Display for DecodeError {
 
 impl DecodeError {
     /// A problem with the whole value, before any field.
-    pub(crate) fn whole(what: Encoded, version: Option<u8>, problem: Problem) -> Self {
+    pub(crate) fn whole(what: Payload, version: Option<u8>, problem: Problem) -> Self {
         DecodeError {
             what,
             version,
@@ -212,7 +212,7 @@ impl Writer {
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
-    what: Encoded,
+    what: Payload,
     version: Option<u8>,
 }
 
@@ -220,7 +220,7 @@ pub(crate) type Result<T> = std::result::Result<T, DecodeError>;
 
 impl<'a> Reader<'a> {
     /// A reader of `bytes` (a `what` in format `version`) from offset `pos`.
-    pub(crate) fn new(bytes: &'a [u8], pos: usize, what: Encoded, version: Option<u8>) -> Self {
+    pub(crate) fn new(bytes: &'a [u8], pos: usize, what: Payload, version: Option<u8>) -> Self {
         Reader {
             bytes,
             pos,
@@ -369,7 +369,7 @@ mod tests {
     use super::*;
 
     fn reader(b: &[u8]) -> Reader<'_> {
-        Reader::new(b, 0, Encoded::Entry, Some(2))
+        Reader::new(b, 0, Payload::Entry, Some(2))
     }
 
     #[test]
@@ -465,7 +465,7 @@ mod tests {
         let mut e = e;
         e.u8("x").unwrap();
         assert_eq!(e.finish().unwrap_err().problem, Problem::Trailing(2));
-        let e = DecodeError::whole(Encoded::Entry, None, Problem::Empty)
+        let e = DecodeError::whole(Payload::Entry, None, Problem::Empty)
             .within("subject")
             .within("ops[1]");
         assert_eq!(e.field, "ops[1].subject");
