@@ -142,22 +142,24 @@ async fn a_log_of_format_1_is_applied_and_continued_in_format_2() {
         )
         .unwrap();
     assert!(tenant.is_some());
+    drop(reader);
     let (at, schema) = store.schema_at(Revision(4)).unwrap().unwrap();
     assert_eq!(at, Revision(2));
     assert!(schema.contains("permission view = viewer"), "{schema}");
+    // New entries are format 2, and the mixed log reads back after a restart.
+    let rev = write_retrying(&node, touch("document:new#viewer@user:zed"))
+        .await
+        .unwrap();
+    assert!(rev > Revision(4));
     // The learner's address came from the format 1 change context.
     let status = node.status().await.unwrap();
     assert_eq!(status.role, Role::Leader);
     let learner = status.members.iter().find(|m| m.id == 2).unwrap();
     assert!(learner.learner);
     assert_eq!(learner.addr, "10.0.0.4:7001");
-    // New entries are format 2, and the mixed log reads back after a restart.
-    let rev = write_retrying(&node, touch("document:new#viewer@user:zed"))
-        .await
-        .unwrap();
-    assert!(rev > Revision(4));
     node.shutdown();
     drop(node);
+    drop(store);
     let store = Arc::new(RocksStore::open(dir.path(), StoreOptions::default()).unwrap());
     let (_, data) = store.raft_log().entry(rev.0).unwrap().unwrap();
     let entry = Entry::parse_from_bytes(&data).unwrap();
