@@ -272,12 +272,42 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                 );
             }
             Ok(m) => {
+                if let Some(why) = self.refusal(&m) {
+                    tracing::warn!(from = m.from, to = m.to, kind = ?m.get_msg_type(), "raft message dropped: {why}");
+                    return;
+                }
                 if let Err(e) = self.raw.step(m) {
                     tracing::debug!(error = %e, "raft step refused a message");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "undecodable raft message dropped"),
         }
+    }
+
+    /// Why a message from a peer must not reach raft-rs, if it must not: it is addressed to
+    /// another node, comes from a node that is not a member (while this node knows its
+    /// members), or carries a commit index past this node's log in a heartbeat (raft-rs would
+    /// panic on it; a real leader never sends one, it sends the follower's matched index).
+    fn refusal(&self, m: &Message) -> Option<String> {
+        let me = self.raw.raft.id;
+        if m.to != me {
+            return Some(format!("addressed to node {}, this is node {me}", m.to));
+        }
+        let conf = &self.membership.conf;
+        let known = !conf.voters.is_empty() || !conf.learners.is_empty();
+        if known && !conf.voters.contains(&m.from) && !conf.learners.contains(&m.from) {
+            return Some(format!("node {} is not a member of this cluster", m.from));
+        }
+        if m.get_msg_type() == MessageType::MsgHeartbeat {
+            let last = self.raw.raft.raft_log.last_index();
+            if m.commit > last {
+                return Some(format!(
+                    "heartbeat commit index {} is past this node's log (last index {last})",
+                    m.commit
+                ));
+            }
+        }
+        None
     }
 
     /// What the transport tells about a delivery.

@@ -34,4 +34,4 @@ pub use snapshot::{
     FileStage, MemStage, SnapshotBuilder, SnapshotSource, SnapshotStage, StagedSnapshot,
     CHUNK_RELATIONSHIPS,
 };
-pub use transport::{NoTransport, Reporter, Transport};
+pub use transport::{message_sender, NoTransport, Reporter, Transport};

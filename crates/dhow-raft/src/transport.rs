@@ -62,3 +62,13 @@ impl Transport for NoTransport {
         tracing::warn!(to, "raft message to a peer on a one-node cluster dropped");
     }
 }
+
+/// The sender (`from`) of a raft-rs message, for a transport that knows who sent it (the peer
+/// port's client certificate) and refuses a message that claims another sender; `None` when
+/// the bytes are no raft-rs message.
+pub fn message_sender(bytes: &[u8]) -> Option<u64> {
+    use protobuf::Message as _;
+    raft::eraftpb::Message::parse_from_bytes(bytes)
+        .ok()
+        .map(|m| m.from)
+}
