@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use dhow_node::MemNode;
 use dhow_proto::v1 as pb;
+use dhow_proto::v1::cluster_service_client::ClusterServiceClient;
 use dhow_proto::v1::permission_service_client::PermissionServiceClient;
 use dhow_proto::v1::relationship_service_client::RelationshipServiceClient;
 use dhow_proto::v1::schema_service_client::SchemaServiceClient;
@@ -57,12 +58,11 @@ impl TestServer {
             })
             .await
         });
+        // Lazily: a server with TLS or authentication is reached by the test's own channels.
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap();
+            .connect_lazy();
         TestServer {
             addr,
             node,
@@ -77,6 +77,9 @@ impl TestServer {
     }
     pub fn rel(&self) -> RelationshipServiceClient<Channel> {
         RelationshipServiceClient::new(self.channel.clone())
+    }
+    pub fn cluster(&self) -> ClusterServiceClient<Channel> {
+        ClusterServiceClient::new(self.channel.clone())
     }
     pub fn schema(&self) -> SchemaServiceClient<Channel> {
         SchemaServiceClient::new(self.channel.clone())

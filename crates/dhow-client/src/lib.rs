@@ -22,10 +22,12 @@ use tonic::transport::{Channel, Endpoint};
 /// The endpoint used when neither `--endpoint` nor `DHOW_ENDPOINT` is given.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:50051";
 
-/// Where the server is.
-#[derive(Args, Clone, Debug)]
+/// Where the server is, and how to reach it: TLS for an `https://` endpoint (never
+/// plaintext), and the bearer token that says who is asking.
+#[derive(Args, Clone, Debug, Default)]
 pub struct ConnArgs {
-    /// The server's gRPC address (`http://host:port`; `host:port` means http).
+    /// The server's gRPC address (`http://host:port`, or `https://host:port` for TLS;
+    /// `host:port` means http).
     #[arg(
         long,
         env = "DHOW_ENDPOINT",
@@ -33,7 +35,55 @@ pub struct ConnArgs {
         value_name = "URL"
     )]
     pub endpoint: String,
+    /// A bearer token sent as `authorization: Bearer TOKEN` (a preshared key or a JWT).
+    #[arg(long, env = "DHOW_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The CA (PEM) that signs the server's certificate, for an https endpoint (default:
+    /// none; give one, or --insecure).
+    #[arg(long, env = "DHOW_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// With https: accept any server certificate (self-signed test setups). The connection is
+    /// encrypted but the server is not authenticated.
+    #[arg(long)]
+    pub insecure: bool,
 }
+
+impl ConnArgs {
+    /// The same credentials and trust for another endpoint.
+    pub fn with_endpoint(&self, endpoint: &str) -> ConnArgs {
+        ConnArgs {
+            endpoint: endpoint.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// An endpoint with the token and CA of the environment (`DHOW_TOKEN`, `DHOW_TLS_CA`),
+    /// for commands that take only `--endpoint`.
+    pub fn from_env(endpoint: &str) -> ConnArgs {
+        ConnArgs {
+            endpoint: endpoint.to_string(),
+            token: std::env::var("DHOW_TOKEN").ok().filter(|t| !t.is_empty()),
+            tls_ca: std::env::var_os("DHOW_TLS_CA").map(Into::into),
+            insecure: false,
+        }
+    }
+}
+
+/// Adds `authorization: Bearer TOKEN` to every call of a connection that has a token.
+#[derive(Clone, Debug, Default)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel whose calls carry the connection's bearer token.
+pub type AuthChannel = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
 
 /// How fresh a read must be. At most one of these; the default is minimize-latency.
 #[derive(Args, Clone, Debug, Default)]
@@ -196,30 +246,80 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// A connected gRPC channel and the endpoint it reaches (for error messages).
+/// A connected gRPC channel, the token its calls carry, and the endpoint it reaches (for
+/// error messages).
 #[derive(Clone)]
 pub struct Conn {
     pub endpoint: String,
     pub channel: Channel,
+    bearer: Bearer,
 }
 
 impl Conn {
-    /// Connects eagerly, so that an unreachable endpoint is reported as such.
-    pub async fn connect(endpoint: &str) -> Result<Conn, CliError> {
+    /// Connects eagerly, so that an unreachable endpoint is reported as such. An `https://`
+    /// endpoint is TLS, verified with `--tls-ca` (or not at all with `--insecure`); it is
+    /// never sent in clear.
+    pub async fn connect(args: &ConnArgs) -> Result<Conn, CliError> {
+        let endpoint = args.endpoint.as_str();
         let uri = normalize_endpoint(endpoint);
-        let ep = Endpoint::from_shared(uri.clone())
-            .map_err(|e| CliError::Local(format!("invalid endpoint `{endpoint}`: {e}")))?
+        let bad = |e: String| CliError::Local(format!("invalid endpoint `{endpoint}`: {e}"));
+        let bearer = match &args.token {
+            Some(t) => Bearer(Some(format!("Bearer {}", t.trim()).parse().map_err(
+                |_| CliError::Local("the token is not valid header text".into()),
+            )?)),
+            None => Bearer(None),
+        };
+        let tls = uri.starts_with("https://");
+        if !tls && (args.tls_ca.is_some() || args.insecure) {
+            return Err(CliError::Local(format!(
+                "--tls-ca and --insecure need an https:// endpoint (got `{endpoint}`)"
+            )));
+        }
+        // The connector below does TLS itself; tonic dials the address in plain form.
+        let dial = if tls {
+            uri.replacen("https://", "http://", 1)
+        } else {
+            uri.clone()
+        };
+        let ep = Endpoint::from_shared(dial)
+            .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(5));
-        match ep.connect().await {
+        let connected = if tls {
+            let trust = match (&args.tls_ca, args.insecure) {
+                (Some(ca), _) => dhow_tls::Trust::Ca(ca.clone()),
+                (None, true) => dhow_tls::Trust::Insecure,
+                (None, false) => {
+                    return Err(CliError::Local(format!(
+                        "{endpoint} is TLS: give the CA that signs its certificate with --tls-ca FILE (or DHOW_TLS_CA), or --insecure for a self-signed test server"
+                    )))
+                }
+            };
+            let config = dhow_tls::client_config(&trust, None)
+                .map_err(|e| CliError::Local(e.to_string()))?;
+            ep.connect_with_connector(dhow_tls::TlsConnector::new(config))
+                .await
+        } else {
+            ep.connect().await
+        };
+        match connected {
             Ok(channel) => Ok(Conn {
                 endpoint: uri,
                 channel,
+                bearer,
             }),
             Err(e) => Err(CliError::Connect {
                 endpoint: uri,
                 message: root_cause(&e),
             }),
         }
+    }
+
+    /// The channel with the bearer token on every call.
+    pub fn authed(&self) -> AuthChannel {
+        tonic::service::interceptor::InterceptedService::new(
+            self.channel.clone(),
+            self.bearer.clone(),
+        )
     }
 
     /// Wraps a status returned by this connection's server.
@@ -230,23 +330,25 @@ impl Conn {
         }
     }
 
-    pub fn schema(&self) -> pb::schema_service_client::SchemaServiceClient<Channel> {
-        pb::schema_service_client::SchemaServiceClient::new(self.channel.clone())
+    pub fn schema(&self) -> pb::schema_service_client::SchemaServiceClient<AuthChannel> {
+        pb::schema_service_client::SchemaServiceClient::new(self.authed())
     }
 
     pub fn relationships(
         &self,
-    ) -> pb::relationship_service_client::RelationshipServiceClient<Channel> {
-        pb::relationship_service_client::RelationshipServiceClient::new(self.channel.clone())
+    ) -> pb::relationship_service_client::RelationshipServiceClient<AuthChannel> {
+        pb::relationship_service_client::RelationshipServiceClient::new(self.authed())
             .max_decoding_message_size(64 * 1024 * 1024)
     }
 
-    pub fn cluster(&self) -> pb::cluster_service_client::ClusterServiceClient<Channel> {
-        pb::cluster_service_client::ClusterServiceClient::new(self.channel.clone())
+    pub fn cluster(&self) -> pb::cluster_service_client::ClusterServiceClient<AuthChannel> {
+        pb::cluster_service_client::ClusterServiceClient::new(self.authed())
     }
 
-    pub fn permissions(&self) -> pb::permission_service_client::PermissionServiceClient<Channel> {
-        pb::permission_service_client::PermissionServiceClient::new(self.channel.clone())
+    pub fn permissions(
+        &self,
+    ) -> pb::permission_service_client::PermissionServiceClient<AuthChannel> {
+        pb::permission_service_client::PermissionServiceClient::new(self.authed())
             .max_decoding_message_size(64 * 1024 * 1024)
     }
 }

@@ -29,6 +29,20 @@ pub struct NodeConfig {
     /// How long a write or membership change may take to commit before the caller is told it
     /// may or may not have been applied.
     pub write_timeout: Duration,
+    /// Mutual TLS on the peer port with a cluster CA; plaintext without it.
+    pub peer_tls: Option<PeerTls>,
+}
+
+/// The peer port's mutual TLS: every node has a certificate from the cluster CA that names it
+/// (`CN=node-<id>` or a `DNS:node-<id>[.domain]` name); a peer without one cannot connect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerTls {
+    /// The cluster CA (PEM): the only issuer of node certificates.
+    pub ca_file: PathBuf,
+    /// This node's certificate chain (PEM), used as server and as client.
+    pub cert_file: PathBuf,
+    /// This node's private key (PEM).
+    pub key_file: PathBuf,
 }
 
 /// How a node with an empty data dir starts.
@@ -53,6 +67,7 @@ impl Default for NodeConfig {
             raft_log_retain: 50_000,
             gc_window: Duration::from_secs(24 * 3600),
             write_timeout: Duration::from_secs(30),
+            peer_tls: None,
         }
     }
 }
@@ -87,6 +102,20 @@ impl NodeConfig {
                     self.node_id
                 ),
             );
+        }
+        if let Some(t) = &self.peer_tls {
+            for (key, f) in [
+                ("peer_tls_ca_file", &t.ca_file),
+                ("peer_tls_cert_file", &t.cert_file),
+                ("peer_tls_key_file", &t.key_file),
+            ] {
+                if f.as_os_str().is_empty() {
+                    return invalid(
+                        key,
+                        "the peer port's TLS needs all three of peer_tls_ca_file, peer_tls_cert_file and peer_tls_key_file".into(),
+                    );
+                }
+            }
         }
         if self.initial_cluster.len() > 1 && self.peer_addr.is_none() {
             return invalid(

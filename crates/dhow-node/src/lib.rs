@@ -17,7 +17,7 @@ pub mod schema;
 pub mod schema_guard;
 pub mod start;
 
-pub use config::{parse_cluster_state, parse_initial_cluster, ClusterState, NodeConfig};
+pub use config::{parse_cluster_state, parse_initial_cluster, ClusterState, NodeConfig, PeerTls};
 pub use gc::{spawn_gc, GcHandle};
 pub use mem_node::MemNode;
 pub use node::{ClusterStatus, Member, MemberChange, Node, NodeError, Role};

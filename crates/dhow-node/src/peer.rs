@@ -15,6 +15,8 @@ use dhow_proto::internal::v1::{
 };
 use dhow_raft::{RaftHandle, Reporter, SnapshotBuilder, SnapshotSource, Transport};
 use dhow_tuples::{Revision, TupleStore};
+
+use crate::config::PeerTls;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -49,6 +51,7 @@ struct Inner {
     store: Arc<dyn TupleStore>,
     links: Mutex<HashMap<u64, Link>>,
     reporter: OnceLock<Reporter>,
+    tls: Option<PeerTls>,
 }
 
 /// The gRPC [`Transport`] of a node. Create it inside a tokio runtime.
@@ -58,8 +61,9 @@ pub struct PeerTransport {
 }
 
 impl PeerTransport {
-    /// A transport for node `id` of cluster `cluster_id`, streaming snapshots from `store`.
-    pub fn new(id: u64, cluster_id: u64, store: Arc<dyn TupleStore>) -> Self {
+    /// A transport for node `id` of cluster `cluster_id`, streaming snapshots from `store`,
+    /// over mutual TLS when `tls` is given.
+    pub fn new(id: u64, cluster_id: u64, store: Arc<dyn TupleStore>, tls: Option<PeerTls>) -> Self {
         PeerTransport {
             inner: Arc::new(Inner {
                 id,
@@ -68,6 +72,7 @@ impl PeerTransport {
                 store,
                 links: Mutex::new(HashMap::new()),
                 reporter: OnceLock::new(),
+                tls,
             }),
         }
     }
@@ -83,28 +88,39 @@ impl PeerTransport {
     }
 }
 
-fn channel(addr: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("bad peer address `{addr}`: {e}"))
-        .map(|e| {
-            e.connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(10))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .connect_lazy()
-        })
+/// A lazily connecting channel to the peer at `addr`: plaintext, or mutual TLS that checks
+/// the server names node `to` (any node when `to` is unknown).
+fn channel(addr: &str, to: Option<u64>, tls: Option<&PeerTls>) -> Result<Channel, String> {
+    let e = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad peer address `{addr}`: {e}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(match tls {
+        None => e.connect_lazy(),
+        Some(t) => {
+            let config = dhow_tls::node_client_config(&t.ca_file, &t.cert_file, &t.key_file, to)
+                .map_err(|e| e.to_string())?;
+            e.connect_with_connector_lazy(dhow_tls::TlsConnector::new(config))
+        }
+    })
 }
 
-fn client(addr: &str) -> Result<RaftServiceClient<Channel>, String> {
-    Ok(RaftServiceClient::new(channel(addr)?)
+fn client(
+    addr: &str,
+    to: Option<u64>,
+    tls: Option<&PeerTls>,
+) -> Result<RaftServiceClient<Channel>, String> {
+    Ok(RaftServiceClient::new(channel(addr, to, tls)?)
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE))
 }
 
 /// Sends what is queued for one peer, in batches, until the link is dropped.
 async fn run_link(t: PeerTransport, to: u64, addr: String, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut client = match client(&addr) {
+    let mut client = match client(&addr, Some(to), t.inner.tls.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(to, error = %e, "peer link not started");
@@ -139,11 +155,12 @@ async fn run_link(t: PeerTransport, to: u64, addr: String, mut rx: mpsc::Receive
 
 async fn stream_snapshot(
     t: &PeerTransport,
+    to: u64,
     addr: &str,
     message: Vec<u8>,
     revision: Revision,
 ) -> Result<(), String> {
-    let mut client = client(addr)?;
+    let mut client = client(addr, Some(to), t.inner.tls.as_ref())?;
     let (tx, rx) = mpsc::channel::<InstallSnapshotRequest>(4);
     let cluster_id = t.inner.cluster_id;
     tx.send(InstallSnapshotRequest {
@@ -204,7 +221,7 @@ impl Transport for PeerTransport {
         let t = self.clone();
         self.inner.rt.spawn(async move {
             let outcome = match addr {
-                Some(addr) => stream_snapshot(&t, &addr, message, revision).await,
+                Some(addr) => stream_snapshot(&t, to, &addr, message, revision).await,
                 None => Err(format!("no address for node {to}")),
             };
             match &outcome {
@@ -245,15 +262,53 @@ impl Transport for PeerTransport {
     }
 }
 
-/// Receives Raft traffic for the local node.
+/// Receives Raft traffic for the local node. Over mutual TLS, every Raft message must come
+/// from the node its sender's certificate names.
 pub struct PeerService {
     handle: Arc<RaftHandle>,
     cluster_id: u64,
+    tls: bool,
 }
 
 impl PeerService {
-    pub fn new(handle: Arc<RaftHandle>, cluster_id: u64) -> Self {
-        PeerService { handle, cluster_id }
+    /// `tls`: the peer port runs mutual TLS, so each request's certificate names its node.
+    pub fn new(handle: Arc<RaftHandle>, cluster_id: u64, tls: bool) -> Self {
+        PeerService {
+            handle,
+            cluster_id,
+            tls,
+        }
+    }
+
+    /// The node a request comes from, by its certificate (`None` without TLS).
+    fn sender<T>(&self, req: &Request<T>) -> Result<Option<u64>, Status> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let certs = req.peer_certs().ok_or_else(|| {
+            Status::unauthenticated("the peer port needs a node certificate of the cluster CA")
+        })?;
+        let id = certs
+            .first()
+            .and_then(dhow_tls::node_id_of)
+            .ok_or_else(|| {
+                Status::permission_denied("the peer's certificate names no node (DNS:node-<id>)")
+            })?;
+        Ok(Some(id))
+    }
+
+    /// Refuses a Raft message that claims another sender than the certificate names.
+    fn check_sender(&self, sender: Option<u64>, message: &[u8]) -> Result<(), Status> {
+        let Some(id) = sender else {
+            return Ok(());
+        };
+        match dhow_raft::message_sender(message) {
+            Some(from) if from == id => Ok(()),
+            Some(from) => Err(Status::permission_denied(format!(
+                "a Raft message from node {from} sent with the certificate of node {id}"
+            ))),
+            None => Err(Status::invalid_argument("not a Raft message")),
+        }
     }
 
     /// The tonic service, with the peer message size limit.
@@ -277,8 +332,12 @@ impl PeerService {
 #[tonic::async_trait]
 impl RaftService for PeerService {
     async fn send(&self, req: Request<SendRequest>) -> Result<Response<SendResponse>, Status> {
+        let sender = self.sender(&req)?;
         let req = req.into_inner();
         self.check_cluster(req.cluster_id)?;
+        for m in &req.messages {
+            self.check_sender(sender, m)?;
+        }
         for m in req.messages {
             self.handle.step(m);
         }
@@ -289,12 +348,14 @@ impl RaftService for PeerService {
         &self,
         req: Request<Streaming<InstallSnapshotRequest>>,
     ) -> Result<Response<InstallSnapshotResponse>, Status> {
+        let sender = self.sender(&req)?;
         let mut stream = req.into_inner();
         let first = stream
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         self.check_cluster(first.cluster_id)?;
+        self.check_sender(sender, &first.message)?;
         if first.message.is_empty() {
             return Err(Status::invalid_argument(
                 "the first snapshot chunk must carry the raft message",
@@ -337,12 +398,16 @@ impl RaftService for PeerService {
 }
 
 /// Asks the peers at `addrs` for the cluster id, until one knows it or `timeout` passes.
-pub async fn discover_cluster_id(addrs: &[String], timeout: Duration) -> Result<u64, String> {
+pub async fn discover_cluster_id(
+    addrs: &[String],
+    timeout: Duration,
+    tls: Option<&PeerTls>,
+) -> Result<u64, String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::from("no peer address given");
     loop {
         for addr in addrs {
-            match client(addr) {
+            match client(addr, None, tls) {
                 Ok(mut c) => match c.hello(HelloRequest {}).await {
                     Ok(r) if r.get_ref().cluster_id != 0 => return Ok(r.get_ref().cluster_id),
                     Ok(_) => last = format!("{addr} does not know its cluster id yet"),
@@ -360,16 +425,42 @@ pub async fn discover_cluster_id(addrs: &[String], timeout: Duration) -> Result<
     }
 }
 
-/// Serves the node-to-node service on `listener` until `shutdown` completes.
+/// Serves the node-to-node service on `listener` until `shutdown` completes: plaintext, or
+/// mutual TLS (a client certificate of the cluster CA required) with `tls`.
 pub async fn serve_peers(
     service: PeerService,
     listener: TcpListener,
+    tls: Option<Arc<dhow_tls::ReloadingTls>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let addr = listener.local_addr().ok();
-    tracing::info!(?addr, "serving dhow.internal.v1 (peers)");
-    Server::builder()
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(crate::listen::incoming(listener), shutdown)
-        .await
+    tracing::info!(
+        ?addr,
+        tls = tls.is_some(),
+        "serving dhow.internal.v1 (peers)"
+    );
+    let router = Server::builder().add_service(service.into_server());
+    match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(dhow_tls::tls_incoming(listener, tls), shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(crate::listen::incoming(listener), shutdown)
+                .await
+        }
+    }
+}
+
+/// The peer port's server TLS: the node's certificate, client certificates of the cluster CA
+/// required.
+pub fn peer_server_tls(t: &PeerTls) -> Result<Arc<dhow_tls::ReloadingTls>, dhow_tls::TlsError> {
+    dhow_tls::ReloadingTls::load(dhow_tls::TlsFiles {
+        cert_file: t.cert_file.clone(),
+        key_file: t.key_file.clone(),
+        client_ca_file: Some(t.ca_file.clone()),
+        require_client_cert: true,
+    })
 }

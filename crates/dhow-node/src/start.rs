@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ClusterState, NodeConfig};
 use crate::gc::{spawn_gc, GcHandle};
-use crate::peer::{discover_cluster_id, serve_peers, PeerService, PeerTransport};
+use crate::peer::{discover_cluster_id, peer_server_tls, serve_peers, PeerService, PeerTransport};
 use crate::raft_node::RaftNode;
 use crate::schema::SchemaCache;
 use crate::schema_guard::SchemaGuard;
@@ -39,6 +39,8 @@ pub enum StartError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error("peer port TLS: {0}")]
+    PeerTls(String),
     #[error("cannot join the cluster: {0}")]
     Join(String),
     #[error("cannot start the raft node: {0}")]
@@ -103,6 +105,11 @@ fn new_cluster_id() -> u64 {
 
 /// Starts the node `config` describes. Call inside a tokio runtime.
 pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
+    // Certificates first: a bad file is reported before anything is written.
+    let peer_tls = match &config.peer_tls {
+        Some(t) => Some(peer_server_tls(t).map_err(|e| StartError::PeerTls(e.to_string()))?),
+        None => None,
+    };
     let db = config.data_dir.join("db");
     std::fs::create_dir_all(&db).map_err(|error| StartError::DataDir {
         path: db.clone(),
@@ -148,7 +155,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
                         .map(|(_, a)| a.clone())
                         .collect();
                     tracing::info!(peers = %others.join(", "), "joining the running cluster");
-                    discover_cluster_id(&others, Duration::from_secs(60))
+                    discover_cluster_id(&others, Duration::from_secs(60), config.peer_tls.as_ref())
                         .await
                         .map_err(StartError::Join)?
                 }
@@ -166,6 +173,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         config.node_id,
         cluster_id,
         store.clone() as Arc<dyn TupleStore>,
+        config.peer_tls.clone(),
     );
     // Snapshots received from the leader are kept here until the store holds them.
     let stage = FileStage::new(config.data_dir.join("snapshots"))
@@ -199,9 +207,9 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     ));
     let peer = peer_listener.map(|l| {
         let (stop, stopped) = oneshot::channel::<()>();
-        let svc = PeerService::new(handle.clone(), cluster_id);
+        let svc = PeerService::new(handle.clone(), cluster_id, peer_tls.is_some());
         let task = tokio::spawn(async move {
-            if let Err(e) = serve_peers(svc, l, async {
+            if let Err(e) = serve_peers(svc, l, peer_tls, async {
                 let _ = stopped.await;
             })
             .await

@@ -56,10 +56,11 @@ async fn messages_from_non_members_or_for_another_node_are_dropped() {
     let (node, store) = start(&[1, 2, 3]);
     // An append from node 9 (not a member) carrying an entry at a higher term.
     let mut m = message(MessageType::MsgAppend, 9, 1, 50);
-    let mut e = Entry::default();
-    e.index = 1;
-    e.term = 50;
-    m.entries.push(e);
+    m.entries.push(Entry {
+        index: 1,
+        term: 50,
+        ..Default::default()
+    });
     m.commit = 1;
     node.step(m.write_to_bytes().unwrap());
     // The same from a member, addressed to node 4.

@@ -19,6 +19,19 @@
 //! | `initial_cluster_state` | `DHOW_INITIAL_CLUSTER_STATE` | `new` |
 //! | `initial_cluster_token` | `DHOW_INITIAL_CLUSTER_TOKEN` | none (the cluster id comes from `initial_cluster`) |
 //! | `raft_log_retain` | `DHOW_RAFT_LOG_RETAIN` | `50000` |
+//! | `tls_cert_file` | `DHOW_TLS_CERT_FILE` | none (plaintext) |
+//! | `tls_key_file` | `DHOW_TLS_KEY_FILE` | none |
+//! | `tls_client_ca_file` | `DHOW_TLS_CLIENT_CA_FILE` | none (no client certificates asked) |
+//! | `peer_tls_ca_file` | `DHOW_PEER_TLS_CA_FILE` | none (plaintext peer port) |
+//! | `peer_tls_cert_file` | `DHOW_PEER_TLS_CERT_FILE` | none |
+//! | `peer_tls_key_file` | `DHOW_PEER_TLS_KEY_FILE` | none |
+//! | `insecure_allow_unauthenticated_public_access` | `DHOW_INSECURE_ALLOW_UNAUTHENTICATED_PUBLIC_ACCESS` | `false` |
+//! | `[auth]` (a table, file only) | `DHOW_PRESHARED_KEY` adds one key in clear | none (open on loopback) |
+//!
+//! The `[auth]` table (preshared keys, JWT issuers, client certificates) is described in
+//! `auth/settings.rs`. A node whose `grpc_addr` is not a loopback address refuses to start
+//! without any of them, unless `insecure_allow_unauthenticated_public_access` says so: an
+//! open authorization service lets anyone rewrite it.
 //!
 //! `initial_cluster` is `1=HOST:PORT,2=HOST:PORT,...`: every member's id and the peer address
 //! the others reach it at. It (and `initial_cluster_state`) only matter the first time a node
@@ -36,7 +49,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dhow_node::{parse_cluster_state, parse_initial_cluster, ClusterState, NodeConfig};
+use dhow_node::{parse_cluster_state, parse_initial_cluster, ClusterState, NodeConfig, PeerTls};
+
+use crate::auth::AuthSettings;
 use serde::Deserialize;
 
 /// Everything `dhow serve` needs to know: the public API's settings, and the node's.
@@ -53,6 +68,15 @@ pub struct Config {
     /// Deadline of a unary request when the client sets none (also how long a write may
     /// take to commit: the node's `write_timeout`).
     pub request_timeout: Duration,
+    /// Who may call, with which roles.
+    pub auth: AuthSettings,
+    /// TLS on the public port: certificate and key (PEM); plaintext without them.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Ask for client certificates signed by this CA (identities for `[auth]`).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Serve a non-loopback address with no authentication configured.
+    pub insecure_allow_unauthenticated_public_access: bool,
     /// The node below the API.
     pub node: NodeConfig,
 }
@@ -66,6 +90,11 @@ impl Default for Config {
             max_updates_per_write: 1000,
             consistency_timeout: Duration::from_secs(2),
             request_timeout: node.write_timeout,
+            auth: AuthSettings::default(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            insecure_allow_unauthenticated_public_access: false,
             node,
         }
     }
@@ -86,6 +115,13 @@ pub struct ConfigOverrides {
     pub initial_cluster: Option<BTreeMap<u64, String>>,
     pub initial_cluster_state: Option<ClusterState>,
     pub initial_cluster_token: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub peer_tls_ca_file: Option<PathBuf>,
+    pub peer_tls_cert_file: Option<PathBuf>,
+    pub peer_tls_key_file: Option<PathBuf>,
+    pub insecure_allow_unauthenticated_public_access: bool,
 }
 
 /// Why the configuration could not be loaded; says which file, key or variable.
@@ -128,6 +164,14 @@ struct FileConfig {
     initial_cluster_state: Option<String>,
     initial_cluster_token: Option<String>,
     raft_log_retain: Option<u64>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_client_ca_file: Option<PathBuf>,
+    peer_tls_ca_file: Option<PathBuf>,
+    peer_tls_cert_file: Option<PathBuf>,
+    peer_tls_key_file: Option<PathBuf>,
+    insecure_allow_unauthenticated_public_access: Option<bool>,
+    auth: Option<AuthSettings>,
 }
 
 /// The environment variables read, with the key each sets.
@@ -145,6 +189,17 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DHOW_INITIAL_CLUSTER_STATE", "initial_cluster_state"),
     ("DHOW_INITIAL_CLUSTER_TOKEN", "initial_cluster_token"),
     ("DHOW_RAFT_LOG_RETAIN", "raft_log_retain"),
+    ("DHOW_TLS_CERT_FILE", "tls_cert_file"),
+    ("DHOW_TLS_KEY_FILE", "tls_key_file"),
+    ("DHOW_TLS_CLIENT_CA_FILE", "tls_client_ca_file"),
+    ("DHOW_PEER_TLS_CA_FILE", "peer_tls_ca_file"),
+    ("DHOW_PEER_TLS_CERT_FILE", "peer_tls_cert_file"),
+    ("DHOW_PEER_TLS_KEY_FILE", "peer_tls_key_file"),
+    (
+        "DHOW_INSECURE_ALLOW_UNAUTHENTICATED_PUBLIC_ACCESS",
+        "insecure_allow_unauthenticated_public_access",
+    ),
+    ("DHOW_PRESHARED_KEY", "preshared_key"),
 ];
 
 /// Parses a duration: `500ms`, `2s`, `1.5s` is not one, `5m`, `24h`, `7d`, `1h 30m` (the
@@ -230,6 +285,21 @@ impl Config {
             .unwrap_or(std::mem::take(&mut n.initial_cluster));
         n.initial_cluster_state = o.initial_cluster_state.unwrap_or(n.initial_cluster_state);
         n.initial_cluster_token = o.initial_cluster_token.or(n.initial_cluster_token.take());
+        for (key, v) in [
+            ("tls_cert_file", o.tls_cert_file),
+            ("tls_key_file", o.tls_key_file),
+            ("tls_client_ca_file", o.tls_client_ca_file),
+            ("peer_tls_ca_file", o.peer_tls_ca_file),
+            ("peer_tls_cert_file", o.peer_tls_cert_file),
+            ("peer_tls_key_file", o.peer_tls_key_file),
+        ] {
+            if let Some(v) = v {
+                c.set_path(key, v);
+            }
+        }
+        if o.insecure_allow_unauthenticated_public_access {
+            c.insecure_allow_unauthenticated_public_access = true;
+        }
         // One setting: the deadline of a request bounds how long its write may take to commit.
         c.node.write_timeout = c.request_timeout;
         c.validate()?;
@@ -251,6 +321,41 @@ impl Config {
         positive("max_updates_per_write", self.max_updates_per_write)?;
         positive("consistency_timeout", self.consistency_timeout)?;
         positive("request_timeout", self.request_timeout)?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(invalid(
+                "tls_cert_file",
+                "TLS needs both tls_cert_file and tls_key_file".into(),
+            ));
+        }
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            return Err(invalid(
+                "tls_client_ca_file",
+                "client certificates need TLS: set tls_cert_file and tls_key_file".into(),
+            ));
+        }
+        if !self.auth.client_certificates.is_empty() && self.tls_client_ca_file.is_none() {
+            return Err(invalid(
+                "auth.client_certificates",
+                "client certificate identities need tls_client_ca_file (the CA that signs them)"
+                    .into(),
+            ));
+        }
+        if !self.grpc_addr.ip().is_loopback()
+            && self.auth_is_open()
+            && !self.insecure_allow_unauthenticated_public_access
+        {
+            return Err(invalid(
+                "auth",
+                format!(
+                    "refusing to serve {} without authentication: anyone who reaches it could rewrite the schema and every relationship. Configure [auth] in the config file (preshared_keys as SHA-256 digests, jwt_issuers, or client_certificates with tls_client_ca_file) or DHOW_PRESHARED_KEY; or, if this really is wanted, set insecure_allow_unauthenticated_public_access = true (flag --insecure-allow-unauthenticated-public-access)",
+                    self.grpc_addr
+                ),
+            ));
+        }
         self.node.validate().map_err(|e| ConfigError::Invalid {
             key: e.key.into(),
             message: e.message,
@@ -264,6 +369,27 @@ impl Config {
             NumOrText::Text(s) => s,
         };
         let with_key = |key: &str, r: Result<(), String>| r.map_err(|m| format!("`{key}`: {m}"));
+        for (key, v) in [
+            ("tls_cert_file", f.tls_cert_file),
+            ("tls_key_file", f.tls_key_file),
+            ("tls_client_ca_file", f.tls_client_ca_file),
+            ("peer_tls_ca_file", f.peer_tls_ca_file),
+            ("peer_tls_cert_file", f.peer_tls_cert_file),
+            ("peer_tls_key_file", f.peer_tls_key_file),
+        ] {
+            if let Some(v) = v {
+                self.set_path(key, v);
+            }
+        }
+        if let Some(v) = f.insecure_allow_unauthenticated_public_access {
+            self.insecure_allow_unauthenticated_public_access = v;
+        }
+        if let Some(a) = f.auth {
+            self.auth = AuthSettings {
+                env_preshared_key: self.auth.env_preshared_key.take(),
+                ..a
+            };
+        }
         if let Some(v) = f.grpc_addr {
             with_key("grpc_addr", self.set("grpc_addr", &v))?;
         }
@@ -317,6 +443,32 @@ impl Config {
         Ok(())
     }
 
+    /// Sets one of the file keys that name a file.
+    fn set_path(&mut self, key: &str, v: PathBuf) {
+        let peer = self.node.peer_tls.get_or_insert_with(PeerTls::default);
+        match key {
+            "tls_cert_file" => self.tls_cert_file = Some(v),
+            "tls_key_file" => self.tls_key_file = Some(v),
+            "tls_client_ca_file" => self.tls_client_ca_file = Some(v),
+            "peer_tls_ca_file" => peer.ca_file = v,
+            "peer_tls_cert_file" => peer.cert_file = v,
+            "peer_tls_key_file" => peer.key_file = v,
+            _ => {}
+        }
+        if self.node.peer_tls.as_ref() == Some(&PeerTls::default()) {
+            self.node.peer_tls = None;
+        }
+    }
+
+    /// True when no credential is configured: the server would be open to every caller.
+    pub fn auth_is_open(&self) -> bool {
+        let a = &self.auth;
+        a.preshared_keys.is_empty()
+            && a.jwt_issuers.is_empty()
+            && a.client_certificates.is_empty()
+            && a.env_preshared_key.is_none()
+    }
+
     /// Sets one key from text.
     fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
         match key {
@@ -362,6 +514,16 @@ impl Config {
                     .map_err(|_| format!("invalid number `{v}`"))?
             }
             "initial_cluster_state" => self.node.initial_cluster_state = parse_cluster_state(v)?,
+            "tls_cert_file" | "tls_key_file" | "tls_client_ca_file" | "peer_tls_ca_file"
+            | "peer_tls_cert_file" | "peer_tls_key_file" => self.set_path(key, PathBuf::from(v)),
+            "insecure_allow_unauthenticated_public_access" => {
+                self.insecure_allow_unauthenticated_public_access = match v.trim() {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" | "" => false,
+                    other => return Err(format!("`{other}` is not true or false")),
+                }
+            }
+            "preshared_key" => self.auth.env_preshared_key = Some(v.to_string()),
             other => return Err(format!("unknown key `{other}`")),
         }
         Ok(())
@@ -384,7 +546,7 @@ mod tests {
     fn layers() {
         let p = write_tmp(
             "layers.toml",
-            "grpc_addr = \"0.0.0.0:6000\"\nmax_message_bytes = \"8MiB\"\ngc_window = \"1h\"\nconsistency_timeout = 3\n",
+            "grpc_addr = \"0.0.0.0:6000\"\ninsecure_allow_unauthenticated_public_access = true\nmax_message_bytes = \"8MiB\"\ngc_window = \"1h\"\nconsistency_timeout = 3\n",
         );
         let mut env = HashMap::new();
         env.insert("DHOW_GC_WINDOW".to_string(), "2h".to_string());
@@ -463,6 +625,45 @@ mod tests {
         );
         let c = Config::load(None, &env, &ConfigOverrides::default()).unwrap();
         assert_eq!(c.node.initial_cluster_token.as_deref(), Some("prod-eu"));
+    }
+
+    #[test]
+    fn a_public_address_needs_authentication() {
+        let mut env = HashMap::new();
+        env.insert("DHOW_GRPC_ADDR".to_string(), "0.0.0.0:50051".to_string());
+        let e = Config::load(None, &env, &ConfigOverrides::default()).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("refusing to serve 0.0.0.0:50051 without authentication"),
+            "{m}"
+        );
+        assert!(
+            m.contains("[auth]") && m.contains("insecure_allow_unauthenticated_public_access"),
+            "{m}"
+        );
+        // Loopback needs nothing.
+        env.insert("DHOW_GRPC_ADDR".to_string(), "127.0.0.1:50051".to_string());
+        Config::load(None, &env, &ConfigOverrides::default()).unwrap();
+        // A key, or the explicit setting, lets a public address start.
+        env.insert("DHOW_GRPC_ADDR".to_string(), "0.0.0.0:50051".to_string());
+        env.insert("DHOW_PRESHARED_KEY".to_string(), "s3cret".to_string());
+        let c = Config::load(None, &env, &ConfigOverrides::default()).unwrap();
+        assert!(!c.auth_is_open());
+        env.remove("DHOW_PRESHARED_KEY");
+        let o = ConfigOverrides {
+            insecure_allow_unauthenticated_public_access: true,
+            ..Default::default()
+        };
+        Config::load(None, &env, &o).unwrap();
+        let p = write_tmp(
+            "auth.toml",
+            "grpc_addr = \"0.0.0.0:1\"\n[[auth.preshared_keys]]\nname = \"ci\"\nsha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\nroles = [\"read\"]\n",
+        );
+        let c = Config::load(Some(&p), &HashMap::new(), &ConfigOverrides::default()).unwrap();
+        assert_eq!(c.auth.preshared_keys[0].name, "ci");
+        let p = write_tmp("tls.toml", "tls_cert_file = \"/x.pem\"\n");
+        let e = Config::load(Some(&p), &HashMap::new(), &ConfigOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("tls_key_file"), "{e}");
     }
 
     #[test]

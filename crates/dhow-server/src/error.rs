@@ -294,6 +294,16 @@ impl From<NodeError> for ApiError {
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        let mut out = ApiError::new(e.code, e.reason, e.message);
+        if let Some(r) = e.required_role {
+            out = out.with("required_role", r.name());
+        }
+        out
+    }
+}
+
 impl From<WireError> for ApiError {
     fn from(e: WireError) -> Self {
         ApiError::invalid(e.field, e.message)

@@ -5,6 +5,7 @@
 //! Start with [`serve`]: it takes any `Node` (the Raft node in production, `MemNode` in
 //! tests), a [`Config`], a bound listener and a shutdown future.
 
+pub mod auth;
 pub mod checks;
 pub mod config;
 pub mod consistency;

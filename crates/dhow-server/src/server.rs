@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
 use crate::service::{ClusterSvc, Limits, PermissionSvc, RelationshipSvc, SchemaSvc, State};
 
@@ -27,6 +28,12 @@ pub enum ServerError {
     /// The reflection service could not be built from the descriptor sets.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The `[auth]` settings do not load (a key file, a JWKS, a digest).
+    #[error("authentication: {0}")]
+    Auth(String),
+    /// The TLS files do not load.
+    #[error("{0}")]
+    Tls(#[from] dhow_tls::TlsError),
 }
 
 /// The fully-qualified names of the public services (for health and reflection).
@@ -45,6 +52,21 @@ pub async fn serve<N: Node>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let auth = Arc::new(Authenticator::from_settings(&config.auth).map_err(ServerError::Auth)?);
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(dhow_tls::ReloadingTls::load(dhow_tls::TlsFiles {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+            client_ca_file: config.tls_client_ca_file.clone(),
+            require_client_cert: false,
+        })?),
+        _ => None,
+    };
+    if auth.is_open() {
+        tracing::warn!(
+            "no authentication configured: every caller may read, write and administer this node (loopback only, or insecure_allow_unauthenticated_public_access)"
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = Limits {
         max_updates_per_write: config.max_updates_per_write,
@@ -95,18 +117,29 @@ pub async fn serve<N: Node>(
     };
 
     let addr = listener.local_addr().ok();
-    tracing::info!(?addr, "serving dhow.v1");
-    Server::builder()
+    tracing::info!(?addr, tls = tls.is_some(), "serving dhow.v1");
+    let router = Server::builder()
         .timeout(config.request_timeout)
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        .layer(AuthLayer::new(auth))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(permission)
         .add_service(relationship)
         .add_service(schema)
-        .add_service(cluster)
-        .serve_with_incoming_shutdown(dhow_node::listen::incoming(listener), signal)
-        .await?;
+        .add_service(cluster);
+    match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(dhow_tls::tls_incoming(listener, tls), signal)
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(dhow_node::listen::incoming(listener), signal)
+                .await?
+        }
+    }
     Ok(())
 }

@@ -42,6 +42,29 @@ pub struct ServeArgs {
     /// the others at addresses of its own (a proxy, NAT). Used only on an empty data dir.
     #[arg(long, value_name = "TOKEN")]
     initial_cluster_token: Option<String>,
+    /// TLS on the public API: the server's certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// TLS on the public API: the server's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// Ask API clients for certificates signed by this CA (PEM); their identities get roles
+    /// in the config file's [[auth.client_certificates]].
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca_file: Option<PathBuf>,
+    /// Mutual TLS on the peer port: the cluster CA (PEM) that signs every node's certificate.
+    #[arg(long, value_name = "FILE")]
+    peer_tls_ca_file: Option<PathBuf>,
+    /// Mutual TLS on the peer port: this node's certificate (PEM), naming it DNS:node-<id>.
+    #[arg(long, value_name = "FILE")]
+    peer_tls_cert_file: Option<PathBuf>,
+    /// Mutual TLS on the peer port: this node's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    peer_tls_key_file: Option<PathBuf>,
+    /// Serve a non-loopback address with no authentication configured: anyone who reaches
+    /// it may rewrite the schema and every relationship.
+    #[arg(long)]
+    insecure_allow_unauthenticated_public_access: bool,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -59,6 +82,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
         initial_cluster: args.initial_cluster,
         initial_cluster_state: args.initial_cluster_state,
         initial_cluster_token: args.initial_cluster_token,
+        tls_cert_file: args.tls_cert_file,
+        tls_key_file: args.tls_key_file,
+        tls_client_ca_file: args.tls_client_ca_file,
+        peer_tls_ca_file: args.peer_tls_ca_file,
+        peer_tls_cert_file: args.peer_tls_cert_file,
+        peer_tls_key_file: args.peer_tls_key_file,
+        insecure_allow_unauthenticated_public_access: args
+            .insecure_allow_unauthenticated_public_access,
         ..Default::default()
     };
     let config = match Config::from_env(args.config.as_deref(), &overrides) {
@@ -107,9 +138,16 @@ async fn serve(config: Config) -> Result<(), String> {
             .map(|p| format!(", peers on {p}"))
             .unwrap_or_default()
     );
-    println!("try:  dhow schema write examples/schema.zed --endpoint http://{addr}");
-    println!("      dhow rel create 'document:readme#viewer@user:alice' --endpoint http://{addr}");
-    println!("      dhow check 'document:readme#view@user:alice' --endpoint http://{addr}");
+    let scheme = if config.tls_cert_file.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("try:  dhow schema write examples/schema.zed --endpoint {scheme}://{addr}");
+    println!(
+        "      dhow rel create 'document:readme#viewer@user:alice' --endpoint {scheme}://{addr}"
+    );
+    println!("      dhow check 'document:readme#view@user:alice' --endpoint {scheme}://{addr}");
     tracing::info!(%addr, cluster_id = running.cluster_id, "serving");
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();

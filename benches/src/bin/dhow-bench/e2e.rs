@@ -218,7 +218,7 @@ fn load(a: LoadArgs) -> Result<(), CliError> {
     let n_batches = batches.len();
 
     runtime(1)?.block_on(async {
-        let c = Conn::connect(&a.conn.endpoint).await?;
+        let c = Conn::connect(&a.conn).await?;
         let schema_token = write_schema(&c, schema).await?;
         let start = Instant::now();
         let resp = c
@@ -670,7 +670,7 @@ async fn connect_all(a: &LoopArgs) -> Result<Vec<Conn>, CliError> {
     let mut conns = Vec::new();
     for _ in 0..connection_count(a) {
         // Each `connect` opens its own HTTP/2 connection.
-        conns.push(Conn::connect(&a.conn.endpoint).await?);
+        conns.push(Conn::connect(&a.conn).await?);
     }
     Ok(conns)
 }
@@ -859,7 +859,7 @@ fn write(a: WriteBenchArgs) -> Result<(), CliError> {
             Some(ep) => {
                 let mut v = Vec::with_capacity(conns.len());
                 for _ in 0..conns.len() {
-                    v.push(Conn::connect(ep).await?);
+                    v.push(Conn::connect(&a.run.conn.with_endpoint(ep)).await?);
                 }
                 Some((v, a.check_consistency))
             }
@@ -986,6 +986,7 @@ mod tests {
             json: false,
             conn: ConnArgs {
                 endpoint: String::new(),
+                ..Default::default()
             },
         };
         assert_eq!(connection_count(&a), 16);

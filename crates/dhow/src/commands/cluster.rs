@@ -125,7 +125,7 @@ fn print_status(s: &pb::StatusResponse, json: bool) -> Result<(), CliError> {
 pub fn run(cmd: ClusterCommand) -> Result<(), CliError> {
     match cmd {
         ClusterCommand::Status { json, conn } => block_on(async {
-            let c = Conn::connect(&conn.endpoint).await?;
+            let c = Conn::connect(&conn).await?;
             let s = c
                 .cluster()
                 .status(pb::StatusRequest {})
@@ -140,7 +140,7 @@ pub fn run(cmd: ClusterCommand) -> Result<(), CliError> {
             learner,
             conn,
         } => block_on(async {
-            let c = Conn::connect(&conn.endpoint).await?;
+            let c = Conn::connect(&conn).await?;
             let r = c
                 .cluster()
                 .add_member(pb::AddMemberRequest {
@@ -156,7 +156,7 @@ pub fn run(cmd: ClusterCommand) -> Result<(), CliError> {
             out.flush()
         })?,
         ClusterCommand::Remove { id, conn } => block_on(async {
-            let c = Conn::connect(&conn.endpoint).await?;
+            let c = Conn::connect(&conn).await?;
             let r = c
                 .cluster()
                 .remove_member(pb::RemoveMemberRequest { id })
@@ -168,7 +168,7 @@ pub fn run(cmd: ClusterCommand) -> Result<(), CliError> {
             out.flush()
         })?,
         ClusterCommand::TransferLeader { id, conn } => block_on(async {
-            let c = Conn::connect(&conn.endpoint).await?;
+            let c = Conn::connect(&conn).await?;
             c.cluster()
                 .transfer_leader(pb::TransferLeaderRequest { id })
                 .await

@@ -97,7 +97,7 @@ pub fn check_request(a: &CheckArgs) -> Result<pb::CheckRequest, CliError> {
 pub fn check(a: CheckArgs) -> Result<(), CliError> {
     let req = check_request(&a)?;
     block_on(async {
-        let c = Conn::connect(&a.conn.endpoint).await?;
+        let c = Conn::connect(&a.conn).await?;
         let resp = c
             .permissions()
             .check(req)
@@ -137,7 +137,7 @@ pub fn check(a: CheckArgs) -> Result<(), CliError> {
 pub fn expand(a: ExpandArgs) -> Result<(), CliError> {
     let (resource, permission) = resource_permission_args(&a.target)?;
     block_on(async {
-        let c = Conn::connect(&a.conn.endpoint).await?;
+        let c = Conn::connect(&a.conn).await?;
         let resp = c
             .permissions()
             .expand(pb::ExpandRequest {
@@ -170,7 +170,7 @@ pub fn lookup_resources(a: LookupResourcesArgs) -> Result<(), CliError> {
         context: None,
     };
     block_on(async {
-        let c = Conn::connect(&a.conn.endpoint).await?;
+        let c = Conn::connect(&a.conn).await?;
         let mut stream = c
             .permissions()
             .lookup_resources(req)
@@ -208,7 +208,7 @@ pub fn lookup_subjects(a: LookupSubjectsArgs) -> Result<(), CliError> {
         context: None,
     };
     block_on(async {
-        let c = Conn::connect(&a.conn.endpoint).await?;
+        let c = Conn::connect(&a.conn).await?;
         let mut stream = c
             .permissions()
             .lookup_subjects(req)
@@ -250,6 +250,7 @@ mod tests {
             consistency: ConsistencyArgs::default(),
             conn: ConnArgs {
                 endpoint: "x".into(),
+                ..Default::default()
             },
         };
         let r = check_request(&a).unwrap();

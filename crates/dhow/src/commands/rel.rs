@@ -125,7 +125,7 @@ pub fn updates(args: &[String], op: Operation) -> Result<Vec<pb::RelationshipUpd
 fn write(args: &[String], op: Operation, conn: &ConnArgs) -> Result<(), CliError> {
     let updates = updates(args, op)?;
     block_on(async {
-        let c = Conn::connect(&conn.endpoint).await?;
+        let c = Conn::connect(conn).await?;
         let resp = c
             .relationships()
             .write(pb::WriteRequest {
@@ -150,7 +150,7 @@ fn read(
 ) -> Result<(), CliError> {
     let filter = relationship_filter(filter, subject)?;
     block_on(async {
-        let c = Conn::connect(&conn.endpoint).await?;
+        let c = Conn::connect(conn).await?;
         let mut stream = c
             .relationships()
             .read(pb::ReadRequest {
@@ -225,7 +225,7 @@ fn import(file: &Path, batch_size: usize, conn: &ConnArgs) -> Result<(), CliErro
         .collect();
     drop(rels);
     block_on(async {
-        let c = Conn::connect(&conn.endpoint).await?;
+        let c = Conn::connect(conn).await?;
         let bar = progress_bar(total);
         let sent = bar.clone();
         let stream = tokio_stream::iter(batches).map(move |b| {
@@ -244,7 +244,7 @@ fn import(file: &Path, batch_size: usize, conn: &ConnArgs) -> Result<(), CliErro
 
 fn export(consistency: &ConsistencyArgs, conn: &ConnArgs) -> Result<(), CliError> {
     block_on(async {
-        let c = Conn::connect(&conn.endpoint).await?;
+        let c = Conn::connect(conn).await?;
         let mut stream = c
             .relationships()
             .export(pb::ExportRequest {

@@ -33,7 +33,7 @@ pub fn run(cmd: SchemaCommand) -> Result<(), CliError> {
         SchemaCommand::Write { file, conn } => {
             let schema = read_input(&file)?;
             block_on(async {
-                let c = Conn::connect(&conn.endpoint).await?;
+                let c = Conn::connect(&conn).await?;
                 let resp = c
                     .schema()
                     .write_schema(pb::WriteSchemaRequest { schema })
@@ -46,7 +46,7 @@ pub fn run(cmd: SchemaCommand) -> Result<(), CliError> {
             })?
         }
         SchemaCommand::Read { consistency, conn } => block_on(async {
-            let c = Conn::connect(&conn.endpoint).await?;
+            let c = Conn::connect(&conn).await?;
             let resp = c
                 .schema()
                 .read_schema(pb::ReadSchemaRequest {

@@ -31,7 +31,7 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| CliError::Local(format!("cannot start the async runtime: {e}")))?;
-        let conn = rt.block_on(Conn::connect(endpoint))?;
+        let conn = rt.block_on(Conn::connect(&dhow_client::ConnArgs::from_env(endpoint)))?;
         Ok(Remote {
             rt,
             conn,

@@ -43,7 +43,7 @@ pub fn run(a: WatchArgs) -> Result<(), CliError> {
         return Ok(());
     }
     block_on(async {
-        let c = Conn::connect(&a.conn.endpoint).await?;
+        let c = Conn::connect(&a.conn).await?;
         let mut stream = c
             .relationships()
             .watch(req)
