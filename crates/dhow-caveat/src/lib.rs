@@ -79,6 +79,20 @@ pub enum CaveatError {
 }
 
 impl Program {
+    /// The values of the caveat's parameters that the relationship's and the request's
+    /// contexts supply (the relationship's win): what an evaluation sees, for proofs.
+    pub fn seen(&self, relationship: Option<&Context>, request: Option<&Context>) -> Context {
+        let own = relationship.map(Context::to_map).unwrap_or_default();
+        let req = request.map(Context::to_map).unwrap_or_default();
+        let mut out = serde_json::Map::new();
+        for (p, _) in self.params.iter() {
+            if let Some(v) = own.get(p).or_else(|| req.get(p)) {
+                out.insert(p.clone(), v.clone());
+            }
+        }
+        Context::from_map(out)
+    }
+
     /// Checks a relationship's context: every field names a parameter and converts to its
     /// type. (Missing parameters are fine: the request may supply them.)
     pub fn check_context(&self, ctx: &Context) -> Result<(), CaveatError> {

@@ -2,7 +2,7 @@
 //! timestamps, the shape of a proof) and names the offending field in its error; nothing
 //! panics on any message.
 
-use dhow_engine::{ExpandNode, ExpandTree, FoundSubject, Proof, Step};
+use dhow_engine::{CaveatContext, ExpandNode, ExpandTree, FoundSubject, LeafSubject, Proof, Step};
 use dhow_proto::v1 as pb;
 use dhow_schema::ArrowMode;
 use dhow_tuples::validate::{check_id, check_relation, check_type};
@@ -199,7 +199,23 @@ pub fn found_subject(
             .enumerate()
             .map(|(i, s)| subject(Some(s), &format!("{field}.excluded_subjects[{i}]"), false))
             .collect::<WireResult<_>>()?,
+        missing: Vec::new(),
     })
+}
+
+/// A request's caveat context (`google.protobuf.Struct`); `None` when absent or empty.
+/// Values keep their JSON kinds (numbers that are whole become integers); each caveat
+/// converts them to its parameters' types when it is evaluated.
+pub fn context(s: Option<&prost_types::Struct>, field: &str) -> WireResult<Option<CaveatContext>> {
+    let Some(s) = s else {
+        return Ok(None);
+    };
+    if s.fields.is_empty() {
+        return Ok(None);
+    }
+    CaveatContext::from_json(&crate::json::struct_to_json_text(s))
+        .map(Some)
+        .map_err(|e| WireError::invalid(field, e))
 }
 
 /// A proof tree, as the engine built it.
@@ -246,6 +262,7 @@ pub fn proof(p: &pb::Proof, field: &str) -> WireResult<Proof> {
     Ok(Proof {
         step,
         allowed: p.allowed,
+        missing: Vec::new(),
         children: p
             .children
             .iter()
@@ -270,7 +287,10 @@ pub fn expand_tree(n: &pb::ExpandNode, field: &str) -> WireResult<ExpandNode> {
             l.subjects
                 .iter()
                 .enumerate()
-                .map(|(i, s)| subject(Some(s), &format!("{field}.leaf.subjects[{i}]"), true))
+                .map(|(i, s)| {
+                    subject(Some(s), &format!("{field}.leaf.subjects[{i}]"), true)
+                        .map(LeafSubject::plain)
+                })
                 .collect::<WireResult<_>>()?,
         ),
         Some(Tree::Union(u)) => ExpandTree::Union(children(&u.children, "union.children")?),
@@ -294,6 +314,7 @@ pub fn expand_tree(n: &pb::ExpandNode, field: &str) -> WireResult<ExpandNode> {
         resource: object(n.resource.as_ref(), &join(field, "resource"), false)?,
         relation: relation_name(&n.relation, &join(field, "relation"))?,
         tree,
+        caveat: None,
     })
 }
 

@@ -1,6 +1,6 @@
 //! Domain types to `dhow.v1` messages. Encoding cannot fail: every domain value has a message.
 
-use dhow_engine::{ExpandNode, ExpandTree, FoundSubject, Proof, Step};
+use dhow_engine::{CaveatContext, ExpandNode, ExpandTree, FoundSubject, Proof, Step};
 use dhow_proto::v1 as pb;
 use dhow_schema::ArrowMode;
 use dhow_tuples::{ObjectRef, Relationship, RelationshipFilter, Subject, Timestamp, ELLIPSIS};
@@ -66,6 +66,11 @@ pub fn filter_pb(f: &RelationshipFilter) -> pb::RelationshipFilter {
     }
 }
 
+/// A caveat context as a `google.protobuf.Struct`.
+pub fn context_pb(c: &CaveatContext) -> prost_types::Struct {
+    crate::json::json_text_to_struct(&c.to_json()).unwrap_or_default()
+}
+
 pub fn found_subject_pb(f: &FoundSubject) -> (pb::SubjectReference, Vec<pb::SubjectReference>) {
     (
         subject_pb(&f.subject),
@@ -73,10 +78,25 @@ pub fn found_subject_pb(f: &FoundSubject) -> (pb::SubjectReference, Vec<pb::Subj
     )
 }
 
+/// A proof. Until the protos carry caveat steps and conditional values (see
+/// docs/caveats.md), caveat nodes are left out and a conditional node is sent as not allowed.
 pub fn proof_pb(p: &Proof) -> pb::Proof {
+    pb::Proof {
+        allowed: p.allowed,
+        step: step_pb(&p.step),
+        children: p
+            .children
+            .iter()
+            .filter(|c| !matches!(c.step, Step::Caveat { .. }))
+            .map(proof_pb)
+            .collect(),
+    }
+}
+
+fn step_pb(step: &Step) -> Option<pb::proof::Step> {
     use pb::proof as s;
     let rel = |r: &Relationship| Some(relationship_pb(r));
-    let step = match &p.step {
+    Some(match step {
         Step::Member { resource, relation } => s::Step::Member(s::MemberStep {
             resource: Some(object_pb(resource)),
             relation: relation.clone(),
@@ -115,19 +135,15 @@ pub fn proof_pb(p: &Proof) -> pb::Proof {
             resource: Some(object_pb(resource)),
             relation: relation.clone(),
         }),
-    };
-    pb::Proof {
-        allowed: p.allowed,
-        step: Some(step),
-        children: p.children.iter().map(proof_pb).collect(),
-    }
+        Step::Caveat { .. } => return None,
+    })
 }
 
 pub fn expand_pb(n: &ExpandNode) -> pb::ExpandNode {
     use pb::expand_node as e;
     let tree = match &n.tree {
         ExpandTree::Leaf(subjects) => e::Tree::Leaf(e::LeafTree {
-            subjects: subjects.iter().map(subject_pb).collect(),
+            subjects: subjects.iter().map(|l| subject_pb(&l.subject)).collect(),
         }),
         ExpandTree::Union(c) => e::Tree::Union(e::UnionTree {
             children: c.iter().map(expand_pb).collect(),
@@ -151,6 +167,7 @@ pub fn expand_pb(n: &ExpandNode) -> pb::ExpandNode {
 mod tests {
     use super::*;
     use crate::decode;
+    use dhow_engine::LeafSubject;
     use dhow_tuples::parse_relationship;
 
     #[test]
@@ -217,6 +234,7 @@ mod tests {
                 relation: "view".into(),
             },
             allowed: true,
+            missing: vec![],
             children: vec![
                 Proof {
                     step: Step::Arrow {
@@ -225,17 +243,20 @@ mod tests {
                         mode: ArrowMode::All,
                     },
                     allowed: false,
+                    missing: vec![],
                     children: vec![],
                 },
                 Proof {
                     step: Step::SubjectSet(r.clone()),
                     allowed: true,
+                    missing: vec![],
                     children: vec![Proof {
                         step: Step::Cycle {
                             resource: ObjectRef::new("group", "eng"),
                             relation: "member".into(),
                         },
                         allowed: false,
+                        missing: vec![],
                         children: vec![],
                     }],
                 },
@@ -245,7 +266,11 @@ mod tests {
         let leaf = |rel: &str| ExpandNode {
             resource: ObjectRef::new("document", "a"),
             relation: rel.into(),
-            tree: ExpandTree::Leaf(vec![r.subject.clone(), Subject::object("user", "*")]),
+            tree: ExpandTree::Leaf(vec![
+                LeafSubject::plain(r.subject.clone()),
+                LeafSubject::plain(Subject::object("user", "*")),
+            ]),
+            caveat: None,
         };
         let n = ExpandNode {
             resource: ObjectRef::new("document", "a"),
@@ -255,10 +280,44 @@ mod tests {
                     resource: ObjectRef::new("document", "a"),
                     relation: "view".into(),
                     tree: ExpandTree::Union(vec![leaf("viewer"), leaf("owner")]),
+                    caveat: None,
                 }),
                 Box::new(leaf("banned")),
             ),
+            caveat: None,
         };
         assert_eq!(decode::expand_tree(&expand_pb(&n), "tree").unwrap(), n);
+    }
+
+    #[test]
+    fn contexts_round_trip_and_caveat_steps_are_left_out() {
+        let c = dhow_engine::CaveatContext::from_json(
+            "{\"a\": 1, \"b\": [\"x\", true], \"m\": {\"k\": 1.5}}",
+        )
+        .unwrap();
+        assert_eq!(
+            decode::context(Some(&context_pb(&c)), "context").unwrap(),
+            Some(c)
+        );
+        assert_eq!(
+            decode::context(Some(&prost_types::Struct::default()), "context").unwrap(),
+            None
+        );
+        let r = parse_relationship("document:a#viewer@user:tom[cav]").unwrap();
+        let p = Proof {
+            step: Step::Direct(r),
+            allowed: true,
+            missing: vec![],
+            children: vec![Proof {
+                step: Step::Caveat {
+                    name: "cav".into(),
+                    context: dhow_engine::CaveatContext::new(),
+                },
+                allowed: true,
+                missing: vec![],
+                children: vec![],
+            }],
+        };
+        assert!(proof_pb(&p).children.is_empty());
     }
 }

@@ -12,12 +12,12 @@ mod encode;
 mod json;
 
 pub use decode::{
-    expand_tree, found_subject, object, object_id, proof, relation_name, relationship,
+    context, expand_tree, found_subject, object, object_id, proof, relation_name, relationship,
     relationship_filter, subject, subject_relation, timestamp, type_name,
 };
 pub use encode::{
-    expand_pb, filter_pb, found_subject_pb, object_pb, proof_pb, relationship_pb, subject_pb,
-    timestamp_pb,
+    context_pb, expand_pb, filter_pb, found_subject_pb, object_pb, proof_pb, relationship_pb,
+    subject_pb, timestamp_pb,
 };
 pub use json::{json_text_to_struct, struct_to_json, struct_to_json_text};
 
