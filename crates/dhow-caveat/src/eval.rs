@@ -50,18 +50,16 @@ impl Program {
         request: Option<&Context>,
         budget: &mut u64,
     ) -> Result<Outcome, CaveatError> {
-        let rel = relationship.map(Context::to_map).unwrap_or_default();
-        let req = request.map(Context::to_map).unwrap_or_default();
         let mut params = Vec::with_capacity(self.params.len());
         for (name, ty) in self.params.iter() {
-            let v = if let Some(v) = rel.get(name) {
+            let v = if let Some(v) = relationship.and_then(|c| c.fields().get(name)) {
                 V::Val(convert(v, ty).map_err(|message| CaveatError::Parameter {
                     caveat: self.name.clone(),
                     parameter: name.clone(),
                     from_request: false,
                     message,
                 })?)
-            } else if let Some(v) = req.get(name) {
+            } else if let Some(v) = request.and_then(|c| c.fields().get(name)) {
                 V::Val(convert(v, ty).map_err(|message| CaveatError::Parameter {
                     caveat: self.name.clone(),
                     parameter: name.clone(),

@@ -82,11 +82,12 @@ impl Program {
     /// The values of the caveat's parameters that the relationship's and the request's
     /// contexts supply (the relationship's win): what an evaluation sees, for proofs.
     pub fn seen(&self, relationship: Option<&Context>, request: Option<&Context>) -> Context {
-        let own = relationship.map(Context::to_map).unwrap_or_default();
-        let req = request.map(Context::to_map).unwrap_or_default();
         let mut out = serde_json::Map::new();
         for (p, _) in self.params.iter() {
-            if let Some(v) = own.get(p).or_else(|| req.get(p)) {
+            let v = relationship
+                .and_then(|c| c.fields().get(p))
+                .or_else(|| request.and_then(|c| c.fields().get(p)));
+            if let Some(v) = v {
                 out.insert(p.clone(), v.clone());
             }
         }
@@ -96,8 +97,8 @@ impl Program {
     /// Checks a relationship's context: every field names a parameter and converts to its
     /// type. (Missing parameters are fine: the request may supply them.)
     pub fn check_context(&self, ctx: &Context) -> Result<(), CaveatError> {
-        for (k, v) in ctx.to_map() {
-            let Some((_, ty)) = self.params.iter().find(|(p, _)| *p == k) else {
+        for (k, v) in ctx.fields() {
+            let Some((_, ty)) = self.params.iter().find(|(p, _)| p == k) else {
                 let names: Vec<&str> = self.params.iter().map(|(p, _)| p.as_str()).collect();
                 return Err(CaveatError::Parameter {
                     caveat: self.name.clone(),
@@ -109,7 +110,7 @@ impl Program {
                     ),
                 });
             };
-            convert(&v, ty).map_err(|message| CaveatError::Parameter {
+            convert(v, ty).map_err(|message| CaveatError::Parameter {
                 caveat: self.name.clone(),
                 parameter: k.clone(),
                 from_request: false,

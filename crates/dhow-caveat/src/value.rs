@@ -255,10 +255,38 @@ pub fn parse_duration(s: &str) -> Result<TimeDelta, String> {
 /// A context: parameter values by name, as JSON. The request's context and each
 /// relationship's context are of this kind; a caveat merges them (the relationship's values
 /// win) and converts the values of its parameters to their declared types.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default)]
 pub struct Context {
     /// Canonical JSON text of the object (keys sorted): the identity of the context.
     text: String,
+    /// The fields, parsed once.
+    fields: Arc<serde_json::Map<String, Json>>,
+}
+
+impl PartialEq for Context {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Context {}
+
+impl std::hash::Hash for Context {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state)
+    }
+}
+
+impl PartialOrd for Context {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Context {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
 }
 
 impl Context {
@@ -276,7 +304,10 @@ impl Context {
             let sorted: BTreeMap<&String, &Json> = map.iter().collect();
             serde_json::to_string(&sorted).unwrap_or_default()
         };
-        Context { text }
+        Context {
+            text,
+            fields: Arc::new(map),
+        }
     }
 
     /// Parses a JSON object (`{"k": 1}`); anything else is an error saying what was found.
@@ -291,15 +322,14 @@ impl Context {
         }
     }
 
-    /// The fields, parsed again from the canonical text.
+    /// The fields.
+    pub fn fields(&self) -> &serde_json::Map<String, Json> {
+        &self.fields
+    }
+
+    /// The fields, copied.
     pub fn to_map(&self) -> serde_json::Map<String, Json> {
-        if self.text.is_empty() {
-            return serde_json::Map::new();
-        }
-        match serde_json::from_str(&self.text) {
-            Ok(Json::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        }
+        (*self.fields).clone()
     }
 
     /// The canonical JSON text (`{}` when empty).
