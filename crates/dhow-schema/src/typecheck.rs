@@ -286,17 +286,20 @@ impl<'a> TypeChecker<'a> {
                     name.name
                 ),
             );
-        } else if name.name.len() > 128
-            || !name
-                .name
-                .split('/')
-                .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-        {
+        } else if name.name.len() > 128 {
+            self.error(
+                name.span,
+                ErrorKind::InvalidName,
+                format!("invalid caveat name `{}`: longer than 128 bytes", name.name),
+            );
+        } else if let Some(seg) = name.name.split('/').find(|s| !valid_name(s)) {
+            // The rule of relationships' caveat names (and SpiceDB's): a caveat the schema
+            // accepted must be nameable by a relationship.
             self.error(
                 name.span,
                 ErrorKind::InvalidName,
                 format!(
-                    "invalid caveat name `{}`: expected at most 128 ASCII letters, digits, `_` and `/`",
+                    "invalid caveat name `{}`: `{seg}` must be 3 to 64 characters of lowercase letters, digits and `_`, starting with a letter and not ending with `_`",
                     name.name
                 ),
             );
@@ -1187,15 +1190,15 @@ mod tests {
 
     #[test]
     fn caveat_checks() {
-        let src = "caveat none() { true }\ncaveat dup(a int, a int) { a }\ncaveat ty(a strin, b list, c int<int>) { a + b + c }\ncaveat unused(a int, b int) { a > 1 }";
+        let src = "caveat none() { true }\ncaveat dup(a int, a int) { a }\ncaveat tyy(a strin, b list, c int<int>) { a + b + c }\ncaveat unused(a int, b int) { a > 1 }";
         assert_eq!(
             errs(src),
             vec![
                 (ErrorKind::InvalidCaveatParameters, 1, 8),
                 (ErrorKind::InvalidCaveatParameters, 2, 19),
-                (ErrorKind::InvalidCaveatType, 3, 13),
-                (ErrorKind::InvalidCaveatType, 3, 22),
-                (ErrorKind::InvalidCaveatType, 3, 30),
+                (ErrorKind::InvalidCaveatType, 3, 14),
+                (ErrorKind::InvalidCaveatType, 3, 23),
+                (ErrorKind::InvalidCaveatType, 3, 31),
                 (ErrorKind::InvalidCaveatParameters, 4, 22),
             ]
         );

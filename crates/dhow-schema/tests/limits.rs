@@ -127,7 +127,7 @@ fn the_defaults_hold_what_real_schemas_need() {
 
 #[test]
 fn a_caveat_expression_past_its_limits_is_refused_where_it_starts() {
-    let text = "caveat c(a int) {\n  a == 1 || a == 2\n}\ndefinition user {}\n";
+    let text = "caveat cav(a int) {\n  a == 1 || a == 2\n}\ndefinition user {}\n";
     compile_with(text, &CompileLimits::default()).expect("fits");
     let limits = CompileLimits {
         max_caveat_expression_bytes: 10,
