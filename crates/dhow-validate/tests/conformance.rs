@@ -313,3 +313,70 @@ fn a_wrong_assertion_fails() {
         "{report}"
     );
 }
+
+#[test]
+fn caveated_assertions_and_expected_relations_run() {
+    let text = r#"schema: |-
+  definition user {}
+  caveat on_level(level int, required int) {
+    level >= required
+  }
+  definition document {
+    relation viewer: user | user with on_level | user:* with on_level
+    relation banned: user | user with on_level
+    permission view = viewer - banned
+  }
+relationships: |-
+  document:1#viewer@user:tom[on_level:{"required":3}]
+  document:1#viewer@user:ann
+  document:2#viewer@user:*[on_level:{"required":1}]
+  document:2#banned@user:bob
+  document:2#banned@user:eve[on_level:{"required":5}]
+assertions:
+  assertTrue:
+    - 'document:1#view@user:tom with {"level": 3}'
+    - document:1#view@user:ann
+  assertCaveated:
+    - document:1#view@user:tom
+    - document:2#view@user:zed
+  assertFalse:
+    - 'document:1#view@user:tom with {"level": 2}'
+    - document:2#view@user:bob
+validation:
+  document:1#view:
+    - "[user:ann] is <document:1#viewer>"
+    - "[user:tom[...]] is <document:1#viewer>"
+  document:2#view:
+    - "[user:*[...] - {user:bob}] is <document:2#viewer>"
+    - "[user:eve[...]] is <document:2#viewer>"
+"#;
+    let file = dhow_validate::load_str("inline.yaml", text, None).unwrap();
+    let (_, report) = run(&file, &mut InProcess::new());
+    assert_eq!((report.passed, report.failed), (8, 0), "{report}");
+
+    // Without the marker the conditional subject is a failure, and so is a marker on an
+    // unconditional one.
+    let wrong = text
+        .replace("[user:tom[...]] is", "[user:tom] is")
+        .replace("[user:ann] is", "[user:ann[...]] is")
+        .replace(
+            "- document:1#view@user:ann\n  assertCaveated",
+            "- document:1#view@user:tom\n  assertCaveated",
+        );
+    let file = dhow_validate::load_str("inline.yaml", &wrong, None).unwrap();
+    let (_, report) = run(&file, &mut InProcess::new());
+    assert_eq!((report.passed, report.failed), (6, 2), "{report}");
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.contains("expected allowed, got conditional (missing level)")),
+        "{report}"
+    );
+    assert!(
+        report.lines.iter().any(
+            |l| l.contains("expected [user:ann[...], user:tom], got [user:ann, user:tom[...]]")
+        ),
+        "{report}"
+    );
+}
