@@ -157,7 +157,7 @@ async fn stream_snapshot(
     let store = t.inner.store.clone();
     let producer = tokio::task::spawn_blocking(move || -> Result<(), String> {
         for chunk in SnapshotSource::new(&*store, revision) {
-            let data = chunk?;
+            let data = chunk.map_err(|e| e.to_string())?;
             tx.blocking_send(InstallSnapshotRequest {
                 cluster_id,
                 message: Vec::new(),
@@ -309,7 +309,7 @@ impl RaftService for PeerService {
             if !chunk.data.is_empty() {
                 builder
                     .push(&chunk.data)
-                    .map_err(Status::invalid_argument)?;
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
             }
             done = chunk.done;
         }
@@ -318,7 +318,9 @@ impl RaftService for PeerService {
                 "the snapshot stream ended before its last chunk",
             ));
         }
-        let staged = builder.finish().map_err(Status::invalid_argument)?;
+        let staged = builder
+            .finish()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.handle
             .step_snapshot(first.message, staged)
             .await

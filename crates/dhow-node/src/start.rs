@@ -168,7 +168,8 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         store.clone() as Arc<dyn TupleStore>,
     );
     // Snapshots received from the leader are kept here until the store holds them.
-    let stage = FileStage::new(config.data_dir.join("snapshots")).map_err(StartError::Raft)?;
+    let stage = FileStage::new(config.data_dir.join("snapshots"))
+        .map_err(|e| StartError::Raft(e.to_string()))?;
     let raft_config = RaftConfig {
         id: config.node_id,
         initial_peers: peers,

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
-use raft::{GetEntriesContext, RaftState, StorageError};
+use raft::{GetEntriesContext, RaftState};
+
+use crate::codec::{self, DecodeError};
+use crate::error::{RaftError, StorageError, StorageKind};
 
 /// One stored log entry: index, term, the protobuf-encoded `Entry`.
 pub type RawEntry = (u64, u64, Vec<u8>);
@@ -19,71 +22,72 @@ pub type RawEntry = (u64, u64, Vec<u8>);
 pub trait LogStore: Send + 'static {
     /// Appends entries (consecutive indexes); existing entries at or after the first index are
     /// replaced.
-    fn append(&mut self, entries: &[RawEntry]) -> Result<(), String>;
+    fn append(&mut self, entries: &[RawEntry]) -> Result<(), StorageError>;
     /// Entries with `lo <= index < hi`, in order.
-    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, String>;
+    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, StorageError>;
     /// The term of the entry at `index`, if stored.
-    fn term(&self, index: u64) -> Result<Option<u64>, String>;
+    fn term(&self, index: u64) -> Result<Option<u64>, StorageError>;
     /// The first stored index (snapshot index + 1 when the log is empty).
-    fn first_index(&self) -> Result<u64, String>;
+    fn first_index(&self) -> Result<u64, StorageError>;
     /// The last stored index (the snapshot index when the log is empty).
-    fn last_index(&self) -> Result<u64, String>;
-    fn hard_state(&self) -> Result<Option<Vec<u8>>, String>;
-    fn set_hard_state(&mut self, bytes: &[u8]) -> Result<(), String>;
-    fn conf_state(&self) -> Result<Option<Vec<u8>>, String>;
-    fn set_conf_state(&mut self, bytes: &[u8]) -> Result<(), String>;
+    fn last_index(&self) -> Result<u64, StorageError>;
+    fn hard_state(&self) -> Result<Option<Vec<u8>>, StorageError>;
+    fn set_hard_state(&mut self, bytes: &[u8]) -> Result<(), StorageError>;
+    fn conf_state(&self) -> Result<Option<Vec<u8>>, StorageError>;
+    fn set_conf_state(&mut self, bytes: &[u8]) -> Result<(), StorageError>;
     /// Drops entries up to and including `index` (which had `term`), remembering both.
-    fn compact(&mut self, index: u64, term: u64) -> Result<(), String>;
+    fn compact(&mut self, index: u64, term: u64) -> Result<(), StorageError>;
     /// Index and term of the last compaction (0, 0 if none).
-    fn snapshot_meta(&self) -> Result<(u64, u64), String>;
+    fn snapshot_meta(&self) -> Result<(u64, u64), StorageError>;
     /// The node's state now comes from a snapshot at `index`/`term`: drop the whole log, which
     /// continues at `index + 1`.
-    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), String>;
+    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), StorageError>;
 }
 
 /// A log shared with whoever else holds the `Arc` (a test that restarts a node on the same
 /// log, like a file on disk).
 impl<L: LogStore> LogStore for Arc<Mutex<L>> {
-    fn append(&mut self, e: &[RawEntry]) -> Result<(), String> {
+    fn append(&mut self, e: &[RawEntry]) -> Result<(), StorageError> {
         lock(self)?.append(e)
     }
-    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, String> {
+    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, StorageError> {
         lock(self)?.entries(lo, hi)
     }
-    fn term(&self, i: u64) -> Result<Option<u64>, String> {
+    fn term(&self, i: u64) -> Result<Option<u64>, StorageError> {
         lock(self)?.term(i)
     }
-    fn first_index(&self) -> Result<u64, String> {
+    fn first_index(&self) -> Result<u64, StorageError> {
         lock(self)?.first_index()
     }
-    fn last_index(&self) -> Result<u64, String> {
+    fn last_index(&self) -> Result<u64, StorageError> {
         lock(self)?.last_index()
     }
-    fn hard_state(&self) -> Result<Option<Vec<u8>>, String> {
+    fn hard_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
         lock(self)?.hard_state()
     }
-    fn set_hard_state(&mut self, b: &[u8]) -> Result<(), String> {
+    fn set_hard_state(&mut self, b: &[u8]) -> Result<(), StorageError> {
         lock(self)?.set_hard_state(b)
     }
-    fn conf_state(&self) -> Result<Option<Vec<u8>>, String> {
+    fn conf_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
         lock(self)?.conf_state()
     }
-    fn set_conf_state(&mut self, b: &[u8]) -> Result<(), String> {
+    fn set_conf_state(&mut self, b: &[u8]) -> Result<(), StorageError> {
         lock(self)?.set_conf_state(b)
     }
-    fn compact(&mut self, i: u64, t: u64) -> Result<(), String> {
+    fn compact(&mut self, i: u64, t: u64) -> Result<(), StorageError> {
         lock(self)?.compact(i, t)
     }
-    fn snapshot_meta(&self) -> Result<(u64, u64), String> {
+    fn snapshot_meta(&self) -> Result<(u64, u64), StorageError> {
         lock(self)?.snapshot_meta()
     }
-    fn install_snapshot(&mut self, i: u64, t: u64) -> Result<(), String> {
+    fn install_snapshot(&mut self, i: u64, t: u64) -> Result<(), StorageError> {
         lock(self)?.install_snapshot(i, t)
     }
 }
 
-fn lock<L>(m: &Mutex<L>) -> Result<std::sync::MutexGuard<'_, L>, String> {
-    m.lock().map_err(|_| "raft log lock poisoned".to_string())
+fn lock<L>(m: &Mutex<L>) -> Result<std::sync::MutexGuard<'_, L>, StorageError> {
+    m.lock()
+        .map_err(|_| StorageError::new(StorageKind::Other, "raft log lock poisoned"))
 }
 
 /// An in-memory `LogStore`.
@@ -96,14 +100,14 @@ pub struct MemLog {
 }
 
 impl LogStore for MemLog {
-    fn append(&mut self, entries: &[RawEntry]) -> Result<(), String> {
+    fn append(&mut self, entries: &[RawEntry]) -> Result<(), StorageError> {
         if let Some(first) = entries.first() {
             self.entries.retain(|e| e.0 < first.0);
             self.entries.extend(entries.iter().cloned());
         }
         Ok(())
     }
-    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, String> {
+    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, StorageError> {
         Ok(self
             .entries
             .iter()
@@ -111,41 +115,41 @@ impl LogStore for MemLog {
             .cloned()
             .collect())
     }
-    fn term(&self, index: u64) -> Result<Option<u64>, String> {
+    fn term(&self, index: u64) -> Result<Option<u64>, StorageError> {
         if index == self.snap.0 {
             return Ok(Some(self.snap.1));
         }
         Ok(self.entries.iter().find(|e| e.0 == index).map(|e| e.1))
     }
-    fn first_index(&self) -> Result<u64, String> {
+    fn first_index(&self) -> Result<u64, StorageError> {
         Ok(self.entries.first().map(|e| e.0).unwrap_or(self.snap.0 + 1))
     }
-    fn last_index(&self) -> Result<u64, String> {
+    fn last_index(&self) -> Result<u64, StorageError> {
         Ok(self.entries.last().map(|e| e.0).unwrap_or(self.snap.0))
     }
-    fn hard_state(&self) -> Result<Option<Vec<u8>>, String> {
+    fn hard_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.hard.clone())
     }
-    fn set_hard_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn set_hard_state(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         self.hard = Some(bytes.to_vec());
         Ok(())
     }
-    fn conf_state(&self) -> Result<Option<Vec<u8>>, String> {
+    fn conf_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.conf.clone())
     }
-    fn set_conf_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn set_conf_state(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         self.conf = Some(bytes.to_vec());
         Ok(())
     }
-    fn compact(&mut self, index: u64, term: u64) -> Result<(), String> {
+    fn compact(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
         self.entries.retain(|e| e.0 > index);
         self.snap = (index, term);
         Ok(())
     }
-    fn snapshot_meta(&self) -> Result<(u64, u64), String> {
+    fn snapshot_meta(&self) -> Result<(u64, u64), StorageError> {
         Ok(self.snap)
     }
-    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), String> {
+    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
         self.entries.clear();
         self.snap = (index, term);
         Ok(())
@@ -159,43 +163,33 @@ pub struct Membership {
     pub peers: BTreeMap<u64, String>,
 }
 
-/// First byte of an encoded `Membership` (a bare protobuf `ConfState` never starts with it).
-const MEMBERSHIP_FORMAT: u8 = 0xD1;
-
 impl Membership {
-    pub fn encode(&self) -> Result<Vec<u8>, String> {
-        let conf = self
-            .conf
-            .write_to_bytes()
-            .map_err(|e| format!("encode conf state: {e}"))?;
-        let mut out = vec![MEMBERSHIP_FORMAT];
-        bincode::serialize_into(&mut out, &(conf, &self.peers))
-            .map_err(|e| format!("encode membership: {e}"))?;
-        Ok(out)
+    /// The membership in the current format (see `codec`).
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode_membership(self)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Membership, String> {
-        match bytes.split_first() {
-            Some((&MEMBERSHIP_FORMAT, rest)) => {
-                let (conf, peers): (Vec<u8>, BTreeMap<u64, String>) =
-                    bincode::deserialize(rest).map_err(|e| format!("decode membership: {e}"))?;
-                let conf = ConfState::parse_from_bytes(&conf)
-                    .map_err(|e| format!("decode conf state: {e}"))?;
-                Ok(Membership { conf, peers })
-            }
-            // Written before peer addresses were kept: a bare conf state.
-            _ => ConfState::parse_from_bytes(bytes)
-                .map(|conf| Membership {
-                    conf,
-                    peers: BTreeMap::new(),
-                })
-                .map_err(|e| format!("decode conf state: {e}")),
-        }
+    /// Reads a membership in any format Dhow ever wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Membership, DecodeError> {
+        codec::decode_membership(bytes)
     }
 }
 
-fn store_err(e: String) -> raft::Error {
-    raft::Error::Store(StorageError::Other(e.into()))
+/// A failure as raft-rs's storage reports it: a compacted or missing index as such (raft-rs
+/// acts on those), anything else as `Other`, keeping the error.
+fn store_err(e: impl Into<RaftError>) -> raft::Error {
+    use raft::StorageError as S;
+    match e.into() {
+        RaftError::Storage(StorageError {
+            kind: StorageKind::Compacted,
+            ..
+        }) => raft::Error::Store(S::Compacted),
+        RaftError::Storage(StorageError {
+            kind: StorageKind::Unavailable,
+            ..
+        }) => raft::Error::Store(S::Unavailable),
+        other => raft::Error::Store(S::Other(Box::new(other))),
+    }
 }
 
 /// `raft::Storage` over a shared `LogStore`. The driver writes through the same handle and
@@ -237,50 +231,55 @@ impl<L: LogStore> RaftStorage<L> {
         self.restoring.store(restoring, Ordering::Release);
     }
 
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut L) -> Result<T, String>) -> Result<T, String> {
-        let mut g = self
-            .log
-            .lock()
-            .map_err(|_| "raft log lock poisoned".to_string())?;
-        f(&mut g)
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut L) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        f(&mut *lock(&self.log)?)
     }
 
     /// Persists entries from a Ready.
-    pub fn append(&self, entries: &[Entry]) -> Result<(), String> {
+    pub fn append(&self, entries: &[Entry]) -> Result<(), RaftError> {
         let mut raw = Vec::with_capacity(entries.len());
         for e in entries {
             let bytes = e
                 .write_to_bytes()
-                .map_err(|e| format!("encode raft entry: {e}"))?;
+                .map_err(|e| RaftError::Raft(format!("encode raft entry: {e}")))?;
             raw.push((e.index, e.term, bytes));
         }
-        self.with(|l| l.append(&raw))
+        Ok(self.with(|l| l.append(&raw))?)
     }
 
-    pub fn set_hard_state(&self, hs: &HardState) -> Result<(), String> {
+    pub fn set_hard_state(&self, hs: &HardState) -> Result<(), RaftError> {
         let bytes = hs
             .write_to_bytes()
-            .map_err(|e| format!("encode hard state: {e}"))?;
-        self.with(|l| l.set_hard_state(&bytes))
+            .map_err(|e| RaftError::Raft(format!("encode hard state: {e}")))?;
+        Ok(self.with(|l| l.set_hard_state(&bytes))?)
     }
 
-    pub fn hard_state(&self) -> Result<HardState, String> {
+    pub fn hard_state(&self) -> Result<HardState, RaftError> {
         match self.with(|l| l.hard_state())? {
-            Some(b) => {
-                HardState::parse_from_bytes(&b).map_err(|e| format!("decode hard state: {e}"))
-            }
+            Some(b) => HardState::parse_from_bytes(&b).map_err(|e| {
+                StorageError::new(
+                    StorageKind::Corruption,
+                    format!("the stored hard state does not decode: {e}"),
+                )
+                .into()
+            }),
             None => Ok(HardState::default()),
         }
     }
 
-    pub fn set_membership(&self, m: &Membership) -> Result<(), String> {
-        let bytes = m.encode()?;
-        self.with(|l| l.set_conf_state(&bytes))
+    pub fn set_membership(&self, m: &Membership) -> Result<(), RaftError> {
+        let bytes = m.encode();
+        Ok(self.with(|l| l.set_conf_state(&bytes))?)
     }
 
-    pub fn membership(&self) -> Result<Option<Membership>, String> {
+    pub fn membership(&self) -> Result<Option<Membership>, RaftError> {
         match self.with(|l| l.conf_state())? {
-            Some(b) => Membership::decode(&b).map(Some),
+            Some(b) => Membership::decode(&b)
+                .map(Some)
+                .map_err(RaftError::codec("the stored membership")),
             None => Ok(None),
         }
     }
@@ -292,7 +291,7 @@ impl<L: LogStore> RaftStorage<L> {
         index: u64,
         term: u64,
         membership: &Membership,
-    ) -> Result<(), String> {
+    ) -> Result<(), RaftError> {
         self.with(|l| l.install_snapshot(index, term))?;
         self.set_membership(membership)?;
         let mut hs = self.hard_state()?;
@@ -306,7 +305,7 @@ impl<L: LogStore> RaftStorage<L> {
     }
 
     /// Sets the commit index in the stored hard state.
-    pub fn set_commit(&self, commit: u64) -> Result<(), String> {
+    pub fn set_commit(&self, commit: u64) -> Result<(), RaftError> {
         let mut hs = self.hard_state()?;
         if hs.commit < commit {
             hs.commit = commit;
@@ -337,20 +336,25 @@ impl<L: LogStore> raft::Storage for RaftStorage<L> {
         let max = max_size.into().unwrap_or(u64::MAX);
         let first = self.with(|l| l.first_index()).map_err(store_err)?;
         if low < first {
-            return Err(raft::Error::Store(StorageError::Compacted));
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
         }
         let last = self.with(|l| l.last_index()).map_err(store_err)?;
         if high > last + 1 {
-            return Err(store_err(format!(
-                "entries {low}..{high} asked, log ends at {last}"
+            return Err(store_err(StorageError::new(
+                StorageKind::Unavailable,
+                format!("entries {low}..{high} asked, log ends at {last}"),
             )));
         }
         let raw = self.with(|l| l.entries(low, high)).map_err(store_err)?;
         let mut out = Vec::with_capacity(raw.len());
         let mut size = 0u64;
         for (_, _, bytes) in raw {
-            let e = Entry::parse_from_bytes(&bytes)
-                .map_err(|e| store_err(format!("decode entry: {e}")))?;
+            let e = Entry::parse_from_bytes(&bytes).map_err(|e| {
+                store_err(StorageError::new(
+                    StorageKind::Corruption,
+                    format!("a stored raft entry does not decode: {e}"),
+                ))
+            })?;
             size += bytes.len() as u64;
             if !out.is_empty() && size > max {
                 break;
@@ -366,11 +370,11 @@ impl<L: LogStore> raft::Storage for RaftStorage<L> {
             return Ok(snap_term);
         }
         if idx < snap_idx {
-            return Err(raft::Error::Store(StorageError::Compacted));
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
         }
         match self.with(|l| l.term(idx)).map_err(store_err)? {
             Some(t) => Ok(t),
-            None => Err(raft::Error::Store(StorageError::Unavailable)),
+            None => Err(raft::Error::Store(raft::StorageError::Unavailable)),
         }
     }
 
@@ -388,7 +392,7 @@ impl<L: LogStore> raft::Storage for RaftStorage<L> {
         let index = self.applied.load(Ordering::Acquire);
         if index == 0 || index < request_index || self.restoring.load(Ordering::Acquire) {
             return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
+                raft::StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
         let term = raft::Storage::term(self, index)?;
@@ -397,9 +401,7 @@ impl<L: LogStore> raft::Storage for RaftStorage<L> {
         snap.mut_metadata().index = index;
         snap.mut_metadata().term = term;
         snap.mut_metadata().set_conf_state(m.conf.clone());
-        snap.data = crate::snapshot::encode_header(&m.peers)
-            .map_err(store_err)?
-            .into();
+        snap.data = codec::encode_snapshot_header(&m.peers).into();
         Ok(snap)
     }
 }

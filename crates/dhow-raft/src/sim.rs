@@ -10,7 +10,9 @@ use dhow_tuples::{Revision, TupleStore, WriteRequest};
 use raft::StateRole;
 use tokio::sync::{oneshot, watch};
 
-use crate::driver::{snapshot_index, Core, Job, Reporter, Request, Runner};
+use crate::core::{Core, Job, Request, Runner};
+use crate::restore::snapshot_index;
+use crate::transport::Reporter;
 use crate::{LogStore, MemberChange, RaftConfig, RaftError, StagedSnapshot, Status, Transport};
 
 /// What a request answers: poll it with `try_recv` after running the node.
@@ -189,8 +191,8 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
     }
 
     /// Why the node stopped serving writes, if its storage failed.
-    pub fn failed(&self) -> Option<&str> {
-        self.core.failed.as_deref()
+    pub fn failed(&self) -> Option<&RaftError> {
+        self.core.failed.as_ref()
     }
 }
 

@@ -6,41 +6,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::codec::{self, Chunk};
+use crate::error::{RaftError, StorageError, StorageKind};
 use dhow_tuples::{Relationship, RelationshipFilter, Revision, TupleStore};
-use serde::{Deserialize, Serialize};
-
-const FORMAT: u8 = 1;
 
 /// Relationships per chunk.
 pub const CHUNK_RELATIONSHIPS: usize = 5_000;
-
-#[derive(Serialize, Deserialize)]
-enum Part {
-    Schema(Option<String>),
-    Relationships(Vec<Relationship>),
-}
-
-pub(crate) fn encode_header(peers: &BTreeMap<u64, String>) -> Result<Vec<u8>, String> {
-    let mut out = vec![FORMAT];
-    bincode::serialize_into(&mut out, peers).map_err(|e| format!("encode snapshot header: {e}"))?;
-    Ok(out)
-}
-
-pub(crate) fn decode_header(bytes: &[u8]) -> Result<BTreeMap<u64, String>, String> {
-    match bytes.split_first() {
-        Some((&FORMAT, rest)) => {
-            bincode::deserialize(rest).map_err(|e| format!("decode snapshot header: {e}"))
-        }
-        Some((v, _)) => Err(format!("unknown snapshot header format {v}")),
-        None => Err("empty snapshot header".into()),
-    }
-}
-
-fn encode_part(p: &Part) -> Result<Vec<u8>, String> {
-    let mut out = vec![FORMAT];
-    bincode::serialize_into(&mut out, p).map_err(|e| format!("encode snapshot chunk: {e}"))?;
-    Ok(out)
-}
 
 /// Produces the data chunks of a snapshot of `store` at `revision`, in order. Reads page by
 /// page, so the store is never locked for the whole transfer.
@@ -63,15 +34,18 @@ impl<'a> SnapshotSource<'a> {
         }
     }
 
-    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, String> {
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, RaftError> {
         if !self.schema_sent {
             self.schema_sent = true;
             let schema = self
                 .store
                 .schema_at(self.revision)
-                .map_err(|e| format!("snapshot at {}: {e}", self.revision))?
+                .map_err(RaftError::state_machine(format_args!(
+                    "reading the snapshot at {}",
+                    self.revision
+                )))?
                 .map(|(_, s)| s);
-            return encode_part(&Part::Schema(schema)).map(Some);
+            return Ok(Some(codec::encode_chunk(&Chunk::Schema(schema))));
         }
         if self.done {
             return Ok(None);
@@ -80,14 +54,20 @@ impl<'a> SnapshotSource<'a> {
             let reader = self
                 .store
                 .reader(self.revision)
-                .map_err(|e| format!("snapshot at {}: {e}", self.revision))?;
+                .map_err(RaftError::state_machine(format_args!(
+                    "reading the snapshot at {}",
+                    self.revision
+                )))?;
             reader
                 .read(
                     &RelationshipFilter::default(),
                     self.after.as_ref(),
                     CHUNK_RELATIONSHIPS,
                 )
-                .map_err(|e| format!("snapshot at {}: {e}", self.revision))?
+                .map_err(RaftError::state_machine(format_args!(
+                    "reading the snapshot at {}",
+                    self.revision
+                )))?
         };
         if page.len() < CHUNK_RELATIONSHIPS {
             self.done = true;
@@ -96,12 +76,12 @@ impl<'a> SnapshotSource<'a> {
             return Ok(None);
         }
         self.after = page.last().cloned();
-        encode_part(&Part::Relationships(page)).map(Some)
+        Ok(Some(codec::encode_chunk(&Chunk::Relationships(page))))
     }
 }
 
 impl Iterator for SnapshotSource<'_> {
-    type Item = Result<Vec<u8>, String>;
+    type Item = Result<Vec<u8>, RaftError>;
     fn next(&mut self) -> Option<Self::Item> {
         match self.next_chunk() {
             Ok(Some(c)) => Some(Ok(c)),
@@ -116,7 +96,7 @@ impl Iterator for SnapshotSource<'_> {
 }
 
 /// A snapshot's data received in full, waiting for its message to be stepped into raft-rs.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct StagedSnapshot {
     pub(crate) schema: Option<String>,
     pub(crate) relationships: Vec<Relationship>,
@@ -128,11 +108,11 @@ pub struct StagedSnapshot {
 /// start, so the log never has to give back positions it already acknowledged.
 pub trait SnapshotStage: Send + Sync + std::fmt::Debug + 'static {
     /// Keeps `data` for the snapshot at `index`, synced, before returning.
-    fn save(&self, index: u64, data: &StagedSnapshot) -> Result<(), String>;
+    fn save(&self, index: u64, data: &StagedSnapshot) -> Result<(), StorageError>;
     /// The data kept for `index`, if any.
-    fn load(&self, index: u64) -> Result<Option<StagedSnapshot>, String>;
+    fn load(&self, index: u64) -> Result<Option<StagedSnapshot>, StorageError>;
     /// Forgets everything kept except the snapshot at `keep`.
-    fn retain(&self, keep: Option<u64>) -> Result<(), String>;
+    fn retain(&self, keep: Option<u64>) -> Result<(), StorageError>;
 }
 
 /// A stage in memory: survives what the memory survives. The default of a node given none
@@ -148,14 +128,14 @@ impl MemStage {
 }
 
 impl SnapshotStage for MemStage {
-    fn save(&self, index: u64, data: &StagedSnapshot) -> Result<(), String> {
+    fn save(&self, index: u64, data: &StagedSnapshot) -> Result<(), StorageError> {
         self.kept().insert(index, data.clone());
         Ok(())
     }
-    fn load(&self, index: u64) -> Result<Option<StagedSnapshot>, String> {
+    fn load(&self, index: u64) -> Result<Option<StagedSnapshot>, StorageError> {
         Ok(self.kept().get(&index).cloned())
     }
-    fn retain(&self, keep: Option<u64>) -> Result<(), String> {
+    fn retain(&self, keep: Option<u64>) -> Result<(), StorageError> {
         self.kept().retain(|i, _| Some(*i) == keep);
         Ok(())
     }
@@ -170,10 +150,14 @@ pub struct FileStage {
 
 impl FileStage {
     /// A stage in `dir` (created if missing).
-    pub fn new(dir: impl Into<std::path::PathBuf>) -> Result<FileStage, String> {
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Result<FileStage, StorageError> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create the snapshot stage {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            StorageError::io(
+                format_args!("cannot create the snapshot stage {}", dir.display()),
+                &e,
+            )
+        })?;
         Ok(FileStage { dir })
     }
 
@@ -183,14 +167,14 @@ impl FileStage {
 }
 
 impl SnapshotStage for FileStage {
-    fn save(&self, index: u64, data: &StagedSnapshot) -> Result<(), String> {
+    fn save(&self, index: u64, data: &StagedSnapshot) -> Result<(), StorageError> {
         use std::io::Write;
         let path = self.path(index);
         let tmp = path.with_extension("tmp");
-        let fail = |what: &str, e: &dyn std::fmt::Display| {
-            format!("snapshot stage: {what} {}: {e}", tmp.display())
+        let fail = |what: &str, e: &std::io::Error| {
+            StorageError::io(format_args!("snapshot stage: {what} {}", tmp.display()), e)
         };
-        let bytes = bincode::serialize(data).map_err(|e| fail("encoding", &e))?;
+        let bytes = codec::encode_staged(data);
         let mut f = std::fs::File::create(&tmp).map_err(|e| fail("creating", &e))?;
         f.write_all(&bytes).map_err(|e| fail("writing", &e))?;
         f.sync_all().map_err(|e| fail("syncing", &e))?;
@@ -200,26 +184,37 @@ impl SnapshotStage for FileStage {
             .map_err(|e| fail("syncing the directory of", &e))
     }
 
-    fn load(&self, index: u64) -> Result<Option<StagedSnapshot>, String> {
+    fn load(&self, index: u64) -> Result<Option<StagedSnapshot>, StorageError> {
         let path = self.path(index);
         match std::fs::read(&path) {
-            Ok(bytes) => bincode::deserialize(&bytes)
-                .map(Some)
-                .map_err(|e| format!("snapshot stage: {} is damaged: {e}", path.display())),
+            Ok(bytes) => codec::decode_staged(&bytes).map(Some).map_err(|e| {
+                StorageError::new(
+                    StorageKind::Corruption,
+                    format!("snapshot stage: {} is damaged: {e}", path.display()),
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("snapshot stage: reading {}: {e}", path.display())),
+            Err(e) => Err(StorageError::io(
+                format_args!("snapshot stage: reading {}", path.display()),
+                &e,
+            )),
         }
     }
 
-    fn retain(&self, keep: Option<u64>) -> Result<(), String> {
+    fn retain(&self, keep: Option<u64>) -> Result<(), StorageError> {
         let keep = keep.map(|i| self.path(i));
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| format!("snapshot stage: listing {}: {e}", self.dir.display()))?;
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+            StorageError::io(
+                format_args!("snapshot stage: listing {}", self.dir.display()),
+                &e,
+            )
+        })?;
         for entry in entries.flatten() {
             let p = entry.path();
             if Some(&p) != keep.as_ref() {
-                std::fs::remove_file(&p)
-                    .map_err(|e| format!("snapshot stage: removing {}: {e}", p.display()))?;
+                std::fs::remove_file(&p).map_err(|e| {
+                    StorageError::io(format_args!("snapshot stage: removing {}", p.display()), &e)
+                })?;
             }
         }
         Ok(())
@@ -231,6 +226,8 @@ impl SnapshotStage for FileStage {
 pub struct SnapshotBuilder {
     staged: StagedSnapshot,
     got_schema: bool,
+    /// Chunks pushed so far.
+    chunks: u64,
 }
 
 impl SnapshotBuilder {
@@ -239,32 +236,34 @@ impl SnapshotBuilder {
     }
 
     /// Adds one chunk, in the order the source produced them.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
-        let part: Part = match chunk.split_first() {
-            Some((&FORMAT, rest)) => {
-                bincode::deserialize(rest).map_err(|e| format!("decode snapshot chunk: {e}"))?
-            }
-            Some((v, _)) => return Err(format!("unknown snapshot chunk format {v}")),
-            None => return Err("empty snapshot chunk".into()),
-        };
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), RaftError> {
+        self.chunks += 1;
+        let part = codec::decode_chunk(chunk).map_err(RaftError::codec(format_args!(
+            "snapshot chunk {}",
+            self.chunks
+        )))?;
         match part {
-            Part::Schema(s) if !self.got_schema => {
+            Chunk::Schema(s) if !self.got_schema => {
                 self.staged.schema = s;
                 self.got_schema = true;
             }
-            Part::Schema(_) => return Err("snapshot carries two schemas".into()),
-            Part::Relationships(_) if !self.got_schema => {
-                return Err("snapshot relationships before its schema".into())
+            Chunk::Schema(_) => return Err(RaftError::Snapshot("two schemas".into())),
+            Chunk::Relationships(_) if !self.got_schema => {
+                return Err(RaftError::Snapshot(
+                    "relationships before the schema".into(),
+                ))
             }
-            Part::Relationships(mut rs) => self.staged.relationships.append(&mut rs),
+            Chunk::Relationships(mut rs) => self.staged.relationships.append(&mut rs),
         }
         Ok(())
     }
 
     /// The staged snapshot; refuses one that never sent its schema chunk.
-    pub fn finish(self) -> Result<StagedSnapshot, String> {
+    pub fn finish(self) -> Result<StagedSnapshot, RaftError> {
         if !self.got_schema {
-            return Err("snapshot ended before its first chunk".into());
+            return Err(RaftError::Snapshot(
+                "the stream ended before its first chunk".into(),
+            ));
         }
         Ok(self.staged)
     }
@@ -300,7 +299,11 @@ mod tests {
         // A damaged file is an error naming it, not a panic or an empty snapshot.
         std::fs::write(again.path(4), b"\x01\x02").unwrap();
         let e = again.load(4).unwrap_err();
-        assert!(e.contains("damaged") && e.contains("snapshot-"), "{e}");
+        assert_eq!(e.kind, StorageKind::Corruption);
+        assert!(
+            e.message.contains("damaged") && e.message.contains("snapshot-"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -371,17 +374,38 @@ mod tests {
     #[test]
     fn malformed_streams_are_refused() {
         let mut b = SnapshotBuilder::new();
-        assert!(b.push(&[]).unwrap_err().contains("empty"));
-        assert!(b.push(&[9, 1, 2]).unwrap_err().contains("format 9"));
-        let rels = encode_part(&Part::Relationships(vec![])).unwrap();
-        assert!(b.push(&rels).unwrap_err().contains("before its schema"));
-        assert!(SnapshotBuilder::new().finish().is_err());
-        let schema = encode_part(&Part::Schema(None)).unwrap();
+        let e = b.push(&[]).unwrap_err();
+        assert!(
+            matches!(&e, RaftError::Codec { what, error } if what == "snapshot chunk 1" && error.problem == codec::Problem::Empty),
+            "{e}"
+        );
+        let e = b.push(&[9, 1, 2]).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "snapshot chunk 2: cannot decode a snapshot chunk: unknown format version 9"
+            ),
+            "{e}"
+        );
+        let rels = codec::encode_chunk(&Chunk::Relationships(vec![]));
+        let e = b.push(&rels).unwrap_err();
+        assert!(
+            matches!(&e, RaftError::Snapshot(m) if m.contains("before the schema")),
+            "{e}"
+        );
+        assert!(matches!(
+            SnapshotBuilder::new().finish(),
+            Err(RaftError::Snapshot(_))
+        ));
+        let schema = codec::encode_chunk(&Chunk::Schema(None));
         let mut b = SnapshotBuilder::new();
         b.push(&schema).unwrap();
-        assert!(b.push(&schema).unwrap_err().contains("two schemas"));
-        let h = encode_header(&BTreeMap::from([(1, "a:1".to_string())])).unwrap();
-        assert_eq!(decode_header(&h).unwrap()[&1], "a:1");
-        assert!(decode_header(&h[..1]).is_err());
+        let e = b.push(&schema).unwrap_err();
+        assert!(
+            matches!(&e, RaftError::Snapshot(m) if m.contains("two schemas")),
+            "{e}"
+        );
+        let h = codec::encode_snapshot_header(&BTreeMap::from([(1, "a:1".to_string())]));
+        assert_eq!(codec::decode_snapshot_header(&h).unwrap()[&1], "a:1");
+        assert!(codec::decode_snapshot_header(&h[..1]).is_err());
     }
 }

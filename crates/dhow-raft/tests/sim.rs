@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use dhow_raft::sim::{Answer, SimNode};
 use dhow_raft::{
     LogStore, MemLog, MemStage, MemberChange, RaftConfig, RaftError, RawEntry, Reporter,
-    SnapshotBuilder, SnapshotSource, SnapshotStage, StagedSnapshot, Transport,
+    SnapshotBuilder, SnapshotSource, SnapshotStage, StagedSnapshot, StorageError, StorageKind,
+    Transport,
 };
 use dhow_tuples::{
     parse_relationship, Batch, BoxedReader, Change, Error, Relationship, RelationshipFilter,
@@ -161,51 +162,54 @@ struct SimLog {
 }
 
 impl SimLog {
-    fn write(&mut self, op: LogOp) -> Result<(), String> {
-        spend(&self.power)?;
+    fn write(&mut self, op: LogOp) -> Result<(), StorageError> {
+        spend(&self.power).map_err(|m| StorageError::new(StorageKind::Io, m))?;
         lock(&self.disk).write(op);
         Ok(())
     }
-    fn read<T>(&self, f: impl FnOnce(&MemLog) -> Result<T, String>) -> Result<T, String> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&MemLog) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         f(&lock(&self.disk).live)
     }
 }
 
 impl LogStore for SimLog {
-    fn append(&mut self, entries: &[RawEntry]) -> Result<(), String> {
+    fn append(&mut self, entries: &[RawEntry]) -> Result<(), StorageError> {
         self.write(LogOp::Append(entries.to_vec()))
     }
-    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, String> {
+    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, StorageError> {
         self.read(|l| l.entries(lo, hi))
     }
-    fn term(&self, index: u64) -> Result<Option<u64>, String> {
+    fn term(&self, index: u64) -> Result<Option<u64>, StorageError> {
         self.read(|l| l.term(index))
     }
-    fn first_index(&self) -> Result<u64, String> {
+    fn first_index(&self) -> Result<u64, StorageError> {
         self.read(|l| l.first_index())
     }
-    fn last_index(&self) -> Result<u64, String> {
+    fn last_index(&self) -> Result<u64, StorageError> {
         self.read(|l| l.last_index())
     }
-    fn hard_state(&self) -> Result<Option<Vec<u8>>, String> {
+    fn hard_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
         self.read(|l| l.hard_state())
     }
-    fn set_hard_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn set_hard_state(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         self.write(LogOp::HardState(bytes.to_vec()))
     }
-    fn conf_state(&self) -> Result<Option<Vec<u8>>, String> {
+    fn conf_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
         self.read(|l| l.conf_state())
     }
-    fn set_conf_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+    fn set_conf_state(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         self.write(LogOp::ConfState(bytes.to_vec()))
     }
-    fn compact(&mut self, index: u64, term: u64) -> Result<(), String> {
+    fn compact(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
         self.write(LogOp::Compact(index, term))
     }
-    fn snapshot_meta(&self) -> Result<(u64, u64), String> {
+    fn snapshot_meta(&self) -> Result<(u64, u64), StorageError> {
         self.read(|l| l.snapshot_meta())
     }
-    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), String> {
+    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
         self.write(LogOp::Install(index, term))
     }
 }
@@ -258,7 +262,7 @@ impl TupleStore for SimStore {
 
 enum Out {
     Raft(u64, Vec<u8>),
-    Snapshot(u64, Vec<u8>, Result<StagedSnapshot, String>),
+    Snapshot(u64, Vec<u8>, Result<StagedSnapshot, RaftError>),
 }
 
 /// What a node's driver sends goes to its outbox; the simulation moves it onto the network
@@ -270,7 +274,7 @@ struct SimTransport {
     reporter: Arc<Mutex<Option<Reporter>>>,
 }
 
-fn stage(store: &dyn TupleStore, revision: Revision) -> Result<StagedSnapshot, String> {
+fn stage(store: &dyn TupleStore, revision: Revision) -> Result<StagedSnapshot, RaftError> {
     let mut b = SnapshotBuilder::new();
     for chunk in SnapshotSource::new(store, revision) {
         b.push(&chunk?)?;

@@ -5,7 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dhow_raft::{MemLog, NoTransport, RaftConfig, RaftError, RaftHandle};
+use dhow_raft::{
+    LogStore, MemLog, NoTransport, RaftConfig, RaftError, RaftHandle, RawEntry, StorageError,
+    StorageKind,
+};
 use dhow_tuples::{
     parse_relationship, ObjectRef, Precondition, RelationshipFilter, Revision, SharedMemStore,
     TupleStore, WriteOp, WriteRequest,
@@ -216,4 +219,102 @@ async fn restart_keeps_revisions_and_replays_the_log_into_a_lost_store() {
             .len(),
         1
     );
+}
+
+/// A log on a disk that fills up: appends fail with ENOSPC once `full` is set.
+struct FillingLog {
+    log: MemLog,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LogStore for FillingLog {
+    fn append(&mut self, entries: &[RawEntry]) -> Result<(), StorageError> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StorageError::io(
+                "appending to the raft log",
+                &std::io::Error::from_raw_os_error(28),
+            ));
+        }
+        self.log.append(entries)
+    }
+    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, StorageError> {
+        self.log.entries(lo, hi)
+    }
+    fn term(&self, index: u64) -> Result<Option<u64>, StorageError> {
+        self.log.term(index)
+    }
+    fn first_index(&self) -> Result<u64, StorageError> {
+        self.log.first_index()
+    }
+    fn last_index(&self) -> Result<u64, StorageError> {
+        self.log.last_index()
+    }
+    fn hard_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.log.hard_state()
+    }
+    fn set_hard_state(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.log.set_hard_state(bytes)
+    }
+    fn conf_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.log.conf_state()
+    }
+    fn set_conf_state(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.log.set_conf_state(bytes)
+    }
+    fn compact(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
+        self.log.compact(index, term)
+    }
+    fn snapshot_meta(&self) -> Result<(u64, u64), StorageError> {
+        self.log.snapshot_meta()
+    }
+    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
+        self.log.install_snapshot(index, term)
+    }
+}
+
+/// A caller tells a full disk from a stopped node by matching, not by reading the message:
+/// the write in flight when the log's disk fills, and every write after it, get the log's own
+/// error with its kind; a node shut down says `Stopped`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_as_such_to_every_writer() {
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Arc::new(SharedMemStore::new());
+    let mut node = RaftHandle::start(
+        config(),
+        FillingLog {
+            log: MemLog::default(),
+            full: full.clone(),
+        },
+        store.clone() as Arc<dyn TupleStore>,
+        NoTransport,
+    )
+    .unwrap();
+    write_retrying(&node, touch("document:a#viewer@user:alice")).await;
+    full.store(true, std::sync::atomic::Ordering::SeqCst);
+    for i in 0..3 {
+        let err = node
+            .write(touch(&format!("document:b{i}#viewer@user:bob")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                RaftError::Storage(StorageError {
+                    kind: StorageKind::NoSpace,
+                    ..
+                })
+            ),
+            "write {i}: {err}"
+        );
+        assert!(
+            err.to_string().contains("appending to the raft log"),
+            "{err}"
+        );
+    }
+    node.shutdown();
+    let err = node
+        .write(touch("document:c#viewer@user:carol"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, RaftError::Stopped);
 }

@@ -22,13 +22,15 @@
 //! Raft appends and state writes are synced too. Consistency of reads: a reader holds a
 //! RocksDB snapshot and checks the readable window recorded in that same snapshot.
 
+mod db;
 mod error;
 mod keys;
 mod raftlog;
 mod reader;
 mod store;
 
-pub use error::StorageError;
+pub use db::FORMAT_VERSION;
+pub use error::{ErrorKind, StorageError};
 pub use raftlog::{RaftEntry, RaftLogStore};
 pub use reader::RocksReader;
-pub use store::{RocksStore, StoreOptions, FORMAT_VERSION};
+pub use store::{RocksStore, StoreOptions};

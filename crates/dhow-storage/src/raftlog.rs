@@ -7,11 +7,11 @@ use std::sync::{Arc, MutexGuard};
 
 use rocksdb::{ReadOptions, WriteBatch};
 
+use crate::db::{Db, CF_RAFT_LOG, CF_RAFT_STATE};
 use crate::error::{corrupt, rocks, StorageError};
 use crate::keys::{
     be_u64, decode_log_entry, decode_u64_key, encode_log_entry, u64_key, KEY_FORMAT,
 };
-use crate::store::{Shared, CF_RAFT_LOG, CF_RAFT_STATE};
 
 const HARD_STATE: &[u8] = b"hard_state";
 const CONF_STATE: &[u8] = b"conf_state";
@@ -30,7 +30,7 @@ pub(crate) struct RaftBounds {
 }
 
 impl RaftBounds {
-    pub(crate) fn load(sh: &Shared) -> Result<RaftBounds, StorageError> {
+    pub(crate) fn load(sh: &Db) -> Result<RaftBounds, StorageError> {
         let (snap_index, snap_term) = match sh
             .db
             .get_cf(sh.cf(CF_RAFT_STATE)?, SNAPSHOT_META)
@@ -71,7 +71,7 @@ impl RaftBounds {
 /// all clones share the log. Writes are serialised internally.
 #[derive(Clone)]
 pub struct RaftLogStore {
-    shared: Arc<Shared>,
+    shared: Arc<Db>,
 }
 
 impl std::fmt::Debug for RaftLogStore {
@@ -83,7 +83,7 @@ impl std::fmt::Debug for RaftLogStore {
 }
 
 impl RaftLogStore {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Db>) -> Self {
         RaftLogStore { shared }
     }
 

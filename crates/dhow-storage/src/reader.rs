@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use dhow_tuples::{ObjectRef, Relationship, RelationshipFilter, Revision, SnapshotReader, Subject};
 use rocksdb::{ColumnFamily, DBRawIteratorWithThreadMode, ReadOptions, SnapshotWithThreadMode, DB};
 
+use crate::db::{read_window, Db, CF_BY_SUBJECT, CF_TUPLES};
 use crate::error::{corrupt, rocks, StorageError};
 use crate::keys::{
     decode_version, forward_key, forward_key_of, forward_prefix_of, prefix_end, resource_prefix,
     reverse_key, reverse_prefix_of, split_version_key, subject_prefix, version_deleted,
     version_key, KeyFields,
 };
-use crate::store::{read_window, Shared, CF_BY_SUBJECT, CF_TUPLES};
 
 /// A reader at one revision over a RocksDB snapshot. It borrows the store; the snapshot is
 /// released when the reader is dropped. It keeps one iterator per column family for all its
@@ -24,7 +24,7 @@ pub struct RocksReader<'a> {
     // The iterators read the snapshot: declared first, they are dropped before it.
     tuples_it: RefCell<Option<Iter<'a>>>,
     subjects_it: RefCell<Option<Iter<'a>>>,
-    shared: &'a Shared,
+    shared: &'a Db,
     snap: SnapshotWithThreadMode<'a, DB>,
     rev: u64,
 }
@@ -33,7 +33,7 @@ type Iter<'a> = DBRawIteratorWithThreadMode<'a, DB>;
 
 impl<'a> RocksReader<'a> {
     /// A reader at `rev`, which must lie in the readable window recorded in the snapshot.
-    pub(crate) fn new(shared: &'a Shared, rev: Revision) -> Result<Self, StorageError> {
+    pub(crate) fn new(shared: &'a Db, rev: Revision) -> Result<Self, StorageError> {
         let snap = shared.db.snapshot();
         let (oldest, head) = read_window(shared, |cf, k| snap.get_cf(cf, k))?;
         if rev.0 > head || rev.0 < oldest {
@@ -54,7 +54,7 @@ impl<'a> RocksReader<'a> {
     }
 
     /// A reader at `rev` without the window check (the applier reads at the head it holds).
-    pub(crate) fn at_head(shared: &'a Shared, rev: u64) -> Self {
+    pub(crate) fn at_head(shared: &'a Db, rev: u64) -> Self {
         RocksReader {
             tuples_it: RefCell::new(None),
             subjects_it: RefCell::new(None),

@@ -1,54 +1,29 @@
-//! `RocksStore`: opening the database (column families, format check), the `TupleStore`
-//! implementation (apply in one synced WriteBatch, MVCC readers, changes, schema history,
+//! `RocksStore`: the `TupleStore` implementation on the database of [`crate::db`] (apply in one synced WriteBatch, MVCC readers, changes, schema history,
 //! GC driven by the change log), cluster id, checkpoints and restore.
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dhow_tuples::{
     check_preconditions, Batch, BoxedReader, Change, Error, Revision, TupleStore, WriteOp,
 };
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, WriteBatch,
-    WriteOptions, DB,
-};
+use rocksdb::{ReadOptions, WriteBatch};
 
+use crate::db::{
+    read_window, Db, CF_BY_SUBJECT, CF_CHANGES, CF_META, CF_SCHEMAS, CF_TUPLES, META_CLUSTER,
+    META_HEAD, META_OLDEST,
+};
 use crate::error::{corrupt, io, rocks, StorageError};
 use crate::keys::{
     be_u64, change_key, change_key_revision, changes_from, decode_change, decode_u64_key,
     encode_change, encode_version, forward_key, prefix_end, reverse_key, split_version_key,
     u64_key, version_deleted, version_key, with_deleted, KeyFields, ALIVE, KEY_FORMAT,
 };
-use crate::raftlog::{RaftBounds, RaftLogStore};
+use crate::raftlog::RaftLogStore;
 use crate::reader::{OverlayReader, RocksReader, Staged};
-
-pub(crate) const CF_TUPLES: &str = "tuples";
-pub(crate) const CF_BY_SUBJECT: &str = "by_subject";
-pub(crate) const CF_CHANGES: &str = "changes";
-pub(crate) const CF_SCHEMAS: &str = "schemas";
-pub(crate) const CF_META: &str = "meta";
-pub(crate) const CF_RAFT_LOG: &str = "raft_log";
-pub(crate) const CF_RAFT_STATE: &str = "raft_state";
-const ALL_CFS: [&str; 7] = [
-    CF_TUPLES,
-    CF_BY_SUBJECT,
-    CF_CHANGES,
-    CF_SCHEMAS,
-    CF_META,
-    CF_RAFT_LOG,
-    CF_RAFT_STATE,
-];
-
-pub(crate) const META_FORMAT: &[u8] = b"format_version";
-pub(crate) const META_HEAD: &[u8] = b"applied_revision";
-pub(crate) const META_OLDEST: &[u8] = b"oldest_revision";
-pub(crate) const META_CLUSTER: &[u8] = b"cluster_id";
-
-/// The storage format this build writes and reads (in `meta`, key `format_version`).
-pub const FORMAT_VERSION: u32 = 1;
 
 /// How many distinct relationship keys one GC WriteBatch handles at most (at revision
 /// boundaries), so collecting a long window does not build one huge batch.
@@ -73,60 +48,6 @@ impl Default for StoreOptions {
     }
 }
 
-/// State shared by the store, its readers and its Raft log handles.
-pub(crate) struct Shared {
-    pub db: DB,
-    pub path: PathBuf,
-    sync: bool,
-    /// The applied revision (mirrors `meta`; readers check the snapshot's own copy).
-    head: AtomicU64,
-    /// The oldest readable revision (mirrors `meta`).
-    oldest: AtomicU64,
-    /// Serialises apply, GC and checkpoints: one writer of relationship data at a time.
-    apply_lock: Mutex<()>,
-    /// The Raft log's bounds; held across every Raft log write.
-    pub raft: Mutex<RaftBounds>,
-}
-
-impl Shared {
-    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily, StorageError> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| StorageError::Corrupt {
-                cf: "(column families)",
-                message: format!("column family `{name}` is missing"),
-            })
-    }
-
-    /// Writes `batch` atomically, synced unless the store was opened without sync.
-    pub(crate) fn write(&self, batch: WriteBatch, what: &str) -> Result<(), StorageError> {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync);
-        self.db.write_opt(batch, &wo).map_err(rocks(what))
-    }
-}
-
-/// Reads (oldest, head) from `meta` through `get` (a snapshot's or the database's).
-pub(crate) fn read_window(
-    shared: &Shared,
-    get: impl Fn(&ColumnFamily, &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>,
-) -> Result<(u64, u64), StorageError> {
-    let meta = shared.cf(CF_META)?;
-    let read = |key: &[u8], name: &str| -> Result<u64, StorageError> {
-        match get(meta, key).map_err(rocks(format!("reading the {name}")))? {
-            Some(b) => be_u64(&b).map_err(|m| StorageError::Corrupt {
-                cf: CF_META,
-                message: format!("{name}: {m}"),
-            }),
-            None => Ok(0),
-        }
-    };
-    Ok((
-        read(META_OLDEST, "oldest revision")?,
-        read(META_HEAD, "applied revision")?,
-    ))
-}
-
 /// Dhow's durable store on RocksDB. Cloning is cheap and shares the database.
 ///
 /// Relationships are kept as MVCC versions: each version's key ends with the revision that
@@ -137,7 +58,7 @@ pub(crate) fn read_window(
 /// changes what they see. See [`crate::keys`] for the byte layout.
 #[derive(Clone)]
 pub struct RocksStore {
-    shared: Arc<Shared>,
+    shared: Arc<Db>,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -156,50 +77,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn cf_options() -> Options {
-    let mut o = Options::default();
-    o.set_compression_type(DBCompressionType::Lz4);
-    o
-}
-
 impl RocksStore {
     /// Opens (or creates) the store at `path`, creating missing column families, and checks
     /// the storage format version.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<RocksStore, StorageError> {
-        let mut db_opts = cf_options();
-        db_opts.create_if_missing(opts.create_if_missing);
-        db_opts.create_missing_column_families(true);
-        let mut names: Vec<String> = ALL_CFS.iter().map(|s| s.to_string()).collect();
-        // Every existing column family must be opened too (a newer format may have more;
-        // the format check below then refuses the store with a clear message).
-        if let Ok(existing) = DB::list_cf(&db_opts, path) {
-            for n in existing {
-                if !names.contains(&n) {
-                    names.push(n);
-                }
-            }
-        }
-        let descriptors = names
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, cf_options()));
-        let db = DB::open_cf_descriptors(&db_opts, path, descriptors)
-            .map_err(rocks(format!("opening the store at {}", path.display())))?;
-        let mut shared = Shared {
-            db,
-            path: path.to_path_buf(),
-            sync: opts.sync_writes,
-            head: AtomicU64::new(0),
-            oldest: AtomicU64::new(0),
-            apply_lock: Mutex::new(()),
-            raft: Mutex::new(RaftBounds::default()),
-        };
-        check_format(&shared)?;
-        let (oldest, head) = read_window(&shared, |cf, k| shared.db.get_cf(cf, k))?;
-        shared.head = AtomicU64::new(head);
-        shared.oldest = AtomicU64::new(oldest);
-        shared.raft = Mutex::new(RaftBounds::load(&shared)?);
         Ok(RocksStore {
-            shared: Arc::new(shared),
+            shared: Arc::new(Db::open(path, &opts)?),
         })
     }
 
@@ -577,57 +460,6 @@ fn validate_write(
     Ok(keys)
 }
 
-/// Checks (or, for a new database, records) the storage format version.
-fn check_format(sh: &Shared) -> Result<(), StorageError> {
-    let meta = sh.cf(CF_META)?;
-    let path = sh.path.display().to_string();
-    match sh
-        .db
-        .get_cf(meta, META_FORMAT)
-        .map_err(rocks("reading the format version"))?
-    {
-        Some(b) => {
-            let found = <[u8; 4]>::try_from(b.as_slice())
-                .map(u32::from_be_bytes)
-                .map_err(|_| StorageError::Corrupt {
-                    cf: CF_META,
-                    message: format!("format version of {} bytes (expected 4)", b.len()),
-                })?;
-            if found > FORMAT_VERSION {
-                Err(StorageError::NewerFormat {
-                    path,
-                    found,
-                    supported: FORMAT_VERSION,
-                })
-            } else if found != FORMAT_VERSION {
-                Err(StorageError::UnknownFormat {
-                    path,
-                    found,
-                    supported: FORMAT_VERSION,
-                })
-            } else {
-                Ok(())
-            }
-        }
-        None => {
-            let has_head = sh
-                .db
-                .get_cf(meta, META_HEAD)
-                .map_err(rocks("reading the applied revision"))?
-                .is_some();
-            if has_head {
-                return Err(StorageError::Corrupt {
-                    cf: CF_META,
-                    message: format!("the store at {path} has data but no format version"),
-                });
-            }
-            let mut b = WriteBatch::default();
-            b.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
-            sh.write(b, "recording the format version")
-        }
-    }
-}
-
 /// Copies the files of a checkpoint directory (recursively) into `to`.
 fn copy_dir(from: &Path, to: &Path) -> Result<(), StorageError> {
     std::fs::create_dir_all(to).map_err(io("creating", to))?;
@@ -687,6 +519,8 @@ impl TupleStore for RocksStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::{ALL_CFS, FORMAT_VERSION, META_FORMAT};
+    use rocksdb::{Options, DB};
 
     #[test]
     fn newer_or_unknown_format_is_refused() {

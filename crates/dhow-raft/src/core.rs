@@ -1,0 +1,419 @@
+//! The Raft loop's body as a steppable [`Core`], with no thread and no clock: `serve` takes a
+//! batch of [`Request`]s (client writes collected into one entry, every other request a method
+//! of its own), `tick` advances raft-rs's logical clock, and `ready` handles a Ready in
+//! raft-rs's documented order (send messages, install a snapshot, apply committed entries,
+//! persist entries and hard state, answer read states, send persisted messages, advance and
+//! apply what the light ready commits). [`crate::thread`] drives it on real time in
+//! production, [`crate::sim::SimNode`] step by step in the simulation.
+//!
+//! The rest of the core's work lives beside it: proposing (`propose.rs`), applying committed
+//! entries (`apply.rs`), membership (`membership.rs`), installing snapshots (`restore.rs`) and
+//! the repair at start (`repair.rs`).
+
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use dhow_tuples::{Revision, TupleStore, WriteRequest};
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use tokio::sync::{oneshot, watch};
+
+use crate::codec::Body;
+use crate::config::RaftConfig;
+use crate::log::{LogStore, Membership, RaftStorage};
+use crate::membership::{initial_membership, MemberChange, Status};
+use crate::propose::{Proposals, Waiter};
+use crate::repair::repair;
+use crate::restore::Restoring;
+use crate::snapshot::{MemStage, SnapshotStage, StagedSnapshot};
+use crate::transport::{Report, Reporter, Transport};
+use crate::RaftError;
+
+/// What the loop is asked to do: the commands a [`crate::RaftHandle`] (or a
+/// [`crate::sim::SimNode`]) sends, the transport's reports, and the end of a restore job.
+pub(crate) enum Request {
+    Write(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>),
+    Schema(String, oneshot::Sender<Result<Revision, RaftError>>),
+    ReadIndex(oneshot::Sender<Result<Revision, RaftError>>),
+    Step(Vec<u8>),
+    Snapshot(
+        Vec<u8>,
+        StagedSnapshot,
+        oneshot::Sender<Result<(), RaftError>>,
+    ),
+    Change(MemberChange, oneshot::Sender<Result<Revision, RaftError>>),
+    TransferLeader(u64, oneshot::Sender<Result<(), RaftError>>),
+    Status(oneshot::Sender<Status>),
+    Report(Report),
+    /// A store restore handed to the [`Runner`] ended: the snapshot's index and the outcome.
+    Restored(u64, Result<(), RaftError>),
+    Shutdown,
+}
+
+/// Work the Raft loop hands off: restoring a snapshot's data into the store.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs [`Job`]s off the Raft loop, so that the [`Core`] itself spawns nothing: a worker
+/// thread in production ([`crate::thread`]), the simulation's hand in a
+/// [`crate::sim::SimNode`]. A job reports its end to the loop as [`Request::Restored`].
+pub(crate) type Runner = Box<dyn FnMut(Job) + Send>;
+
+/// The state of the Raft loop and everything one iteration does, with no thread and no clock:
+/// [`crate::thread`] runs it on real time, [`crate::sim::SimNode`] step by step in a
+/// simulation.
+pub(crate) struct Core<L: LogStore, T: Transport> {
+    pub(crate) raw: RawNode<RaftStorage<L>>,
+    pub(crate) storage: RaftStorage<L>,
+    pub(crate) store: Arc<dyn TupleStore>,
+    pub(crate) transport: T,
+    pub(crate) applied_tx: watch::Sender<Revision>,
+    pub(crate) config: RaftConfig,
+    pub(crate) membership: Membership,
+    /// Proposals and ReadIndex requests waiting for their answer, by id.
+    pub(crate) proposals: Proposals,
+    /// Data of a snapshot whose message was stepped and is not installed yet: (index, data).
+    pub(crate) staged: Option<(u64, StagedSnapshot)>,
+    /// Where staged snapshots are kept durably until the store holds them.
+    pub(crate) stage: Arc<dyn SnapshotStage>,
+    /// Runs snapshot restores off the loop.
+    pub(crate) runner: Runner,
+    /// Where a restore job reports its end.
+    pub(crate) wake: Sender<Request>,
+    /// The snapshot whose store restore is running, if any.
+    pub(crate) restoring: Option<Restoring>,
+    /// The applied index as raft-rs is told it: the last entry applied to the store, or the
+    /// index of a snapshot installed in the log (its conf state is raft-rs's already).
+    pub(crate) applied_index: u64,
+    was_leader: bool,
+    /// The leader known at the last check (0: none).
+    leader: u64,
+    /// Why the loop stopped serving writes, once it met a failure.
+    pub(crate) failed: Option<RaftError>,
+}
+
+impl<L: LogStore, T: Transport> Core<L, T> {
+    /// Prepares a node over `log` and `store` (membership, repair after a crash, raft-rs),
+    /// with `reporter` given to the transport and proposal ids counting from `first_id`.
+    /// Returns the receiver of applied revisions.
+    pub(crate) fn new(
+        config: RaftConfig,
+        log: L,
+        store: Arc<dyn TupleStore>,
+        transport: T,
+        reporter: Reporter,
+        first_id: u64,
+        runner: Runner,
+    ) -> Result<(Self, watch::Receiver<Revision>), RaftError> {
+        if config.id == 0 {
+            return Err(RaftError::Config("node id must be non-zero".into()));
+        }
+        let storage = RaftStorage::new(log);
+        let membership = initial_membership(&config, &storage)?;
+        let stage = config
+            .stage
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemStage::default()));
+        repair(&storage, &*store, &*stage)?;
+        let applied = store.head();
+        storage.set_applied(applied.0);
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_tick,
+            heartbeat_tick: config.heartbeat_tick,
+            applied: applied.0,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_config
+            .validate()
+            .map_err(|e| RaftError::Config(e.to_string()))?;
+        let logger = slog::Logger::root(
+            tracing_slog::TracingSlogDrain,
+            slog::o!("raft_id" => config.id),
+        );
+        let mut raw = RawNode::new(&raft_config, storage.clone(), &logger)
+            .map_err(|e| RaftError::Raft(e.to_string()))?;
+        if membership.conf.voters == [config.id] {
+            raw.campaign().map_err(|e| RaftError::Raft(e.to_string()))?;
+        }
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        let wake = reporter.tx.clone();
+        transport.attach(reporter);
+        transport.set_peers(&membership.peers);
+        let core = Core {
+            raw,
+            storage,
+            store,
+            transport,
+            applied_tx,
+            proposals: Proposals::new(config.id, first_id),
+            config,
+            membership,
+            staged: None,
+            stage,
+            runner,
+            wake,
+            restoring: None,
+            applied_index: applied.0,
+            was_leader: false,
+            leader: 0,
+            failed: None,
+        };
+        Ok((core, applied_rx))
+    }
+
+    /// The node's settings.
+    pub(crate) fn config(&self) -> &RaftConfig {
+        &self.config
+    }
+
+    /// Where this node keeps staged snapshots.
+    pub(crate) fn stage(&self) -> &Arc<dyn SnapshotStage> {
+        &self.stage
+    }
+
+    /// Handles `first` and the requests `more` yields at once, as one batch: writes are
+    /// collected (at most `max_writes_per_entry`) and proposed as one entry, every other
+    /// request is handled in turn. False when a shutdown was asked.
+    pub(crate) fn serve(
+        &mut self,
+        first: Request,
+        mut more: impl FnMut() -> Option<Request>,
+    ) -> bool {
+        let mut writes: Vec<(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>)> =
+            Vec::new();
+        let mut stop = false;
+        let mut pending = Some(first);
+        while let Some(req) = pending.take() {
+            match req {
+                Request::Shutdown => stop = true,
+                Request::Write(w, tx) => writes.push((w, tx)),
+                Request::Schema(text, tx) => self.propose(Body::Schema(text), Waiter::One(tx)),
+                Request::ReadIndex(tx) => self.read_index(tx),
+                Request::Step(bytes) => self.step(&bytes),
+                Request::Snapshot(bytes, data, tx) => {
+                    let _ = tx.send(self.step_snapshot(&bytes, data));
+                }
+                Request::Change(change, tx) => self.propose_change(change, tx),
+                Request::TransferLeader(to, tx) => {
+                    let _ = tx.send(self.transfer_leader(to));
+                }
+                Request::Status(tx) => {
+                    let _ = tx.send(self.status());
+                }
+                Request::Report(report) => self.report(report),
+                Request::Restored(index, outcome) => self.restored(index, outcome),
+            }
+            if stop || writes.len() >= self.config.max_writes_per_entry {
+                break;
+            }
+            pending = more();
+        }
+        self.propose_writes(writes);
+        !stop
+    }
+
+    /// One tick of raft-rs's logical clock. While a snapshot is being restored the node does
+    /// not stand for election (see [`Core::install_snapshot`]): a follower's tick only advances
+    /// the election clock (so that its leader lease still expires and it votes for others),
+    /// which is all raft-rs's tick does short of campaigning.
+    pub(crate) fn tick(&mut self) {
+        if self.restoring.is_some() && self.raw.raft.state != StateRole::Leader {
+            self.raw.raft.election_elapsed += 1;
+        } else {
+            self.raw.tick();
+        }
+    }
+
+    /// The end of every iteration: handles the Ready (a storage failure stops the node serving
+    /// writes), then answers waiters if the leader changed.
+    pub(crate) fn ready(&mut self) {
+        if let Err(e) = self.on_ready() {
+            tracing::error!(error = %e, "raft loop failed; this node stops serving writes");
+            self.failed = Some(e.clone());
+            self.fail_all(|| e.clone());
+        }
+        self.check_leadership();
+    }
+
+    /// The loop ended: whoever still waits is told.
+    pub(crate) fn stop(&mut self) {
+        self.fail_all(|| RaftError::Stopped);
+    }
+
+    /// Starts a ReadIndex round; its read state answers `tx` (see [`Core::on_ready`]).
+    fn read_index(&mut self, tx: oneshot::Sender<Result<Revision, RaftError>>) {
+        if self.raw.raft.leader_id == 0 {
+            let _ = tx.send(Err(RaftError::Unavailable(
+                "no leader is known to this node (election in progress, or cut off from the majority)".into(),
+            )));
+            return;
+        }
+        let id = self.proposals.next_id();
+        self.raw.read_index(id.to_be_bytes().to_vec());
+        self.proposals.wait_read(id, tx);
+    }
+
+    /// Steps a raft-rs message from a peer. A snapshot message comes only with its data
+    /// ([`Core::step_snapshot`]); a leadership transfer is declined while restoring one.
+    fn step(&mut self, bytes: &[u8]) {
+        match Message::parse_from_bytes(bytes) {
+            Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                tracing::warn!(from = m.from, "snapshot message without its data dropped");
+            }
+            Ok(m) if m.get_msg_type() == MessageType::MsgTimeoutNow && self.restoring.is_some() => {
+                tracing::info!(
+                    from = m.from,
+                    "restoring a snapshot: leadership transfer declined"
+                );
+            }
+            Ok(m) => {
+                if let Some(why) = self.refusal(&m) {
+                    tracing::warn!(from = m.from, to = m.to, kind = ?m.get_msg_type(), "raft message dropped: {why}");
+                    return;
+                }
+                if let Err(e) = self.raw.step(m) {
+                    tracing::debug!(error = %e, "raft step refused a message");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "undecodable raft message dropped"),
+        }
+    }
+
+    /// Why a message from a peer must not reach raft-rs, if it must not: it is addressed to
+    /// another node, comes from a node that is not a member (while this node knows its
+    /// members), or carries a commit index past this node's log in a heartbeat (raft-rs would
+    /// panic on it; a real leader never sends one, it sends the follower's matched index).
+    fn refusal(&self, m: &Message) -> Option<String> {
+        let me = self.raw.raft.id;
+        if m.to != me {
+            return Some(format!("addressed to node {}, this is node {me}", m.to));
+        }
+        let conf = &self.membership.conf;
+        let known = !conf.voters.is_empty() || !conf.learners.is_empty();
+        if known && !conf.voters.contains(&m.from) && !conf.learners.contains(&m.from) {
+            return Some(format!("node {} is not a member of this cluster", m.from));
+        }
+        if m.get_msg_type() == MessageType::MsgHeartbeat {
+            let last = self.raw.raft.raft_log.last_index();
+            if m.commit > last {
+                return Some(format!(
+                    "heartbeat commit index {} is past this node's log (last index {last})",
+                    m.commit
+                ));
+            }
+        }
+        None
+    }
+
+    /// What the transport tells about a delivery.
+    fn report(&mut self, report: Report) {
+        match report {
+            Report::Unreachable(to) => self.raw.report_unreachable(to),
+            Report::Snapshot(to, ok) => self.raw.report_snapshot(
+                to,
+                if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                },
+            ),
+        }
+    }
+
+    fn check_leadership(&mut self) {
+        let leader = self.raw.raft.state == StateRole::Leader;
+        let known = self.raw.raft.leader_id;
+        if (self.was_leader && !leader) || known != self.leader {
+            // Entries proposed here (or forwarded to the old leader) may still commit under
+            // the next leader, or not: the outcome is unknown, and the callers are told exactly
+            // that. Reads through the old leader are simply retried by the caller.
+            self.fail_all(|| {
+                RaftError::Unavailable("the leader changed before the request completed; a write may or may not have been applied".into())
+            });
+        }
+        self.was_leader = leader;
+        self.leader = known;
+    }
+
+    /// Answers every waiting proposal and read with `err`.
+    pub(crate) fn fail_all(&mut self, err: impl Fn() -> RaftError) {
+        self.proposals.fail_all(err);
+    }
+
+    fn send(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            if self.restoring.is_some()
+                && m.get_msg_type() == MessageType::MsgAppendResponse
+                && !m.reject
+            {
+                // Nothing is acknowledged, not even the snapshot, until the store holds it
+                // (see `install_snapshot`): a lost message, as far as the leader can tell.
+                continue;
+            }
+            match m.write_to_bytes() {
+                Ok(bytes) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                    let rev = Revision(m.get_snapshot().get_metadata().index);
+                    tracing::info!(to = m.to, revision = rev.0, "sending a snapshot");
+                    self.transport.send_snapshot(m.to, bytes, rev);
+                }
+                Ok(bytes) => self.transport.send(m.to, bytes),
+                Err(e) => tracing::error!(error = %e, "cannot encode a raft message"),
+            }
+        }
+    }
+
+    /// One Ready, in raft-rs's order.
+    fn on_ready(&mut self) -> Result<(), RaftError> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        self.finish_restore()?;
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        // 1. Messages a leader may send before persisting.
+        if !ready.messages().is_empty() {
+            self.send(ready.take_messages());
+        }
+        // 2. A snapshot from the leader, its data staged by the transport.
+        if !ready.snapshot().is_empty() {
+            let snap = ready.snapshot().clone();
+            self.install_snapshot(&snap)?;
+        }
+        // 3. Committed entries.
+        self.apply(ready.take_committed_entries())?;
+        // 4. Persist new entries and the hard state (synced) before their messages go out.
+        if !ready.entries().is_empty() {
+            self.storage.append(ready.entries())?;
+        }
+        if let Some(hs) = ready.hs() {
+            self.storage.set_hard_state(hs)?;
+        }
+        // 5. Read states answer ReadIndex requests.
+        for rs in ready.take_read_states() {
+            self.proposals
+                .answer_read(&rs.request_ctx, Revision(rs.index));
+        }
+        // 6. Messages that had to wait for persistence.
+        if !ready.persisted_messages().is_empty() {
+            self.send(ready.take_persisted_messages());
+        }
+        // 7. Advance, then what the light ready carries. raft-rs is told what was applied,
+        // which lags what was committed while a restore defers entries.
+        let mut light = self.raw.advance_append(ready);
+        if let Some(commit) = light.commit_index() {
+            self.storage.set_commit(commit)?;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply_to(self.applied_index);
+        self.maybe_compact()?;
+        Ok(())
+    }
+}

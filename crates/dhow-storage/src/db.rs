@@ -1,0 +1,201 @@
+//! The node's one RocksDB database: the column families and what each holds, the `meta`
+//! keys and the storage format version, opening the database (every column family, the
+//! format check), and [`Db`], the handle shared by the store ([`crate::RocksStore`]), its
+//! readers ([`crate::RocksReader`]) and the Raft log store ([`crate::RaftLogStore`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, WriteOptions, DB,
+};
+
+use crate::error::{rocks, StorageError};
+use crate::keys::be_u64;
+use crate::raftlog::RaftBounds;
+use crate::store::StoreOptions;
+
+/// Every version of every relationship, keyed by resource, subject, creating revision.
+pub(crate) const CF_TUPLES: &str = "tuples";
+/// The reverse index: subject, then resource.
+pub(crate) const CF_BY_SUBJECT: &str = "by_subject";
+/// The change log by revision and sequence.
+pub(crate) const CF_CHANGES: &str = "changes";
+/// Schema texts by the revision that wrote them.
+pub(crate) const CF_SCHEMAS: &str = "schemas";
+/// Format version, applied revision, oldest readable revision, cluster id.
+pub(crate) const CF_META: &str = "meta";
+/// Raft log entries by index.
+pub(crate) const CF_RAFT_LOG: &str = "raft_log";
+/// Hard state, conf state, the last compaction or snapshot point.
+pub(crate) const CF_RAFT_STATE: &str = "raft_state";
+/// Every column family this build knows.
+pub(crate) const ALL_CFS: [&str; 7] = [
+    CF_TUPLES,
+    CF_BY_SUBJECT,
+    CF_CHANGES,
+    CF_SCHEMAS,
+    CF_META,
+    CF_RAFT_LOG,
+    CF_RAFT_STATE,
+];
+
+pub(crate) const META_FORMAT: &[u8] = b"format_version";
+pub(crate) const META_HEAD: &[u8] = b"applied_revision";
+pub(crate) const META_OLDEST: &[u8] = b"oldest_revision";
+pub(crate) const META_CLUSTER: &[u8] = b"cluster_id";
+
+/// The storage format this build writes and reads (in `meta`, key `format_version`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The database and the state every handle on it shares: the store, its readers and its
+/// Raft log handles hold one `Arc<Db>`.
+pub(crate) struct Db {
+    pub db: DB,
+    pub path: PathBuf,
+    sync: bool,
+    /// The applied revision (mirrors `meta`; readers check the snapshot's own copy).
+    pub head: AtomicU64,
+    /// The oldest readable revision (mirrors `meta`).
+    pub oldest: AtomicU64,
+    /// Serialises apply, GC and checkpoints: one writer of relationship data at a time.
+    pub apply_lock: Mutex<()>,
+    /// The Raft log's bounds; held across every Raft log write.
+    pub raft: Mutex<RaftBounds>,
+}
+
+impl Db {
+    /// Opens (or creates) the database at `path` with every column family (creating missing
+    /// ones, opening unknown ones so that the format check can refuse a newer store), checks
+    /// the storage format version and loads the readable window and the Raft log's bounds.
+    pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<Db, StorageError> {
+        let mut db_opts = cf_options();
+        db_opts.create_if_missing(opts.create_if_missing);
+        db_opts.create_missing_column_families(true);
+        let mut names: Vec<String> = ALL_CFS.iter().map(|s| s.to_string()).collect();
+        // Every existing column family must be opened too (a newer format may have more;
+        // the format check below then refuses the store with a clear message).
+        if let Ok(existing) = DB::list_cf(&db_opts, path) {
+            for n in existing {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        let descriptors = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, cf_options()));
+        let db = DB::open_cf_descriptors(&db_opts, path, descriptors)
+            .map_err(rocks(format!("opening the store at {}", path.display())))?;
+        let mut shared = Db {
+            db,
+            path: path.to_path_buf(),
+            sync: opts.sync_writes,
+            head: AtomicU64::new(0),
+            oldest: AtomicU64::new(0),
+            apply_lock: Mutex::new(()),
+            raft: Mutex::new(RaftBounds::default()),
+        };
+        check_format(&shared)?;
+        let (oldest, head) = read_window(&shared, |cf, k| shared.db.get_cf(cf, k))?;
+        shared.head = AtomicU64::new(head);
+        shared.oldest = AtomicU64::new(oldest);
+        shared.raft = Mutex::new(RaftBounds::load(&shared)?);
+        Ok(shared)
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily, StorageError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::Corrupt {
+                cf: "(column families)",
+                message: format!("column family `{name}` is missing"),
+            })
+    }
+
+    /// Writes `batch` atomically, synced unless the store was opened without sync.
+    pub(crate) fn write(&self, batch: WriteBatch, what: &str) -> Result<(), StorageError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db.write_opt(batch, &wo).map_err(rocks(what))
+    }
+}
+
+fn cf_options() -> Options {
+    let mut o = Options::default();
+    o.set_compression_type(DBCompressionType::Lz4);
+    o
+}
+
+/// Reads (oldest, head) from `meta` through `get` (a snapshot's or the database's).
+pub(crate) fn read_window(
+    shared: &Db,
+    get: impl Fn(&ColumnFamily, &[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>,
+) -> Result<(u64, u64), StorageError> {
+    let meta = shared.cf(CF_META)?;
+    let read = |key: &[u8], name: &str| -> Result<u64, StorageError> {
+        match get(meta, key).map_err(rocks(format!("reading the {name}")))? {
+            Some(b) => be_u64(&b).map_err(|m| StorageError::Corrupt {
+                cf: CF_META,
+                message: format!("{name}: {m}"),
+            }),
+            None => Ok(0),
+        }
+    };
+    Ok((
+        read(META_OLDEST, "oldest revision")?,
+        read(META_HEAD, "applied revision")?,
+    ))
+}
+
+/// Checks (or, for a new database, records) the storage format version.
+fn check_format(sh: &Db) -> Result<(), StorageError> {
+    let meta = sh.cf(CF_META)?;
+    let path = sh.path.display().to_string();
+    match sh
+        .db
+        .get_cf(meta, META_FORMAT)
+        .map_err(rocks("reading the format version"))?
+    {
+        Some(b) => {
+            let found = <[u8; 4]>::try_from(b.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt {
+                    cf: CF_META,
+                    message: format!("format version of {} bytes (expected 4)", b.len()),
+                })?;
+            if found > FORMAT_VERSION {
+                Err(StorageError::NewerFormat {
+                    path,
+                    found,
+                    supported: FORMAT_VERSION,
+                })
+            } else if found != FORMAT_VERSION {
+                Err(StorageError::UnknownFormat {
+                    path,
+                    found,
+                    supported: FORMAT_VERSION,
+                })
+            } else {
+                Ok(())
+            }
+        }
+        None => {
+            let has_head = sh
+                .db
+                .get_cf(meta, META_HEAD)
+                .map_err(rocks("reading the applied revision"))?
+                .is_some();
+            if has_head {
+                return Err(StorageError::Corrupt {
+                    cf: CF_META,
+                    message: format!("the store at {path} has data but no format version"),
+                });
+            }
+            let mut b = WriteBatch::default();
+            b.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
+            sh.write(b, "recording the format version")
+        }
+    }
+}
