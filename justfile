@@ -45,12 +45,21 @@ run *args: install
     "$CARGO_TARGET_DIR/debug/dhow" serve {{args}}
 
 # One `cargo test --workspace` builds everything once (RocksDB included), then the binary it
-# built runs SpiceDB's scenarios.
+# built runs SpiceDB's scenarios, which must all pass with none skipped (the summary line is
+# `N passed, 0 failed`; it names skipped assertions when there are some).
 # The whole test suite (what CI runs).
 test: deps
+    #!/usr/bin/env bash
+    set -euo pipefail
     cargo fmt --all -- --check
     cargo test --workspace
-    "$CARGO_TARGET_DIR/debug/dhow" validate ../shared/conformance/spicedb/*.yaml examples/quickstart.yaml
+    log=$(mktemp)
+    trap 'rm -f "$log"' EXIT
+    "$CARGO_TARGET_DIR/debug/dhow" validate ../shared/conformance/spicedb/*.yaml examples/quickstart.yaml | tee "$log"
+    if ! tail -1 "$log" | grep -Eq '^[0-9]+ passed, 0 failed$'; then
+        echo "conformance: every assertion must pass and none may be skipped (see above)" >&2
+        exit 1
+    fi
 
 # SpiceDB's public scenarios in-process, listing skipped assertions.
 conformance: build

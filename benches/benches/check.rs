@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the engine on the synthetic graph of about 100k relationships
 //! (check allowed through the deepest path, denied, direct hit, with explain, check_bulk of 100,
-//! lookup_resources for one user) and of schema compilation (a realistic schema and every
-//! schema of the SpiceDB conformance suite).
+//! lookup_resources for one user), of caveats (a check through one and through three caveated
+//! relationships against the same without caveats) and of schema compilation (a realistic
+//! schema and every schema of the SpiceDB conformance suite).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -102,6 +103,79 @@ fn engine_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// The caveat benchmark's schema: every relation takes plain and caveated subjects.
+const CAVEAT_SCHEMA: &str = r#"
+definition user {}
+caveat level(level int, required int) {
+    level >= required
+}
+definition group {
+    relation member: user | user with level | group#member | group#member with level
+}
+definition document {
+    relation viewer: user | user with level | group#member | group#member with level
+    permission view = viewer
+}
+"#;
+
+/// A check through one and through three caveated relationships, against the same paths
+/// without caveats: what evaluating a caveat (parse the relationship's context, convert
+/// values, run the expression, merge with the request's context) adds to a check.
+fn caveat_benches(c: &mut Criterion) {
+    let schema = dhow_schema::compile(CAVEAT_SCHEMA).expect("caveat schema compiles");
+    let engine = Engine::new(Arc::new(schema));
+    let cav = r#"[level:{"required":1}]"#;
+    let one = |caveat: &str| vec![format!("document:d#viewer@user:tom{caveat}")];
+    let three = |caveat: &str| {
+        vec![
+            format!("document:d#viewer@group:a#member{caveat}"),
+            format!("group:a#member@group:b#member{caveat}"),
+            format!("group:b#member@user:tom{caveat}"),
+        ]
+    };
+    let context = dhow_engine::CaveatContext::from_json(r#"{"level": 5}"#).expect("context");
+    let req = dhow_engine::CheckRequest::new(
+        dhow_tuples::ObjectRef::new("document", "d"),
+        "view",
+        dhow_tuples::Subject::object("user", "tom"),
+    );
+    let mut g = c.benchmark_group("caveats");
+    for (name, rels) in [
+        ("one_plain", one("")),
+        ("one_caveated", one(cav)),
+        ("three_plain", three("")),
+        ("three_caveated", three(cav)),
+    ] {
+        let mut store = dhow_tuples::MemStore::new();
+        let ops: Vec<dhow_tuples::WriteOp> = rels
+            .iter()
+            .map(|r| {
+                let r = dhow_tuples::parse_relationship(r).expect("relationship parses");
+                engine.validate_relationship(&r).expect("relationship fits");
+                dhow_tuples::WriteOp::Touch(r)
+            })
+            .collect();
+        store.write(&ops).expect("write");
+        let reader = store.latest();
+        let opts = Options::now().with_context(context.clone());
+        assert!(
+            engine
+                .check(&reader, &req, opts.clone())
+                .expect("check")
+                .allowed,
+            "{name} must be allowed"
+        );
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                engine
+                    .check(&reader, black_box(&req), opts.clone())
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Prints the reader work one engine call did, once, outside timing.
 fn report<R>(name: &str, r: &CountingReader<R>) {
     eprintln!(
@@ -169,7 +243,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = engine_benches, schema_benches
+    targets = engine_benches, caveat_benches, schema_benches
 }
 criterion_main!(benches);
 

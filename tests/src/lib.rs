@@ -14,10 +14,17 @@ use dhow_proto::v1 as pb;
 
 use std::path::PathBuf;
 
-/// The folder of SpiceDB's public test scenarios (`../shared/conformance/spicedb` beside the
-/// repository).
+/// The folder of SpiceDB's public test scenarios: `../shared/conformance/spicedb` beside the
+/// repository, or else `shared/conformance/spicedb` in the nearest folder above it that has
+/// one (a worktree in a subfolder of the checkout's parent, as dhow-validate's own tests find
+/// it).
 pub fn conformance_dir() -> PathBuf {
-    repo_root().join("../shared/conformance/spicedb")
+    let root = repo_root();
+    root.ancestors()
+        .skip(1)
+        .map(|a| a.join("shared/conformance/spicedb"))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| root.join("../shared/conformance/spicedb"))
 }
 
 /// Every `.yaml` scenario, sorted by name. Panics with a clear message if the folder is missing.

@@ -257,3 +257,50 @@ pub fn text(r: &pb::Relationship) -> String {
     }
     s
 }
+
+/// A caveat context for a request, from JSON object text.
+pub fn context(json: &str) -> Option<dhow_wire::Struct> {
+    Some(dhow_wire::json_text_to_struct(json).unwrap_or_else(|e| panic!("context `{json}`: {e}")))
+}
+
+/// The full text form of a proto relationship, caveat (with its context) and expiration
+/// included: `document:d#viewer@user:tom[on_network:{"cidr":"10.0.0.0/8"}]`.
+pub fn full_text(r: &pb::Relationship) -> String {
+    dhow_wire::relationship(Some(r), "relationship")
+        .expect("the server sends valid relationships")
+        .to_string()
+}
+
+/// Reads everything of a resource type, in full text form (caveats and expirations kept).
+pub async fn read_full(
+    s: &TestServer,
+    resource_type: &str,
+    consistency: Option<pb::Consistency>,
+) -> Vec<String> {
+    let mut stream = s
+        .rel()
+        .read(pb::ReadRequest {
+            consistency,
+            filter: Some(pb::RelationshipFilter {
+                resource_type: resource_type.into(),
+                ..Default::default()
+            }),
+            optional_limit: 0,
+            optional_cursor: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        out.push(full_text(m.relationship.as_ref().unwrap()));
+    }
+    out
+}
+
+/// The metadata entry `key` of a status's `ErrorInfo` (empty if absent).
+pub fn metadata(s: &Status, key: &str) -> String {
+    s.get_details_error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
+        .unwrap_or_default()
+}

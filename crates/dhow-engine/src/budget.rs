@@ -18,6 +18,9 @@ pub enum Budget {
     /// Dispatches: every reader call and every evaluation of a `resource#relation` that is
     /// not answered from the request's memo counts one ([`Options::max_dispatches`]).
     Dispatches,
+    /// Caveat evaluation cost: every step of a caveat expression counts one, work on large
+    /// values counts their size ([`Options::max_caveat_cost`]).
+    CaveatCost,
 }
 
 impl Budget {
@@ -26,6 +29,7 @@ impl Budget {
         match self {
             Budget::Depth => "depth",
             Budget::Dispatches => "dispatches",
+            Budget::CaveatCost => "caveat_cost",
         }
     }
 
@@ -37,6 +41,10 @@ impl Budget {
             }
             Budget::Dispatches => {
                 "the request needs too many reads and evaluations (or the limit is too low)"
+            }
+            Budget::CaveatCost => {
+                "the caveats' expressions need too much work on the request's and the \
+                 relationships' context (or the limit is too low)"
             }
         }
     }
@@ -86,6 +94,8 @@ pub(crate) struct Meter {
     max_dispatches: u64,
     used: Cell<u64>,
     cancel: Option<Cancel>,
+    max_caveat_cost: u64,
+    caveat_left: Cell<u64>,
 }
 
 impl Meter {
@@ -95,6 +105,32 @@ impl Meter {
             max_dispatches: opts.max_dispatches,
             used: Cell::new(0),
             cancel: opts.cancel.clone(),
+            max_caveat_cost: opts.max_caveat_cost,
+            caveat_left: Cell::new(opts.max_caveat_cost),
+        }
+    }
+
+    /// What is left of the request's caveat cost budget.
+    pub fn caveat_budget(&self) -> u64 {
+        self.caveat_left.get()
+    }
+
+    /// Records what an evaluation left of the caveat budget; fails if the request was
+    /// cancelled meanwhile.
+    pub fn spend_caveat(&self, left: u64, _at: impl FnOnce() -> String) -> Result<(), Error> {
+        self.caveat_left.set(left.min(self.caveat_left.get()));
+        if self.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// The error of a spent caveat budget, at `at`.
+    pub fn caveat_exhausted(&self, at: impl FnOnce() -> String) -> Error {
+        Error::BudgetExhausted {
+            budget: Budget::CaveatCost,
+            limit: self.max_caveat_cost,
+            at: at(),
         }
     }
 

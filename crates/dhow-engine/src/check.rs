@@ -5,10 +5,12 @@
 
 use std::collections::HashMap;
 
+use dhow_caveat::Context;
 use dhow_schema::{ArrowMode, Member, Rewrite};
 use dhow_tuples::{ObjectRef, Relationship, Revision, SnapshotReader, Subject, Timestamp};
 
 use crate::budget::{grow, Meter};
+use crate::caveat::{Permissionship, Tri};
 use crate::proof::{Proof, Step};
 use crate::table::{Enter, Leave, Same, Stop, Table};
 use crate::{CheckRequest, Engine, Error, Options};
@@ -16,6 +18,9 @@ use crate::{CheckRequest, Engine, Error, Options};
 /// The answer to one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckResult {
+    /// Allowed, denied, or conditional on context parameters no one supplied.
+    pub permissionship: Permissionship,
+    /// `permissionship` is [`Permissionship::Allowed`] (a conditional answer is not allowed).
     pub allowed: bool,
     /// The revision the answer holds at.
     pub revision: Revision,
@@ -23,20 +28,55 @@ pub struct CheckResult {
     pub proof: Option<Proof>,
 }
 
+impl CheckResult {
+    fn new(value: &Tri, revision: Revision, proof: Option<Proof>) -> CheckResult {
+        CheckResult {
+            permissionship: value.permissionship(),
+            allowed: value.is_true(),
+            revision,
+            proof,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Outcome {
-    pub allowed: bool,
+    pub value: Tri,
     pub proof: Option<Proof>,
 }
 
 /// Two outcomes are the same answer whatever their proofs.
 impl Same for Outcome {
     fn same(&self, other: &Self) -> bool {
-        self.allowed == other.allowed
+        self.value == other.value
     }
 }
 
-/// Evaluates checks for one subject over one reader. Its memo is valid for that subject only.
+/// Collects the branches of a union (stops at the first allowed one) or an intersection
+/// (stops at the first denied one), and their proofs.
+struct Branches {
+    value: Tri,
+    proofs: Vec<Proof>,
+}
+
+impl Branches {
+    fn union() -> Self {
+        Branches {
+            value: Tri::F,
+            proofs: Vec::new(),
+        }
+    }
+
+    fn intersection() -> Self {
+        Branches {
+            value: Tri::T,
+            proofs: Vec::new(),
+        }
+    }
+}
+
+/// Evaluates checks for one subject and one caveat context over one reader. Its memo is
+/// valid for that pair only.
 pub(crate) struct Evaluator<'a, R: SnapshotReader> {
     engine: &'a Engine,
     reader: &'a R,
@@ -44,6 +84,7 @@ pub(crate) struct Evaluator<'a, R: SnapshotReader> {
     explain: bool,
     now: Timestamp,
     subject: Subject,
+    context: Option<Context>,
     table: Table<Outcome>,
 }
 
@@ -54,6 +95,7 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
         opts: &Options,
         meter: &'a Meter,
         subject: Subject,
+        context: Option<Context>,
     ) -> Self {
         Evaluator {
             engine,
@@ -62,25 +104,38 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
             explain: opts.explain,
             now: opts.now,
             subject,
-            table: Table::new(false),
+            context,
+            // Cuts assume what the previous pass found: false, or conditional (an allowed
+            // result is final at once), so a cycle through caveats settles.
+            table: Table::new(true),
         }
     }
 
-    fn visible(&self, rels: Vec<Relationship>) -> Result<Vec<Relationship>, Error> {
+    fn visible(&self, rels: Vec<Relationship>) -> Vec<Relationship> {
         Engine::visible(rels, self.now)
     }
 
     fn proof(
         &self,
         step: impl FnOnce() -> Step,
-        allowed: bool,
+        value: &Tri,
         children: Vec<Proof>,
     ) -> Option<Proof> {
-        self.explain.then(|| Proof {
-            step: step(),
-            allowed,
-            children,
-        })
+        self.explain.then(|| Proof::new(step(), value, children))
+    }
+
+    fn outcome(&self, step: impl FnOnce() -> Step, value: Tri, children: Vec<Proof>) -> Outcome {
+        Outcome {
+            proof: self.proof(step, &value, children),
+            value,
+        }
+    }
+
+    /// The value of `r`'s caveat (true without one) and its proof.
+    fn caveat(&self, r: &Relationship) -> Result<(Tri, Option<Proof>), Stop> {
+        Ok(self
+            .engine
+            .caveat_of(r, self.context.as_ref(), self.meter, self.explain)?)
     }
 
     /// Counts one reader call on `resource#relation`.
@@ -128,27 +183,21 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
             relation: relation.to_string(),
         };
         if self.subject.relation.as_deref() == Some(relation) && &self.subject.object == resource {
-            let child = self.proof(|| Step::SameSubject, true, Vec::new());
-            return Ok(Outcome {
-                allowed: true,
-                proof: self.proof(member_step, true, child.into_iter().collect()),
-            });
+            let child = self.proof(|| Step::SameSubject, &Tri::T, Vec::new());
+            return Ok(self.outcome(member_step, Tri::T, child.into_iter().collect()));
         }
         let engine = self.engine;
         let member = engine.member_of(resource, relation)?;
         let class = engine.class(&resource.object_type, relation);
         loop {
-            let cut = Outcome {
-                allowed: false,
-                proof: self.proof(
-                    || Step::Cycle {
-                        resource: resource.clone(),
-                        relation: relation.to_string(),
-                    },
-                    false,
-                    Vec::new(),
-                ),
-            };
+            let cut = self.outcome(
+                || Step::Cycle {
+                    resource: resource.clone(),
+                    relation: relation.to_string(),
+                },
+                Tri::F,
+                Vec::new(),
+            );
             match self.table.enter(
                 (resource.clone(), relation.to_string()),
                 class,
@@ -156,7 +205,19 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
                 |a, b, n| engine.allows(a, b, n),
                 cut,
             )? {
-                Enter::Known(o) | Enter::Cut(o) => return Ok(o),
+                Enter::Known(o) => return Ok(o),
+                Enter::Cut(o) => {
+                    // A cut that assumes a conditional value shows it as a cycle step.
+                    let value = o.value;
+                    return Ok(self.outcome(
+                        || Step::Cycle {
+                            resource: resource.clone(),
+                            relation: relation.to_string(),
+                        },
+                        value,
+                        Vec::new(),
+                    ));
+                }
                 Enter::Evaluate => {}
             }
             let inner = self
@@ -174,18 +235,24 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
                     return Err(e);
                 }
             };
-            let out = Outcome {
-                allowed: inner.allowed,
-                proof: self.proof(
-                    member_step,
-                    inner.allowed,
-                    inner.proof.into_iter().collect(),
-                ),
-            };
-            if self.table.leave(&out, out.allowed) == Leave::Done {
+            let out = self.outcome(member_step, inner.value, inner.proof.into_iter().collect());
+            let settled = out.value.is_true();
+            if self.table.leave(&out, settled) == Leave::Done {
                 return Ok(out);
             }
         }
+    }
+
+    /// Adds one branch `value` (with proof) to a union; true when it decides the union.
+    fn add_union(&self, acc: &mut Branches, value: Tri, proof: Option<Proof>) -> bool {
+        if value.is_true() {
+            acc.value = Tri::T;
+            acc.proofs = proof.into_iter().collect();
+            return true;
+        }
+        acc.value = std::mem::replace(&mut acc.value, Tri::F).or(value);
+        acc.proofs.extend(proof);
+        false
     }
 
     fn relation(
@@ -194,15 +261,17 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
         relation: &str,
         depth: u32,
     ) -> Result<Outcome, Stop> {
-        // Direct hit, then the wildcard of the subject's type, then subject sets.
+        // Direct hit, then the wildcard of the subject's type, then subject sets; each
+        // relationship counts only as far as its caveat holds.
+        let mut acc = Branches::union();
         self.read(resource, relation)?;
         if let Some(r) = self.reader.find(resource, relation, &self.subject)? {
-            if let Some(r) = self.visible(vec![r])?.pop() {
-                let proof = self.proof(|| Step::Direct(r), true, Vec::new());
-                return Ok(Outcome {
-                    allowed: true,
-                    proof,
-                });
+            if let Some(r) = self.visible(vec![r]).pop() {
+                let (c, cp) = self.caveat(&r)?;
+                let proof = self.proof(|| Step::Direct(r), &c, cp.into_iter().collect());
+                if self.add_union(&mut acc, c, proof) {
+                    return Ok(self.finish_union(acc));
+                }
             }
         }
         if self.subject.relation.is_none() && !self.subject.is_wildcard() {
@@ -212,50 +281,53 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
             );
             self.read(resource, relation)?;
             if let Some(r) = self.reader.find(resource, relation, &wild)? {
-                if let Some(r) = self.visible(vec![r])?.pop() {
-                    let proof = self.proof(|| Step::Wildcard(r), true, Vec::new());
-                    return Ok(Outcome {
-                        allowed: true,
-                        proof,
-                    });
+                if let Some(r) = self.visible(vec![r]).pop() {
+                    let (c, cp) = self.caveat(&r)?;
+                    let proof = self.proof(|| Step::Wildcard(r), &c, cp.into_iter().collect());
+                    if self.add_union(&mut acc, c, proof) {
+                        return Ok(self.finish_union(acc));
+                    }
                 }
             }
         }
         self.read(resource, relation)?;
-        let rels = self.visible(self.reader.by_resource(resource, relation)?)?;
-        let mut denied = Vec::new();
+        let rels = self.visible(self.reader.by_resource(resource, relation)?);
         for r in rels {
             let Some(sub_rel) = r.subject.relation.as_deref() else {
                 continue;
             };
+            let (c, cp) = self.caveat(&r)?;
+            if c.is_false() {
+                let proof = self.proof(|| Step::SubjectSet(r), &Tri::F, cp.into_iter().collect());
+                acc.proofs.extend(proof);
+                continue;
+            }
             let o = self.member(&r.subject.object, sub_rel, depth + 1, false)?;
-            if o.allowed {
-                let proof = self.proof(|| Step::SubjectSet(r), true, o.proof.into_iter().collect());
-                return Ok(Outcome {
-                    allowed: true,
-                    proof,
-                });
-            }
-            if self.explain {
-                denied.push(Proof {
-                    step: Step::SubjectSet(r),
-                    allowed: false,
-                    children: o.proof.into_iter().collect(),
-                });
+            let value = c.and(o.value);
+            let proof = self.proof(
+                || Step::SubjectSet(r),
+                &value,
+                cp.into_iter().chain(o.proof).collect(),
+            );
+            if self.add_union(&mut acc, value, proof) {
+                return Ok(self.finish_union(acc));
             }
         }
-        if denied.is_empty() {
-            let proof = self.proof(|| Step::NoMatch, false, Vec::new());
-            return Ok(Outcome {
-                allowed: false,
-                proof,
-            });
+        Ok(self.finish_union(acc))
+    }
+
+    /// The outcome of a relation's branches: the deciding one, `NoMatch`, or a union node
+    /// listing every denied or conditional branch.
+    fn finish_union(&self, acc: Branches) -> Outcome {
+        let Branches { value, mut proofs } = acc;
+        if proofs.is_empty() {
+            return self.outcome(|| Step::NoMatch, value, Vec::new());
         }
-        // Several denied subject-set branches: the member node above lists them.
-        Ok(Outcome {
-            allowed: false,
-            proof: self.proof(|| Step::Union, false, denied),
-        })
+        if value.is_true() && proofs.len() == 1 {
+            let proof = proofs.pop();
+            return Outcome { value, proof };
+        }
+        self.outcome(|| Step::Union, value, proofs)
     }
 
     /// Evaluates one node of a permission's expression; each level of nesting is one step of
@@ -281,65 +353,47 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
         negative: bool,
     ) -> Result<Outcome, Stop> {
         match rw {
-            Rewrite::Nil => Ok(Outcome {
-                allowed: false,
-                proof: self.proof(|| Step::Nil, false, Vec::new()),
-            }),
+            Rewrite::Nil => Ok(self.outcome(|| Step::Nil, Tri::F, Vec::new())),
             Rewrite::Computed(name) => self.member(resource, name, depth + 1, negative),
             Rewrite::Union(items) => {
-                let mut denied = Vec::new();
+                let mut acc = Branches::union();
                 for item in items {
                     let o = self.rewrite(resource, item, depth + 1, negative)?;
-                    if o.allowed {
-                        let proof = self.proof(|| Step::Union, true, o.proof.into_iter().collect());
-                        return Ok(Outcome {
-                            allowed: true,
-                            proof,
-                        });
+                    if self.add_union(&mut acc, o.value, o.proof) {
+                        break;
                     }
-                    denied.extend(o.proof);
                 }
-                Ok(Outcome {
-                    allowed: false,
-                    proof: self.proof(|| Step::Union, false, denied),
-                })
+                Ok(self.outcome(|| Step::Union, acc.value, acc.proofs))
             }
             Rewrite::Intersection(items) => {
-                let mut granted = Vec::new();
+                let mut acc = Branches::intersection();
                 for item in items {
                     let o = self.rewrite(resource, item, depth + 1, negative)?;
-                    if !o.allowed {
-                        let proof =
-                            self.proof(|| Step::Intersection, false, o.proof.into_iter().collect());
-                        return Ok(Outcome {
-                            allowed: false,
-                            proof,
-                        });
+                    if o.value.is_false() {
+                        return Ok(self.outcome(
+                            || Step::Intersection,
+                            Tri::F,
+                            o.proof.into_iter().collect(),
+                        ));
                     }
-                    granted.extend(o.proof);
+                    acc.value = std::mem::replace(&mut acc.value, Tri::T).and(o.value);
+                    acc.proofs.extend(o.proof);
                 }
-                Ok(Outcome {
-                    allowed: true,
-                    proof: self.proof(|| Step::Intersection, true, granted),
-                })
+                Ok(self.outcome(|| Step::Intersection, acc.value, acc.proofs))
             }
             Rewrite::Exclusion(base, excluded) => {
                 let b = self.rewrite(resource, base, depth + 1, negative)?;
-                if !b.allowed {
-                    let proof =
-                        self.proof(|| Step::Exclusion, false, b.proof.into_iter().collect());
-                    return Ok(Outcome {
-                        allowed: false,
-                        proof,
-                    });
+                if b.value.is_false() {
+                    return Ok(self.outcome(
+                        || Step::Exclusion,
+                        Tri::F,
+                        b.proof.into_iter().collect(),
+                    ));
                 }
                 let e = self.rewrite(resource, excluded, depth + 1, true)?;
-                let allowed = !e.allowed;
+                let value = b.value.and(e.value.not());
                 let children = b.proof.into_iter().chain(e.proof).collect();
-                Ok(Outcome {
-                    allowed,
-                    proof: self.proof(|| Step::Exclusion, allowed, children),
-                })
+                Ok(self.outcome(|| Step::Exclusion, value, children))
             }
             Rewrite::Arrow {
                 tupleset,
@@ -364,58 +418,68 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
             mode,
         };
         self.read(resource, tupleset)?;
-        let rels = self.visible(self.reader.by_resource(resource, tupleset)?)?;
+        let rels = self.visible(self.reader.by_resource(resource, tupleset)?);
         let schema = &self.engine.schema;
-        let mut children = Vec::new();
+        let mut acc = match mode {
+            ArrowMode::Any => Branches::union(),
+            ArrowMode::All => Branches::intersection(),
+        };
         let mut any_target = false;
         for r in rels {
-            let target = &r.subject.object;
+            let target = r.subject.object.clone();
             if target.is_wildcard() {
                 continue;
             }
             if schema.member(&target.object_type, computed).is_none() {
                 // The computed name does not exist on this target type: it contributes nothing.
                 if mode == ArrowMode::All {
-                    return Ok(Outcome {
-                        allowed: false,
-                        proof: self.proof(step, false, children),
-                    });
+                    return Ok(self.outcome(step, Tri::F, acc.proofs));
                 }
                 continue;
             }
             any_target = true;
-            let o = self.member(target, computed, depth + 1, negative)?;
-            let hop = self.proof(
-                || Step::ArrowHop(r.clone()),
-                o.allowed,
-                o.proof.into_iter().collect(),
-            );
-            match (mode, o.allowed) {
-                (ArrowMode::Any, true) => {
-                    return Ok(Outcome {
-                        allowed: true,
-                        proof: self.proof(step, true, hop.into_iter().collect()),
-                    })
+            // The hop holds as far as the tupleset relationship's caveat does.
+            let (c, cp) = self.caveat(&r)?;
+            let (value, proof) = if c.is_false() {
+                let p = self.proof(|| Step::ArrowHop(r), &Tri::F, cp.into_iter().collect());
+                (Tri::F, p)
+            } else {
+                let o = self.member(&target, computed, depth + 1, negative)?;
+                let value = c.and(o.value);
+                let p = self.proof(
+                    || Step::ArrowHop(r),
+                    &value,
+                    cp.into_iter().chain(o.proof).collect(),
+                );
+                (value, p)
+            };
+            match mode {
+                ArrowMode::Any => {
+                    if self.add_union(&mut acc, value, proof) {
+                        return Ok(self.outcome(step, Tri::T, acc.proofs));
+                    }
                 }
-                (ArrowMode::All, false) => {
-                    return Ok(Outcome {
-                        allowed: false,
-                        proof: self.proof(step, false, hop.into_iter().collect()),
-                    })
+                ArrowMode::All => {
+                    if value.is_false() {
+                        return Ok(self.outcome(step, Tri::F, proof.into_iter().collect()));
+                    }
+                    acc.value = std::mem::replace(&mut acc.value, Tri::T).and(value);
+                    acc.proofs.extend(proof);
                 }
-                _ => children.extend(hop),
             }
         }
-        let allowed = mode == ArrowMode::All && any_target;
-        Ok(Outcome {
-            allowed,
-            proof: self.proof(step, allowed, children),
-        })
+        let value = match mode {
+            ArrowMode::Any => acc.value,
+            ArrowMode::All if any_target => acc.value,
+            ArrowMode::All => Tri::F,
+        };
+        Ok(self.outcome(step, value, acc.proofs))
     }
 }
 
 impl Engine {
-    fn validate_check(&self, req: &CheckRequest) -> Result<(), Error> {
+    fn validate_check(&self, req: &CheckRequest, opts: &Options) -> Result<(), Error> {
+        opts.check_context(req.context.as_ref())?;
         self.validate_ref(&req.resource.object_type, Some(&req.permission))?;
         self.validate_ref(
             &req.subject.object.object_type,
@@ -430,20 +494,18 @@ impl Engine {
         req: &CheckRequest,
         opts: Options,
     ) -> Result<CheckResult, Error> {
-        self.validate_check(req)?;
+        opts.check_context(opts.context.as_ref())?;
+        self.validate_check(req, &opts)?;
         let meter = Meter::new(&opts);
-        let mut c = Evaluator::new(self, reader, &opts, &meter, req.subject.clone());
+        let context = req.context.clone().or_else(|| opts.context.clone());
+        let mut c = Evaluator::new(self, reader, &opts, &meter, req.subject.clone(), context);
         let o = c.query(&req.resource, &req.permission)?;
-        Ok(CheckResult {
-            allowed: o.allowed,
-            revision: reader.revision(),
-            proof: o.proof,
-        })
+        Ok(CheckResult::new(&o.value, reader.revision(), o.proof))
     }
 
-    /// Many checks at one revision; each has its own result. Checks for the same subject
-    /// share one memo, and all share the request's budgets: once one runs out, the checks
-    /// after it fail with the same error.
+    /// Many checks at one revision; each has its own result. Checks for the same subject and
+    /// caveat context share one memo, and all share the request's budgets: once one runs
+    /// out, the checks after it fail with the same error.
     pub fn check_bulk<R: SnapshotReader>(
         &self,
         reader: &R,
@@ -451,19 +513,20 @@ impl Engine {
         opts: Options,
     ) -> Vec<Result<CheckResult, Error>> {
         let meter = Meter::new(&opts);
-        let mut evaluators: HashMap<Subject, Evaluator<'_, R>> = HashMap::new();
+        let shared = opts.check_context(opts.context.as_ref());
+        let mut evaluators: HashMap<(Subject, Option<Context>), Evaluator<'_, R>> = HashMap::new();
         reqs.iter()
             .map(|req| {
-                self.validate_check(req)?;
-                let c = evaluators.entry(req.subject.clone()).or_insert_with(|| {
-                    Evaluator::new(self, reader, &opts, &meter, req.subject.clone())
-                });
+                shared.clone()?;
+                self.validate_check(req, &opts)?;
+                let context = req.context.clone().or_else(|| opts.context.clone());
+                let c = evaluators
+                    .entry((req.subject.clone(), context.clone()))
+                    .or_insert_with(|| {
+                        Evaluator::new(self, reader, &opts, &meter, req.subject.clone(), context)
+                    });
                 let o = c.query(&req.resource, &req.permission)?;
-                Ok(CheckResult {
-                    allowed: o.allowed,
-                    revision: reader.revision(),
-                    proof: o.proof,
-                })
+                Ok(CheckResult::new(&o.value, reader.revision(), o.proof))
             })
             .collect()
     }

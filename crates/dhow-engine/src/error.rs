@@ -24,9 +24,19 @@ pub enum Error {
     /// The caller set the request's [`Cancel`](crate::Cancel) flag.
     #[error("evaluation cancelled by the caller")]
     Cancelled,
-    /// A relationship with a caveat was met; caveats are not evaluated yet.
-    #[error("relationship `{0}` has a caveat; caveats are not supported yet")]
-    CaveatUnsupported(String),
+    /// The request's caveat context is unusable: a value of the wrong type for a caveat
+    /// parameter (`parameter` names it), or a context past [`Options::max_context_bytes`](crate::Options::max_context_bytes).
+    /// The caller's fault (INVALID_ARGUMENT).
+    #[error("invalid caveat context{}: {message}", .parameter.as_ref().map(|p| format!(" for parameter `{p}`")).unwrap_or_default())]
+    InvalidContext {
+        parameter: Option<String>,
+        message: String,
+    },
+    /// A caveat could not be evaluated: its expression failed (no such key, overflow,
+    /// division by zero), or a stored relationship's context or caveat no longer fits the
+    /// schema.
+    #[error("caveat `{caveat}` could not be evaluated: {message}")]
+    CaveatEvaluation { caveat: String, message: String },
     /// A relationship the schema does not allow.
     #[error("invalid relationship {0}")]
     InvalidRelationship(String),

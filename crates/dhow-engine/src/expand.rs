@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use dhow_schema::{ArrowMode, Member, Rewrite};
-use dhow_tuples::{ObjectRef, SnapshotReader, Subject, Timestamp};
+use dhow_tuples::{CaveatRef, ObjectRef, SnapshotReader, Subject, Timestamp};
 
 use crate::budget::{grow, Meter};
 use crate::{Engine, Error, Options};
@@ -17,14 +17,54 @@ pub struct ExpandNode {
     pub resource: ObjectRef,
     pub relation: String,
     pub tree: ExpandTree,
+    /// Set on the child of an arrow reached through a caveated relationship: the node counts
+    /// only as far as that caveat holds (Expand shows caveats; it does not evaluate them).
+    pub caveat: Option<CaveatRef>,
+}
+
+/// A stored subject of a relation, with the caveat of its relationship: it is in the userset
+/// only as far as that caveat holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeafSubject {
+    pub subject: Subject,
+    pub caveat: Option<CaveatRef>,
+}
+
+impl LeafSubject {
+    /// A subject without caveat.
+    pub fn plain(subject: Subject) -> Self {
+        LeafSubject {
+            subject,
+            caveat: None,
+        }
+    }
+}
+
+/// `user:tom`, or `user:tom[caveat:{"k":1}]` as in the relationship text form.
+impl std::fmt::Display for LeafSubject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.subject)?;
+        match &self.caveat {
+            Some(CaveatRef {
+                name,
+                context: Some(ctx),
+            }) => write!(f, "[{name}:{ctx}]"),
+            Some(CaveatRef {
+                name,
+                context: None,
+            }) => write!(f, "[{name}]"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// How a userset is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExpandTree {
-    /// The stored subjects of a relation: objects, wildcards and subject sets (not expanded).
-    /// A subject set equal to an ancestor node marks a cycle in the data.
-    Leaf(Vec<Subject>),
+    /// The stored subjects of a relation: objects, wildcards and subject sets (not expanded),
+    /// each with its relationship's caveat. A subject set equal to an ancestor node marks a
+    /// cycle in the data.
+    Leaf(Vec<LeafSubject>),
     /// Members of any child.
     Union(Vec<ExpandNode>),
     /// Members of every child; empty when there are no children.
@@ -63,6 +103,7 @@ impl<R: SnapshotReader> Expander<'_, R> {
             resource: resource.clone(),
             relation: relation.to_string(),
             tree,
+            caveat: None,
         };
         let key = (resource.clone(), relation.to_string());
         if self.path.contains(&key) {
@@ -71,7 +112,7 @@ impl<R: SnapshotReader> Expander<'_, R> {
                 resource.object_id.clone(),
                 relation,
             );
-            return Ok(node(ExpandTree::Leaf(vec![me])));
+            return Ok(node(ExpandTree::Leaf(vec![LeafSubject::plain(me)])));
         }
         let engine = self.engine;
         let member = engine.member_of(resource, relation)?;
@@ -88,8 +129,11 @@ impl<R: SnapshotReader> Expander<'_, R> {
     fn leaf(&mut self, resource: &ObjectRef, relation: &str) -> Result<ExpandTree, Error> {
         let mut subjects = Vec::new();
         self.meter.dispatch(|| format!("{resource}#{relation}"))?;
-        for r in Engine::visible(self.reader.by_resource(resource, relation)?, self.now)? {
-            subjects.push(r.subject);
+        for r in Engine::visible(self.reader.by_resource(resource, relation)?, self.now) {
+            subjects.push(LeafSubject {
+                subject: r.subject,
+                caveat: r.caveat,
+            });
         }
         Ok(ExpandTree::Leaf(subjects))
     }
@@ -120,6 +164,7 @@ impl<R: SnapshotReader> Expander<'_, R> {
             resource: resource.clone(),
             relation: relation.to_string(),
             tree,
+            caveat: None,
         };
         Ok(match rw {
             Rewrite::Nil => ExpandTree::Leaf(Vec::new()),
@@ -153,7 +198,7 @@ impl<R: SnapshotReader> Expander<'_, R> {
                 let schema = self.engine.schema().clone();
                 let mut kids = Vec::new();
                 self.meter.dispatch(|| format!("{resource}#{tupleset}"))?;
-                for r in Engine::visible(self.reader.by_resource(resource, tupleset)?, self.now)? {
+                for r in Engine::visible(self.reader.by_resource(resource, tupleset)?, self.now) {
                     let t = &r.subject.object;
                     if t.is_wildcard() {
                         continue;
@@ -166,7 +211,9 @@ impl<R: SnapshotReader> Expander<'_, R> {
                         }
                         continue;
                     }
-                    kids.push(self.member(t, computed, depth + 1)?);
+                    let mut kid = self.member(t, computed, depth + 1)?;
+                    kid.caveat = r.caveat.clone();
+                    kids.push(kid);
                 }
                 match mode {
                     ArrowMode::Any => ExpandTree::Union(kids),

@@ -6,6 +6,7 @@
 //! the evaluation itself, never a second computation beside it.
 
 mod budget;
+mod caveat;
 mod check;
 mod error;
 mod expand;
@@ -22,9 +23,13 @@ use dhow_schema::Schema;
 use dhow_tuples::{ObjectRef, Subject, Timestamp};
 
 pub use budget::{Budget, Cancel};
+pub use caveat::Permissionship;
 pub use check::CheckResult;
+/// A caveat context: parameter values by name (JSON), from a request or a relationship.
+pub use dhow_caveat::Context as CaveatContext;
 pub use error::Error;
-pub use expand::{ExpandNode, ExpandTree};
+pub use expand::{ExpandNode, ExpandTree, LeafSubject};
+pub use lookup::FoundResource;
 pub use proof::{Proof, Step};
 pub use subjects::{FoundSubject, SubjectSet};
 
@@ -48,6 +53,20 @@ pub const MAX_DEPTH_CEILING: u32 = 250;
 /// conformance scenarios at most 95.
 pub const DEFAULT_MAX_DISPATCHES: u64 = 1_000_000;
 
+/// Default caveat cost budget of a request: steps of caveat expressions plus the size of the
+/// values they work on, for all the caveats one request evaluates. A conformance caveat costs
+/// 3 to 10 units per evaluation; 10,000,000 units take about a second in a release build at
+/// worst (a comprehension over a large list), so one request cannot stall a thread longer.
+pub const DEFAULT_MAX_CAVEAT_COST: u64 = 10_000_000;
+
+/// Default limit on the size of a request's caveat context (its canonical JSON text), and of
+/// one relationship's context at write ([`Engine::validate_relationship`]). SpiceDB's
+/// default for relationship contexts is 4 KiB; a request may carry more (lists of groups).
+pub const DEFAULT_MAX_CONTEXT_BYTES: usize = 64 * 1024;
+
+/// Default limit on one relationship's caveat context at write, in bytes (SpiceDB's default).
+pub const DEFAULT_MAX_RELATIONSHIP_CONTEXT_BYTES: usize = 4 * 1024;
+
 /// Per-call options. Cheap to clone (the cancellation flag is shared, not copied).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -63,6 +82,15 @@ pub struct Options {
     pub max_dispatches: u64,
     /// Set from another thread to stop the evaluation with [`Error::Cancelled`].
     pub cancel: Option<Cancel>,
+    /// The request's caveat context: values for caveat parameters that relationships leave
+    /// open (a relationship's own values win). A [`CheckRequest`] may carry its own instead.
+    pub context: Option<CaveatContext>,
+    /// Caveat cost budget of the whole request; past it the call fails with
+    /// [`Error::BudgetExhausted`] naming [`Budget::CaveatCost`].
+    pub max_caveat_cost: u64,
+    /// Largest request context accepted, in bytes of canonical JSON; past it the call fails
+    /// with [`Error::InvalidContext`].
+    pub max_context_bytes: usize,
 }
 
 impl Options {
@@ -75,6 +103,30 @@ impl Options {
             max_depth: DEFAULT_MAX_DEPTH,
             max_dispatches: DEFAULT_MAX_DISPATCHES,
             cancel: None,
+            context: None,
+            max_caveat_cost: DEFAULT_MAX_CAVEAT_COST,
+            max_context_bytes: DEFAULT_MAX_CONTEXT_BYTES,
+        }
+    }
+
+    /// The same options with `context` as the request's caveat context.
+    pub fn with_context(mut self, context: CaveatContext) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    /// Refuses a context past [`Options::max_context_bytes`].
+    pub(crate) fn check_context(&self, context: Option<&CaveatContext>) -> Result<(), Error> {
+        match context {
+            Some(c) if c.len_bytes() > self.max_context_bytes => Err(Error::InvalidContext {
+                parameter: None,
+                message: format!(
+                    "the context is {} bytes, more than the limit of {} bytes",
+                    c.len_bytes(),
+                    self.max_context_bytes
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -102,6 +154,8 @@ pub struct CheckRequest {
     pub resource: ObjectRef,
     pub permission: String,
     pub subject: Subject,
+    /// This check's caveat context; `None` uses [`Options::context`].
+    pub context: Option<CaveatContext>,
 }
 
 impl CheckRequest {
@@ -110,7 +164,14 @@ impl CheckRequest {
             resource,
             permission: permission.into(),
             subject,
+            context: None,
         }
+    }
+
+    /// The same check with its own caveat context.
+    pub fn with_context(mut self, context: CaveatContext) -> Self {
+        self.context = Some(context);
+        self
     }
 }
 
@@ -119,13 +180,25 @@ impl CheckRequest {
 pub struct Engine {
     schema: Arc<Schema>,
     strata: Arc<strata::Strata>,
+    max_relationship_context_bytes: usize,
 }
 
 impl Engine {
     /// The engine over `schema`; analyses its recursion once (linear in its size).
     pub fn new(schema: Arc<Schema>) -> Self {
         let strata = Arc::new(strata::Strata::new(&schema));
-        Engine { schema, strata }
+        Engine {
+            schema,
+            strata,
+            max_relationship_context_bytes: DEFAULT_MAX_RELATIONSHIP_CONTEXT_BYTES,
+        }
+    }
+
+    /// The same engine, refusing relationships whose caveat context is larger than `bytes`
+    /// (canonical JSON) in [`Engine::validate_relationship`].
+    pub fn with_max_relationship_context_bytes(mut self, bytes: usize) -> Self {
+        self.max_relationship_context_bytes = bytes;
+        self
     }
 
     /// The recursion class of `type_name#member`.
@@ -160,23 +233,14 @@ impl Engine {
         })
     }
 
-    /// The relationships of `rels` visible at `now`: expired ones dropped; a caveated one is an
-    /// error, since caveats are not evaluated yet.
+    /// The relationships of `rels` visible at `now`: expired ones dropped. (Caveats are
+    /// evaluated where a relationship is used.)
     pub(crate) fn visible(
-        rels: Vec<dhow_tuples::Relationship>,
+        mut rels: Vec<dhow_tuples::Relationship>,
         now: Timestamp,
-    ) -> Result<Vec<dhow_tuples::Relationship>, Error> {
-        let mut out = Vec::with_capacity(rels.len());
-        for r in rels {
-            if r.is_expired_at(now) {
-                continue;
-            }
-            if r.caveat.is_some() {
-                return Err(Error::CaveatUnsupported(r.to_string()));
-            }
-            out.push(r);
-        }
-        Ok(out)
+    ) -> Vec<dhow_tuples::Relationship> {
+        rels.retain(|r| !r.is_expired_at(now));
+        rels
     }
 
     /// Validates that `type_name` is defined and, if given, that `relation` exists on it.

@@ -2,7 +2,8 @@
 //!
 //! Correct first: a reverse walk from the subject through the by-subject index collects every
 //! object connected to it (the only objects on which a check can be true), then each
-//! candidate of the asked type is checked with one shared memo. A later issue makes it fast.
+//! candidate of the asked type is checked with one shared memo (caveats are evaluated by the
+//! checks, so the walk over-approximates). A later issue makes it fast.
 //! The walk's reads and the checks share the request's budgets.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
@@ -10,11 +11,40 @@ use std::collections::{BTreeSet, HashSet, VecDeque};
 use dhow_tuples::{ObjectRef, SnapshotReader, Subject, WILDCARD};
 
 use crate::budget::Meter;
+use crate::caveat::Permissionship;
 use crate::check::Evaluator;
 use crate::{Engine, Error, Options};
 
+/// One result of LookupResources: a resource id, allowed or conditional.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FoundResource {
+    pub id: String,
+    /// [`Permissionship::Allowed`] or [`Permissionship::Conditional`].
+    pub permissionship: Permissionship,
+}
+
+impl PartialOrd for Permissionship {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Permissionship {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let rank = |p: &Permissionship| match p {
+            Permissionship::Denied => 0,
+            Permissionship::Conditional { .. } => 1,
+            Permissionship::Allowed => 2,
+        };
+        rank(self)
+            .cmp(&rank(other))
+            .then_with(|| self.missing().cmp(other.missing()))
+    }
+}
+
 impl Engine {
-    /// The ids of the resources of `resource_type` on which `subject` has `permission`, sorted.
+    /// The ids of the resources of `resource_type` on which `subject` has `permission`
+    /// (allowed, not merely conditional), sorted.
     pub fn lookup_resources<R: SnapshotReader>(
         &self,
         reader: &R,
@@ -23,6 +53,25 @@ impl Engine {
         subject: &Subject,
         opts: Options,
     ) -> Result<Vec<String>, Error> {
+        Ok(self
+            .lookup_found_resources(reader, resource_type, permission, subject, opts)?
+            .into_iter()
+            .filter(|f| f.permissionship.is_allowed())
+            .map(|f| f.id)
+            .collect())
+    }
+
+    /// The resources of `resource_type` on which `subject` has `permission`, allowed or
+    /// conditional on caveat context (with the missing parameters), sorted by id.
+    pub fn lookup_found_resources<R: SnapshotReader>(
+        &self,
+        reader: &R,
+        resource_type: &str,
+        permission: &str,
+        subject: &Subject,
+        opts: Options,
+    ) -> Result<Vec<FoundResource>, Error> {
+        opts.check_context(opts.context.as_ref())?;
         self.validate_ref(resource_type, Some(permission))?;
         self.validate_ref(&subject.object.object_type, subject.relation.as_deref())?;
         let mut seen: HashSet<ObjectRef> = HashSet::new();
@@ -56,11 +105,16 @@ impl Engine {
             explain: false,
             ..opts
         };
-        let mut evaluator = Evaluator::new(self, reader, &opts, &meter, subject.clone());
+        let context = opts.context.clone();
+        let mut evaluator = Evaluator::new(self, reader, &opts, &meter, subject.clone(), context);
         let mut out = Vec::new();
         for c in candidates {
-            if evaluator.query(c, permission)?.allowed {
-                out.push(c.object_id.clone());
+            let o = evaluator.query(c, permission)?;
+            if !o.value.is_false() {
+                out.push(FoundResource {
+                    id: c.object_id.clone(),
+                    permissionship: o.value.permissionship(),
+                });
             }
         }
         Ok(out)

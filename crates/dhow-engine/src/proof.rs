@@ -3,16 +3,22 @@
 
 use std::fmt;
 
+use dhow_caveat::Context;
 use dhow_schema::ArrowMode;
 use dhow_tuples::{ObjectRef, Relationship};
 
-/// One node of a proof. `allowed` is the value of this node; `children` are the nodes that
-/// decided it. For an allowed union only the granting branch is kept; for a denied union
-/// every branch (each says what was missing).
+use crate::caveat::{Permissionship, Tri};
+
+/// One node of a proof. Its value is `allowed`, or conditional when `missing` is not empty
+/// (the node holds only if the caveats it rests on hold, which need those context
+/// parameters), or denied; `children` are the nodes that decided it. For an allowed union
+/// only the granting branch is kept; otherwise every branch (each says what was missing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proof {
     pub step: Step,
     pub allowed: bool,
+    /// For a conditional node: the parameters it waits for (sorted); empty otherwise.
+    pub missing: Vec<String>,
     pub children: Vec<Proof>,
 }
 
@@ -50,14 +56,63 @@ pub enum Step {
     },
     /// A stored relationship of an arrow's tupleset, followed to its target (one child).
     ArrowHop(Relationship),
-    /// The branch re-entered a `resource#relation` already being evaluated: it adds nothing.
+    /// The branch re-entered a `resource#relation` already being evaluated: it adds nothing
+    /// (or, in a cycle through caveats, what the previous pass found conditional).
     Cycle {
         resource: ObjectRef,
         relation: String,
     },
+    /// The caveat of the relationship above, evaluated with `context`: the values of its
+    /// parameters that the relationship and the request supplied (the relationship's win).
+    /// The node's value is the caveat's result.
+    Caveat { name: String, context: Context },
 }
 
 impl Proof {
+    /// A node of value `value`.
+    pub(crate) fn new(step: Step, value: &Tri, children: Vec<Proof>) -> Proof {
+        let (allowed, missing) = match value {
+            Tri::T => (true, Vec::new()),
+            Tri::F => (false, Vec::new()),
+            Tri::U(m) => (false, m.iter().cloned().collect()),
+        };
+        Proof {
+            step,
+            allowed,
+            missing,
+            children,
+        }
+    }
+
+    /// The node's value.
+    pub fn permissionship(&self) -> Permissionship {
+        if self.allowed {
+            Permissionship::Allowed
+        } else if self.missing.is_empty() {
+            Permissionship::Denied
+        } else {
+            Permissionship::Conditional {
+                missing: self.missing.clone(),
+            }
+        }
+    }
+
+    /// Every caveat step of this proof with its result, in proof order.
+    pub fn caveats(&self) -> Vec<&Proof> {
+        let mut out = Vec::new();
+        self.collect_caveats(&mut out);
+        out
+    }
+
+    fn collect_caveats<'a>(&'a self, out: &mut Vec<&'a Proof>) {
+        if matches!(self.step, Step::Caveat { .. }) {
+            out.push(self);
+        }
+        for c in &self.children {
+            c.collect_caveats(out);
+        }
+    }
+
     /// Every relationship this proof rests on, in proof order.
     pub fn relationships(&self) -> Vec<&Relationship> {
         let mut out = Vec::new();
@@ -78,8 +133,18 @@ impl Proof {
     }
 
     fn fmt_indent(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
-        let mark = if self.allowed { "✓" } else { "✗" };
-        writeln!(f, "{:indent$}{mark} {}", "", self.step, indent = depth * 2)?;
+        let mark = if self.allowed {
+            "✓"
+        } else if self.missing.is_empty() {
+            "✗"
+        } else {
+            "?"
+        };
+        write!(f, "{:indent$}{mark} {}", "", self.step, indent = depth * 2)?;
+        if !self.allowed && !self.missing.is_empty() {
+            write!(f, " (conditional: missing {})", self.missing.join(", "))?;
+        }
+        writeln!(f)?;
         for c in &self.children {
             c.fmt_indent(f, depth + 1)?;
         }
@@ -120,6 +185,7 @@ impl fmt::Display for Step {
             Step::Cycle { resource, relation } => {
                 write!(f, "{resource}#{relation} again (cycle, adds nothing)")
             }
+            Step::Caveat { name, context } => write!(f, "caveat {name} with {context}"),
         }
     }
 }

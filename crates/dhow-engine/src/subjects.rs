@@ -1,86 +1,134 @@
 //! LookupSubjects: every subject of one type (and subject relation) that has a permission on
 //! a resource, as a set that may hold a wildcard with exclusions (`user:* - {user:bob}`).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
+use dhow_caveat::Context;
 use dhow_schema::{ArrowMode, Member, Rewrite};
-use dhow_tuples::{ObjectRef, SnapshotReader, Subject, Timestamp, WILDCARD};
+use dhow_tuples::{ObjectRef, Relationship, SnapshotReader, Subject, Timestamp, WILDCARD};
 
 use crate::budget::{grow, Meter};
+use crate::caveat::{Permissionship, Tri};
 use crate::table::{Enter, Leave, Same, Stop, Table};
 use crate::{Engine, Error, Options};
 
-/// A set of subjects of one type: some named ones, plus optionally every subject of the type
-/// except some. Invariant: `concrete` and the exclusions are disjoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A set of subjects of one type where each subject is in, out, or in only if caveats hold
+/// (three-valued): the subjects met explicitly with their values, and the value of every
+/// other subject of the type (the wildcard's; out when there is no wildcard). The operations
+/// are pointwise Kleene logic, so `user:* - {user:bob}` is the wildcard in with `user:bob`
+/// out, and a conditional wildcard minus a subject is that subject out, the others
+/// conditional.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubjectSet {
-    pub concrete: BTreeSet<Subject>,
-    /// `Some(excluded)` when the wildcard is in the set.
-    pub wildcard: Option<BTreeSet<Subject>>,
+    members: BTreeMap<Subject, Tri>,
+    wildcard: Tri,
+}
+
+impl Default for SubjectSet {
+    fn default() -> Self {
+        SubjectSet {
+            members: BTreeMap::new(),
+            wildcard: Tri::F,
+        }
+    }
 }
 
 impl SubjectSet {
-    /// Is `s` a member? (`s` must be a concrete subject of the set's type.)
+    /// Is `s` (a concrete subject of the set's type) in the set, whatever the context?
     pub fn contains(&self, s: &Subject) -> bool {
-        self.concrete.contains(s) || self.wildcard.as_ref().is_some_and(|ex| !ex.contains(s))
+        self.value(s).is_true()
     }
 
-    /// Nobody: no subject and no wildcard.
+    /// Is `s` in the set: allowed, denied, or conditional on missing context.
+    pub fn membership(&self, s: &Subject) -> Permissionship {
+        self.value(s).permissionship()
+    }
+
+    /// Nobody, whatever the context.
     pub fn is_empty(&self) -> bool {
-        self.concrete.is_empty() && self.wildcard.is_none()
+        self.wildcard.is_false() && self.members.values().all(Tri::is_false)
     }
 
-    fn normalize(mut self) -> Self {
-        if let Some(ex) = &mut self.wildcard {
-            ex.retain(|s| !self.concrete.contains(s));
+    fn value(&self, s: &Subject) -> Tri {
+        match self.members.get(s) {
+            Some(v) => v.clone(),
+            None if s.relation.is_none() => self.wildcard.clone(),
+            None => Tri::F,
         }
-        self
+    }
+
+    fn one(s: Subject, v: Tri) -> SubjectSet {
+        let mut members = BTreeMap::new();
+        if !v.is_false() {
+            members.insert(s, v);
+        }
+        SubjectSet {
+            members,
+            wildcard: Tri::F,
+        }
+    }
+
+    fn everyone(v: Tri) -> SubjectSet {
+        SubjectSet {
+            members: BTreeMap::new(),
+            wildcard: v,
+        }
+    }
+
+    fn combine(self, other: SubjectSet, f: impl Fn(Tri, Tri) -> Tri) -> SubjectSet {
+        let wildcard = f(self.wildcard.clone(), other.wildcard.clone());
+        let mut members = BTreeMap::new();
+        for s in self.members.keys().chain(other.members.keys()) {
+            if members.contains_key(s) {
+                continue;
+            }
+            let v = f(self.value(s), other.value(s));
+            // A subject out of the set is kept only as an exception to the wildcard.
+            if !v.is_false() || (s.relation.is_none() && !wildcard.is_false()) {
+                members.insert(s.clone(), v);
+            }
+        }
+        SubjectSet { members, wildcard }
     }
 
     /// `self ∪ other`.
-    pub fn union(mut self, other: SubjectSet) -> SubjectSet {
-        let wildcard = match (self.wildcard.take(), other.wildcard) {
-            (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
-            (Some(a), None) => Some(a),
-            (None, Some(b)) => Some(b),
-            (None, None) => None,
-        };
-        let mut concrete = self.concrete;
-        concrete.extend(other.concrete);
-        SubjectSet { concrete, wildcard }.normalize()
+    pub fn union(self, other: SubjectSet) -> SubjectSet {
+        self.combine(other, Tri::or)
     }
 
     /// `self ∩ other`.
     pub fn intersect(self, other: SubjectSet) -> SubjectSet {
-        let concrete = self
-            .concrete
-            .iter()
-            .filter(|s| other.contains(s))
-            .chain(other.concrete.iter().filter(|s| self.contains(s)))
-            .cloned()
-            .collect();
-        let wildcard = match (self.wildcard, other.wildcard) {
-            (Some(a), Some(b)) => Some(a.union(&b).cloned().collect()),
-            _ => None,
-        };
-        SubjectSet { concrete, wildcard }.normalize()
+        self.combine(other, Tri::and)
     }
 
     /// `self \ other`.
     pub fn subtract(self, other: SubjectSet) -> SubjectSet {
-        let mut candidates: BTreeSet<Subject> = self.concrete.clone();
-        if let Some(ex) = &other.wildcard {
-            candidates.extend(ex.iter().cloned());
+        self.combine(other, |a, b| a.and(b.not()))
+    }
+
+    /// Every member only as far as `c` holds.
+    fn only_if(self, c: &Tri) -> SubjectSet {
+        match c {
+            Tri::T => self,
+            Tri::F => SubjectSet::default(),
+            u => {
+                let wildcard = self.wildcard.and(u.clone());
+                let members = self
+                    .members
+                    .into_iter()
+                    .map(|(s, v)| (s, v.and(u.clone())))
+                    .filter(|(s, v)| {
+                        !v.is_false() || (s.relation.is_none() && !wildcard.is_false())
+                    })
+                    .collect::<BTreeMap<_, _>>();
+                SubjectSet { members, wildcard }
+            }
         }
-        let concrete = candidates
-            .into_iter()
-            .filter(|s| self.contains(s) && !other.contains(s))
-            .collect();
-        let wildcard = match (&self.wildcard, &other.wildcard) {
-            (Some(a), None) => Some(a.union(&other.concrete).cloned().collect()),
-            _ => None,
-        };
-        SubjectSet { concrete, wildcard }.normalize()
+    }
+
+    fn insert(&mut self, s: Subject, v: Tri) {
+        let set = std::mem::take(self);
+        *self = set.union(SubjectSet::one(s, v));
     }
 }
 
@@ -90,12 +138,37 @@ impl Same for SubjectSet {
     }
 }
 
-/// One result of LookupSubjects: a subject, or the wildcard with the subjects it excludes.
+/// One result of LookupSubjects: a subject, or the wildcard with the subjects it excludes;
+/// either may be conditional.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FoundSubject {
     pub subject: Subject,
-    /// For a wildcard: the subjects it does not include.
+    /// For a wildcard: the subjects it does not include. (A subject listed on its own, also
+    /// conditionally, has that value whatever the wildcard says.)
     pub excluded: Vec<Subject>,
+    /// Empty when the subject has the permission; otherwise it has it only if caveats hold
+    /// that need these context parameters (sorted).
+    pub missing: Vec<String>,
+}
+
+impl FoundSubject {
+    /// Allowed, or conditional on `missing`.
+    pub fn permissionship(&self) -> Permissionship {
+        if self.missing.is_empty() {
+            Permissionship::Allowed
+        } else {
+            Permissionship::Conditional {
+                missing: self.missing.clone(),
+            }
+        }
+    }
+}
+
+fn missing_of(v: &Tri) -> Vec<String> {
+    match v {
+        Tri::U(m) => m.iter().cloned().collect(),
+        _ => Vec::new(),
+    }
 }
 
 struct Lookup<'a, R: SnapshotReader> {
@@ -103,6 +176,7 @@ struct Lookup<'a, R: SnapshotReader> {
     reader: &'a R,
     meter: &'a Meter,
     now: Timestamp,
+    context: Option<Context>,
     target_type: String,
     target_relation: Option<String>,
     table: Table<SubjectSet>,
@@ -187,14 +261,24 @@ impl<R: SnapshotReader> Lookup<'_, R> {
         if resource.object_type == self.target_type
             && self.target_relation.as_deref() == Some(relation)
         {
-            set.concrete.insert(Subject::set(
-                resource.object_type.clone(),
-                resource.object_id.clone(),
-                relation,
-            ));
-            set = set.normalize();
+            set.insert(
+                Subject::set(
+                    resource.object_type.clone(),
+                    resource.object_id.clone(),
+                    relation,
+                ),
+                Tri::T,
+            );
         }
         set
+    }
+
+    /// The value of `r`'s caveat under the request's context.
+    fn caveat(&self, r: &Relationship) -> Result<Tri, Stop> {
+        Ok(self
+            .engine
+            .caveat_of(r, self.context.as_ref(), self.meter, false)?
+            .0)
     }
 
     fn relation(
@@ -205,22 +289,22 @@ impl<R: SnapshotReader> Lookup<'_, R> {
     ) -> Result<SubjectSet, Stop> {
         let mut set = SubjectSet::default();
         self.meter.dispatch(|| format!("{resource}#{relation}"))?;
-        for r in Engine::visible(self.reader.by_resource(resource, relation)?, self.now)? {
-            let s = r.subject;
+        for r in Engine::visible(self.reader.by_resource(resource, relation)?, self.now) {
+            let c = self.caveat(&r)?;
+            if c.is_false() {
+                continue;
+            }
+            let s = &r.subject;
             if s.object.object_type == self.target_type && s.relation == self.target_relation {
                 if s.is_wildcard() {
-                    set = set.union(SubjectSet {
-                        concrete: BTreeSet::new(),
-                        wildcard: Some(BTreeSet::new()),
-                    });
+                    set = set.union(SubjectSet::everyone(c.clone()));
                 } else {
-                    set.concrete.insert(s.clone());
-                    set = set.normalize();
+                    set.insert(s.clone(), c.clone());
                 }
             }
             if let Some(sub_rel) = &s.relation {
                 let inner = self.member(&s.object, sub_rel, depth + 1, false)?;
-                set = set.union(inner);
+                set = set.union(inner.only_if(&c));
             }
         }
         Ok(set)
@@ -281,7 +365,7 @@ impl<R: SnapshotReader> Lookup<'_, R> {
                 let schema = self.engine.schema().clone();
                 let mut acc: Option<SubjectSet> = None;
                 self.meter.dispatch(|| format!("{resource}#{tupleset}"))?;
-                for r in Engine::visible(self.reader.by_resource(resource, tupleset)?, self.now)? {
+                for r in Engine::visible(self.reader.by_resource(resource, tupleset)?, self.now) {
                     let t = &r.subject.object;
                     if t.is_wildcard() {
                         continue;
@@ -289,7 +373,12 @@ impl<R: SnapshotReader> Lookup<'_, R> {
                     let s = if schema.member(&t.object_type, computed).is_none() {
                         SubjectSet::default()
                     } else {
-                        self.member(t, computed, depth + 1, negative)?
+                        let c = self.caveat(&r)?;
+                        if c.is_false() {
+                            SubjectSet::default()
+                        } else {
+                            self.member(t, computed, depth + 1, negative)?.only_if(&c)
+                        }
                     };
                     acc = Some(match (acc, mode) {
                         (None, _) => s,
@@ -315,6 +404,7 @@ impl Engine {
         subject_relation: Option<&str>,
         opts: Options,
     ) -> Result<SubjectSet, Error> {
+        opts.check_context(opts.context.as_ref())?;
         self.validate_ref(&resource.object_type, Some(permission))?;
         self.validate_ref(subject_type, subject_relation)?;
         let meter = Meter::new(&opts);
@@ -323,6 +413,7 @@ impl Engine {
             reader,
             meter: &meter,
             now: opts.now,
+            context: opts.context.clone(),
             target_type: subject_type.to_string(),
             target_relation: subject_relation.map(str::to_string),
             table: Table::new(true),
@@ -330,7 +421,8 @@ impl Engine {
         l.query(resource, permission)
     }
 
-    /// LookupSubjects: the subjects, sorted, with a wildcard (if any) first.
+    /// LookupSubjects: the subjects, sorted, with a wildcard (if any) first; each allowed or
+    /// conditional.
     pub fn lookup_subjects<R: SnapshotReader>(
         &self,
         reader: &R,
@@ -349,16 +441,28 @@ impl Engine {
             opts,
         )?;
         let mut out = Vec::new();
-        if let Some(ex) = set.wildcard {
+        if !set.wildcard.is_false() {
             out.push(FoundSubject {
                 subject: Subject::object(subject_type, WILDCARD),
-                excluded: ex.into_iter().collect(),
+                excluded: set
+                    .members
+                    .iter()
+                    .filter(|(_, v)| v.is_false())
+                    .map(|(s, _)| s.clone())
+                    .collect(),
+                missing: missing_of(&set.wildcard),
             });
         }
-        out.extend(set.concrete.into_iter().map(|s| FoundSubject {
-            subject: s,
-            excluded: Vec::new(),
-        }));
+        out.extend(
+            set.members
+                .iter()
+                .filter(|(_, v)| !v.is_false())
+                .map(|(s, v)| FoundSubject {
+                    subject: s.clone(),
+                    excluded: Vec::new(),
+                    missing: missing_of(v),
+                }),
+        );
         Ok(out)
     }
 }
@@ -371,11 +475,60 @@ mod tests {
         Subject::object("user", id)
     }
     fn set(c: &[&str], w: Option<&[&str]>) -> SubjectSet {
-        SubjectSet {
-            concrete: c.iter().map(|x| s(x)).collect(),
-            wildcard: w.map(|e| e.iter().map(|x| s(x)).collect()),
+        let mut out = SubjectSet::default();
+        for x in c {
+            out.insert(s(x), Tri::T);
         }
-        .normalize()
+        if let Some(ex) = w {
+            let mut all = SubjectSet::everyone(Tri::T);
+            for x in ex {
+                all = all.subtract(SubjectSet::one(s(x), Tri::T));
+            }
+            out = out.union(all);
+        }
+        out
+    }
+
+    fn u(names: &[&str]) -> Tri {
+        Tri::U(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    #[test]
+    fn conditional_algebra_is_pointwise_kleene() {
+        let values = [Tri::F, Tri::T, u(&["a"]), u(&["b"])];
+        let universe = ["p", "q", "r"];
+        let mut sets = vec![SubjectSet::default()];
+        for wv in &values {
+            for pv in &values {
+                for qv in &values {
+                    let mut x = SubjectSet::everyone(wv.clone());
+                    x = x.union(SubjectSet::one(s("p"), pv.clone()));
+                    x = x.intersect({
+                        let mut y = SubjectSet::everyone(Tri::T);
+                        y.members.insert(s("q"), qv.clone());
+                        y
+                    });
+                    sets.push(x);
+                }
+            }
+        }
+        for x in &sets {
+            for y in &sets {
+                for id in universe {
+                    let m = s(id);
+                    let (a, b) = (x.value(&m), y.value(&m));
+                    assert_eq!(
+                        x.clone().union(y.clone()).value(&m),
+                        a.clone().or(b.clone())
+                    );
+                    assert_eq!(
+                        x.clone().intersect(y.clone()).value(&m),
+                        a.clone().and(b.clone())
+                    );
+                    assert_eq!(x.clone().subtract(y.clone()).value(&m), a.and(b.not()));
+                }
+            }
+        }
     }
 
     #[test]

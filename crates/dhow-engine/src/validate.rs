@@ -1,6 +1,7 @@
 //! Checks a relationship against the schema before it is stored: the resource type and
 //! relation exist (a relation, not a permission), the subject is of an allowed type, and its
-//! caveat and expiration are ones the relation admits.
+//! caveat and expiration are ones the relation admits, and its caveat context names only the
+//! caveat's parameters, with values of their types, within the size limit.
 
 use dhow_schema::{AllowedKind, Member};
 use dhow_tuples::Relationship;
@@ -88,8 +89,44 @@ impl Engine {
                 allowed.join(" | ")
             )));
         }
+        if let Some(c) = &r.caveat {
+            self.validate_caveat_context(r, c)?;
+        }
         Ok(())
     }
+
+    fn validate_caveat_context(
+        &self,
+        r: &Relationship,
+        c: &dhow_tuples::CaveatRef,
+    ) -> Result<(), Error> {
+        let Some(text) = &c.context else {
+            return Ok(());
+        };
+        let program = schema_program(self, &c.name).ok_or_else(|| {
+            Error::InvalidRelationship(format!(
+                "`{r}`: caveat `{}` is not defined in the schema",
+                c.name
+            ))
+        })?;
+        let ctx = dhow_caveat::Context::from_json(text).map_err(|e| {
+            Error::InvalidRelationship(format!("`{r}`: its caveat context is not valid: {e}"))
+        })?;
+        if ctx.len_bytes() > self.max_relationship_context_bytes {
+            return Err(Error::InvalidRelationship(format!(
+                "`{r}`: its caveat context is {} bytes, more than the limit of {} bytes",
+                ctx.len_bytes(),
+                self.max_relationship_context_bytes
+            )));
+        }
+        program
+            .check_context(&ctx)
+            .map_err(|e| Error::InvalidRelationship(format!("`{r}`: {e}")))
+    }
+}
+
+fn schema_program<'a>(engine: &'a Engine, name: &str) -> Option<&'a dhow_caveat::Program> {
+    engine.schema().caveats.get(name)?.program.as_ref()
 }
 
 fn describe(a: &dhow_schema::AllowedSubject) -> String {

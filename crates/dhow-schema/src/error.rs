@@ -50,6 +50,10 @@ pub enum ErrorKind {
     InvalidCaveatType,
     /// A caveat without parameters, with a parameter declared twice, or with an unused parameter.
     InvalidCaveatParameters,
+    /// A caveat expression that is not valid CEL, names an undeclared parameter, applies an
+    /// operator or function to operands of the wrong types, uses an unsupported function, or is
+    /// not a boolean.
+    InvalidCaveatExpression,
     /// The schema is past one of its [`CompileLimits`](crate::CompileLimits): text size,
     /// definitions, members of one definition, members in total.
     TooLarge,

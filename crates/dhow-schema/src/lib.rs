@@ -46,5 +46,5 @@ pub fn compile_with(text: &str, limits: &CompileLimits) -> Result<Schema, Schema
     limits.check_size(text)?;
     let file = parser::parse(text)?;
     limits.check_counts(text, &file)?;
-    typecheck::check(text, &file)
+    typecheck::check(text, &file, limits.caveat())
 }

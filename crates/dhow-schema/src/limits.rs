@@ -18,6 +18,10 @@ pub struct CompileLimits {
     pub max_members_per_definition: usize,
     /// Relations and permissions of all definitions together. Default 100,000.
     pub max_members: usize,
+    /// Bytes of one caveat's CEL expression. Default 16 KiB.
+    pub max_caveat_expression_bytes: usize,
+    /// Nodes of one caveat's CEL expression after macro expansion. Default 2,000.
+    pub max_caveat_expression_nodes: usize,
 }
 
 impl Default for CompileLimits {
@@ -27,11 +31,21 @@ impl Default for CompileLimits {
             max_definitions: 10_000,
             max_members_per_definition: 1_000,
             max_members: 100_000,
+            max_caveat_expression_bytes: dhow_caveat::Limits::default().max_expression_bytes,
+            max_caveat_expression_nodes: dhow_caveat::Limits::default().max_expression_nodes,
         }
     }
 }
 
 impl CompileLimits {
+    /// The limits of one caveat expression.
+    pub(crate) fn caveat(&self) -> dhow_caveat::Limits {
+        dhow_caveat::Limits {
+            max_expression_bytes: self.max_caveat_expression_bytes,
+            max_expression_nodes: self.max_caveat_expression_nodes,
+        }
+    }
+
     /// Refuses text longer than the limit, pointing at the first byte past it.
     pub(crate) fn check_size(&self, src: &str) -> Result<(), SchemaError> {
         if src.len() <= self.max_schema_bytes {

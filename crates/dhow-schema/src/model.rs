@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub struct Schema {
     /// Object definitions by type name (`user`, `org/docs/document`).
     pub definitions: BTreeMap<String, Definition>,
-    /// Caveat definitions by name. Parsed and kept; not evaluated yet.
+    /// Caveat definitions by name, each with its compiled expression.
     pub caveats: BTreeMap<String, Caveat>,
     /// True when the schema says `use expiration`.
     pub uses_expiration: bool,
@@ -102,6 +102,9 @@ pub struct Caveat {
     pub parameters: Vec<(String, String)>,
     /// The CEL expression text, trimmed.
     pub expression: String,
+    /// The expression compiled against the parameters (always set by the compiler; `None`
+    /// only in a `Caveat` built by hand, which the engine refuses to evaluate).
+    pub program: Option<dhow_caveat::Program>,
 }
 
 /// A name on a definition: either a relation or a permission.

@@ -43,8 +43,13 @@ const CAVEAT_TYPES: [(&str, usize); 12] = [
 ];
 
 /// Checks a parsed schema and compiles it. `src` is the text it was parsed from (for positions).
-pub fn check(src: &str, file: &SchemaFile) -> Result<Schema, SchemaError> {
+pub fn check(
+    src: &str,
+    file: &SchemaFile,
+    caveat_limits: dhow_caveat::Limits,
+) -> Result<Schema, SchemaError> {
     let mut checker = TypeChecker::new(src, file);
+    checker.caveat_limits = caveat_limits;
     checker.run();
     if let Some(err) = SchemaError::from_pending(src, std::mem::take(&mut checker.errors)) {
         return Err(err);
@@ -69,6 +74,9 @@ struct TypeChecker<'a> {
     /// Definition name to index in `defs` (first declaration).
     def_by_name: HashMap<&'a str, usize>,
     caveats: HashMap<&'a str, &'a CaveatDecl>,
+    caveat_limits: dhow_caveat::Limits,
+    /// Compiled caveat expressions by caveat name.
+    programs: HashMap<String, dhow_caveat::Program>,
     /// Relations (`definition#relation`) from which no wildcard can be reached, found by
     /// earlier searches: each relation is searched through once, not once per subject set
     /// that leads to it (that made a chain of N definitions cost N² steps).
@@ -86,6 +94,8 @@ impl<'a> TypeChecker<'a> {
             defs: Vec::new(),
             def_by_name: HashMap::new(),
             caveats: HashMap::new(),
+            caveat_limits: dhow_caveat::Limits::default(),
+            programs: HashMap::new(),
             no_wildcard: RefCell::new(HashSet::new()),
         }
     }
@@ -276,17 +286,20 @@ impl<'a> TypeChecker<'a> {
                     name.name
                 ),
             );
-        } else if name.name.len() > 128
-            || !name
-                .name
-                .split('/')
-                .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-        {
+        } else if name.name.len() > 128 {
+            self.error(
+                name.span,
+                ErrorKind::InvalidName,
+                format!("invalid caveat name `{}`: longer than 128 bytes", name.name),
+            );
+        } else if let Some(seg) = name.name.split('/').find(|s| !valid_name(s)) {
+            // The rule of relationships' caveat names (and SpiceDB's): a caveat the schema
+            // accepted must be nameable by a relationship.
             self.error(
                 name.span,
                 ErrorKind::InvalidName,
                 format!(
-                    "invalid caveat name `{}`: expected at most 128 ASCII letters, digits, `_` and `/`",
+                    "invalid caveat name `{}`: `{seg}` must be 3 to 64 characters of lowercase letters, digits and `_`, starting with a letter and not ending with `_`",
                     name.name
                 ),
             );
@@ -660,6 +673,7 @@ impl<'a> TypeChecker<'a> {
     }
 
     fn check_caveat(&mut self, caveat: &CaveatDecl) {
+        let errors_before = self.errors.len();
         if caveat.params.is_empty() {
             self.error(
                 caveat.name.span,
@@ -706,6 +720,56 @@ impl<'a> TypeChecker<'a> {
                 }
             }
             self.check_caveat_type(&param.ty);
+        }
+        if self.errors.len() == errors_before {
+            self.compile_caveat(caveat);
+        }
+    }
+
+    /// Type-checks a caveat's expression against its (valid) parameters and keeps the
+    /// compiled program; an error points into the expression.
+    fn compile_caveat(&mut self, caveat: &CaveatDecl) {
+        let mut params = Vec::with_capacity(caveat.params.len());
+        for p in &caveat.params {
+            match dhow_caveat::Type::parse(&p.ty.text()) {
+                Ok(t) => params.push((p.name.name.clone(), t)),
+                Err(e) => {
+                    self.error(p.ty.span, ErrorKind::InvalidCaveatType, e);
+                    return;
+                }
+            }
+        }
+        let raw = self
+            .src
+            .get(caveat.expression_span.start..caveat.expression_span.end)
+            .unwrap_or("");
+        let start = caveat.expression_span.start + (raw.len() - raw.trim_start().len());
+        match dhow_caveat::Program::compile(
+            &caveat.name.name,
+            &params,
+            &caveat.expression,
+            &self.caveat_limits,
+        ) {
+            Ok(program) => {
+                self.programs.insert(caveat.name.name.clone(), program);
+            }
+            Err(e) => {
+                let (offset, message, kind) = match e {
+                    dhow_caveat::CaveatError::Compile {
+                        offset, message, ..
+                    } if message.contains("limit of") => (offset, message, ErrorKind::TooLarge),
+                    dhow_caveat::CaveatError::Compile {
+                        offset, message, ..
+                    } => (offset, message, ErrorKind::InvalidCaveatExpression),
+                    other => (0, other.to_string(), ErrorKind::InvalidCaveatExpression),
+                };
+                let at = (start + offset).min(caveat.expression_span.end);
+                self.errors.push(Pending::new(
+                    at,
+                    kind,
+                    format!("in caveat `{}`: {message}", caveat.name.name),
+                ));
+            }
         }
     }
 
@@ -775,6 +839,7 @@ impl<'a> TypeChecker<'a> {
                                 .map(|p| (p.name.name.clone(), p.ty.text()))
                                 .collect(),
                             expression: c.expression.clone(),
+                            program: self.programs.get(&c.name.name).cloned(),
                         },
                     );
                 }
@@ -1125,15 +1190,15 @@ mod tests {
 
     #[test]
     fn caveat_checks() {
-        let src = "caveat none() { true }\ncaveat dup(a int, a int) { a }\ncaveat ty(a strin, b list, c int<int>) { a + b + c }\ncaveat unused(a int, b int) { a > 1 }";
+        let src = "caveat none() { true }\ncaveat dup(a int, a int) { a }\ncaveat tyy(a strin, b list, c int<int>) { a + b + c }\ncaveat unused(a int, b int) { a > 1 }";
         assert_eq!(
             errs(src),
             vec![
                 (ErrorKind::InvalidCaveatParameters, 1, 8),
                 (ErrorKind::InvalidCaveatParameters, 2, 19),
-                (ErrorKind::InvalidCaveatType, 3, 13),
-                (ErrorKind::InvalidCaveatType, 3, 22),
-                (ErrorKind::InvalidCaveatType, 3, 30),
+                (ErrorKind::InvalidCaveatType, 3, 14),
+                (ErrorKind::InvalidCaveatType, 3, 23),
+                (ErrorKind::InvalidCaveatType, 3, 31),
                 (ErrorKind::InvalidCaveatParameters, 4, 22),
             ]
         );

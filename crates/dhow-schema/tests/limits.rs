@@ -54,6 +54,7 @@ fn each_limit_refuses_with_a_clear_error() {
         max_definitions: 2,
         max_members_per_definition: 3,
         max_members: 3,
+        ..CompileLimits::default()
     };
     compile_with(text, &fits).expect("exactly at every limit");
 
@@ -122,4 +123,26 @@ fn the_defaults_hold_what_real_schemas_need() {
     )
     .expect_err("too long");
     assert_eq!((e.line(), e.column()), (1, 4), "{e}");
+}
+
+#[test]
+fn a_caveat_expression_past_its_limits_is_refused_where_it_starts() {
+    let text = "caveat cav(a int) {\n  a == 1 || a == 2\n}\ndefinition user {}\n";
+    compile_with(text, &CompileLimits::default()).expect("fits");
+    let limits = CompileLimits {
+        max_caveat_expression_bytes: 10,
+        ..CompileLimits::default()
+    };
+    let (line, column, msg) = too_large(text, &limits);
+    assert_eq!((line, column), (2, 13), "{msg}");
+    assert!(
+        msg.contains("16 bytes, more than the limit of 10 bytes"),
+        "{msg}"
+    );
+    let limits = CompileLimits {
+        max_caveat_expression_nodes: 3,
+        ..CompileLimits::default()
+    };
+    let err = compile_with(text, &limits).unwrap_err();
+    assert!(err.to_string().contains("too large"), "{err}");
 }

@@ -1,28 +1,18 @@
-//! Request checks beyond decoding (which is `dhow_wire`'s job): a written relationship
-//! carries no caveat (not supported yet), the names a request uses exist in the schema in
-//! force (each error naming the request field), and the stable text of a filter that cursors
-//! fingerprint.
+//! Request checks beyond decoding (which is `dhow_wire`'s job): the names a request uses
+//! exist in the schema in force (each error naming the request field), and the stable text of
+//! a filter that cursors fingerprint. (A written relationship, caveat and context included,
+//! is checked against the schema by `Engine::validate_relationship`.)
 
 use dhow_proto::v1 as pb;
 use dhow_tuples::{Relationship, RelationshipFilter};
 use dhow_wire::join;
-use tonic::Code;
 
-use crate::error::{reason, ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult};
 
-/// A relationship to write (required): decoded, and refused if it carries a caveat, which
-/// cannot be evaluated yet.
+/// A relationship to write (required), decoded. Its caveat (name and context) is checked
+/// against the schema with the rest of it when the write is validated.
 pub fn writable_relationship(r: Option<&pb::Relationship>, field: &str) -> ApiResult<Relationship> {
-    let rel = dhow_wire::relationship(r, field)?;
-    if rel.caveat.is_some() {
-        return Err(ApiError::new(
-            Code::InvalidArgument,
-            reason::CAVEAT_UNSUPPORTED,
-            "caveats are not supported yet",
-        )
-        .at(join(field, "optional_caveat")));
-    }
-    Ok(rel)
+    Ok(dhow_wire::relationship(r, field)?)
 }
 
 /// A stable text of a filter, for cursor fingerprints.

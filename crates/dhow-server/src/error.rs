@@ -15,20 +15,28 @@ use dhow_wire::WireError;
 pub const DOMAIN: &str = "dhow.dev";
 
 /// The stable reasons, in `google.rpc.ErrorInfo.reason`. Clients branch on these, never on
-/// messages. Adding a reason is fine; renaming one is a breaking change.
+/// messages. Adding a reason is fine; renaming one is a breaking change. Retired (nothing
+/// sends them since caveats are evaluated): `CAVEAT_UNSUPPORTED` (a write of a caveated
+/// relationship) and `CAVEAT_EVALUATION_UNSUPPORTED` (an evaluation that met one).
 pub mod reason {
     /// INVALID_ARGUMENT: a request field is missing or malformed (metadata `field`).
     pub const INVALID_FIELD: &str = "INVALID_FIELD";
     /// INVALID_ARGUMENT: the schema text does not compile (metadata `line`, `column`).
     pub const SCHEMA_PARSE_ERROR: &str = "SCHEMA_PARSE_ERROR";
-    /// INVALID_ARGUMENT: a relationship the schema does not allow (subject type, expiration).
+    /// INVALID_ARGUMENT: a relationship the schema does not allow (subject type, caveat,
+    /// expiration), or whose caveat context does not fit the caveat's parameters.
     pub const INVALID_RELATIONSHIP: &str = "INVALID_RELATIONSHIP";
     /// INVALID_ARGUMENT: a relationship appears twice in one write.
     pub const DUPLICATE_RELATIONSHIP: &str = "DUPLICATE_RELATIONSHIP";
     /// INVALID_ARGUMENT: more updates in one write than the server allows.
     pub const TOO_MANY_UPDATES: &str = "TOO_MANY_UPDATES";
-    /// INVALID_ARGUMENT: a relationship carries a caveat; caveats are not supported yet.
-    pub const CAVEAT_UNSUPPORTED: &str = "CAVEAT_UNSUPPORTED";
+    /// INVALID_ARGUMENT: the request's caveat context has a value of the wrong type for a
+    /// caveat parameter (metadata `parameter`), or is larger than the limit (no `parameter`).
+    pub const INVALID_CAVEAT_CONTEXT: &str = "INVALID_CAVEAT_CONTEXT";
+    /// INVALID_ARGUMENT (as SpiceDB): a caveat's expression failed while it was evaluated (a
+    /// missing map key, an overflow, a division by zero), or a stored relationship's caveat
+    /// no longer fits the schema (metadata `caveat`).
+    pub const CAVEAT_EVALUATION_ERROR: &str = "CAVEAT_EVALUATION_ERROR";
     /// INVALID_ARGUMENT: a consistency token that cannot be decoded.
     pub const TOKEN_MALFORMED: &str = "TOKEN_MALFORMED";
     /// INVALID_ARGUMENT: a consistency token issued by another cluster.
@@ -49,8 +57,6 @@ pub mod reason {
     pub const PRECONDITION_FAILED: &str = "PRECONDITION_FAILED";
     /// FAILED_PRECONDITION: a Delete matched more than its limit, without partial deletes.
     pub const DELETE_LIMIT_EXCEEDED: &str = "DELETE_LIMIT_EXCEEDED";
-    /// FAILED_PRECONDITION: an evaluation met a caveated relationship in the store.
-    pub const CAVEAT_EVALUATION_UNSUPPORTED: &str = "CAVEAT_EVALUATION_UNSUPPORTED";
     /// FAILED_PRECONDITION: a membership or leadership request that does not fit the
     /// cluster (unknown member, learner as leader, a node started without a peer address).
     pub const CLUSTER: &str = "CLUSTER";
@@ -59,8 +65,10 @@ pub mod reason {
     /// RESOURCE_EXHAUSTED (as SpiceDB): the evaluation went deeper than the limit
     /// (metadata `maximum_depth_allowed`).
     pub const MAX_DEPTH_EXCEEDED: &str = "MAX_DEPTH_EXCEEDED";
-    /// RESOURCE_EXHAUSTED: the evaluation needed more than its per-request budget of
-    /// dispatches (reader calls and unmemoised evaluations; metadata `budget`, `limit`).
+    /// RESOURCE_EXHAUSTED: the evaluation needed more than one of its per-request budgets
+    /// (metadata `budget`, `limit`): `dispatches` (reader calls and unmemoised evaluations)
+    /// or `caveat_cost` (the work of caveat expressions on the request's and the
+    /// relationships' contexts).
     pub const BUDGET_EXHAUSTED: &str = "BUDGET_EXHAUSTED";
     /// CANCELLED: the evaluation stopped because its client went away or its deadline passed.
     pub const CANCELLED: &str = "CANCELLED";
@@ -221,11 +229,23 @@ impl From<dhow_engine::Error> for ApiError {
                 reason::CANCELLED,
                 "the evaluation was cancelled: its client went away or its deadline passed",
             ),
-            E::CaveatUnsupported(_) => ApiError::new(
-                Code::FailedPrecondition,
-                reason::CAVEAT_EVALUATION_UNSUPPORTED,
+            E::InvalidContext { parameter, .. } => {
+                let e = ApiError::new(
+                    Code::InvalidArgument,
+                    reason::INVALID_CAVEAT_CONTEXT,
+                    message,
+                );
+                match parameter {
+                    Some(p) => e.with("parameter", p),
+                    None => e,
+                }
+            }
+            E::CaveatEvaluation { caveat, .. } => ApiError::new(
+                Code::InvalidArgument,
+                reason::CAVEAT_EVALUATION_ERROR,
                 message,
-            ),
+            )
+            .with("caveat", caveat),
             E::InvalidRelationship(_) => {
                 ApiError::new(Code::InvalidArgument, reason::INVALID_RELATIONSHIP, message)
             }
@@ -362,6 +382,40 @@ mod tests {
         .into();
         assert_eq!(e.reason, reason::BUDGET_EXHAUSTED);
         assert!(e.metadata.contains(&("budget".into(), "dispatches".into())));
+        let e: ApiError = dhow_engine::Error::BudgetExhausted {
+            budget: dhow_engine::Budget::CaveatCost,
+            limit: 7,
+            at: "caveat `c`".into(),
+        }
+        .into();
+        assert_eq!(e.code, Code::ResourceExhausted);
+        assert_eq!(e.reason, reason::BUDGET_EXHAUSTED);
+        assert!(e
+            .metadata
+            .contains(&("budget".into(), "caveat_cost".into())));
+        let e: ApiError = dhow_engine::Error::InvalidContext {
+            parameter: Some("level".into()),
+            message: "expected int".into(),
+        }
+        .into();
+        assert_eq!(e.code, Code::InvalidArgument);
+        assert_eq!(e.reason, reason::INVALID_CAVEAT_CONTEXT);
+        assert!(e.metadata.contains(&("parameter".into(), "level".into())));
+        let e: ApiError = dhow_engine::Error::InvalidContext {
+            parameter: None,
+            message: "too large".into(),
+        }
+        .into();
+        assert_eq!(e.reason, reason::INVALID_CAVEAT_CONTEXT);
+        assert!(e.metadata.is_empty());
+        let e: ApiError = dhow_engine::Error::CaveatEvaluation {
+            caveat: "ratio".into(),
+            message: "division by zero".into(),
+        }
+        .into();
+        assert_eq!(e.code, Code::InvalidArgument);
+        assert_eq!(e.reason, reason::CAVEAT_EVALUATION_ERROR);
+        assert!(e.metadata.contains(&("caveat".into(), "ratio".into())));
         let e: ApiError = dhow_engine::Error::Cancelled.into();
         assert_eq!(e.code, Code::Cancelled);
         let e: ApiError = dhow_engine::Error::UnknownType("x".into()).into();

@@ -804,7 +804,7 @@ async fn a_failed_write_changes_nothing() {
     assert_invalid(&e, "updates[1].relationship");
     assert_eq!(reason(&e), "DUPLICATE_RELATIONSHIP");
 
-    // Caveats are refused.
+    // A caveat the relation does not allow is refused by the schema.
     let mut caveated = touch("document:doc2#owner@user:bob");
     caveated.relationship.as_mut().unwrap().optional_caveat = Some(pb::ContextualizedCaveat {
         caveat_name: "ip_allowed".into(),
@@ -818,8 +818,9 @@ async fn a_failed_write_changes_nothing() {
         })
         .await
         .unwrap_err();
-    assert_invalid(&e, "updates[0].relationship.optional_caveat");
-    assert_eq!(reason(&e), "CAVEAT_UNSUPPORTED");
+    assert_invalid(&e, "updates[0].relationship");
+    assert_eq!(reason(&e), "INVALID_RELATIONSHIP");
+    assert!(e.message().contains("caveat `ip_allowed`"), "{e:?}");
 
     // A node without quorum.
     s.node.set_available(false);
@@ -1294,5 +1295,687 @@ async fn gc_task_expires_old_tokens() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     gc.stop();
+    s.stop().await.unwrap();
+}
+
+/// A schema with caveats: conditions on the network, on a level, on a delegated task, and
+/// one whose work grows with the square of a list in the request's context.
+const CAVEATS_SCHEMA: &str = r#"
+caveat on_network(user_ip ipaddress, cidr string) {
+    user_ip.in_cidr(cidr)
+}
+caveat min_level(level int, required int) {
+    level >= required
+}
+caveat for_task(task string, allowed_task string) {
+    task == allowed_task
+}
+caveat ratio(a int, b int) {
+    a / b > 1
+}
+caveat heavy(items list<int>) {
+    items.all(x, items.all(y, x != y + 1000000))
+}
+definition user {}
+definition folder {
+    relation viewer: user
+}
+definition document {
+    relation folder: folder | folder with on_network
+    relation viewer: user | user with on_network | user with min_level
+    relation ratio_viewer: user with ratio
+    relation heavy: user with heavy
+    permission view = viewer + folder->viewer
+}
+definition agent {
+    relation delegate: user with for_task
+    permission act = delegate
+}
+"#;
+
+async fn with_caveats_schema(s: &TestServer) -> pb::ConsistencyToken {
+    s.schema()
+        .write_schema(pb::WriteSchemaRequest {
+            schema: CAVEATS_SCHEMA.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .written_at
+        .unwrap()
+}
+
+fn check_ctx(
+    resource: &str,
+    permission: &str,
+    subject: &str,
+    t: &pb::ConsistencyToken,
+    ctx: Option<&str>,
+) -> pb::CheckRequest {
+    pb::CheckRequest {
+        context: ctx.and_then(context),
+        ..check_req(resource, permission, subject, fresh(t))
+    }
+}
+
+/// The answer of a check: `has`, `no`, or `conditional [missing...]`.
+async fn answer(s: &TestServer, req: pb::CheckRequest) -> String {
+    let r = s.perm().check(req).await.unwrap().into_inner();
+    describe(r.permissionship, r.partial_caveat_info.as_ref())
+}
+
+fn describe(p: i32, info: Option<&pb::PartialCaveatInfo>) -> String {
+    match pb::Permissionship::try_from(p) {
+        Ok(pb::Permissionship::HasPermission) => {
+            assert!(info.is_none(), "an allowed answer waits for nothing");
+            "has".into()
+        }
+        Ok(pb::Permissionship::NoPermission) => {
+            assert!(info.is_none(), "a denied answer waits for nothing");
+            "no".into()
+        }
+        Ok(pb::Permissionship::ConditionalPermission) => format!(
+            "conditional {:?}",
+            info.expect("a conditional answer says what it waits for")
+                .missing_required_context
+        ),
+        other => panic!("unexpected permissionship {other:?}"),
+    }
+}
+
+/// Caveated relationships are accepted at write (checked against the schema: the caveat the
+/// relation allows, the context's parameters and types), and Read, Export and Watch carry
+/// them back with their contexts.
+#[tokio::test]
+async fn caveated_relationships_round_trip_through_write_read_export_and_watch() {
+    let s = TestServer::start().await;
+    let t0 = with_caveats_schema(&s).await;
+    let rels = [
+        r#"document:d#folder@folder:f[on_network:{"cidr":"192.168.0.0/16"}]"#,
+        r#"document:d#viewer@user:ann[min_level:{"required":3}]"#,
+        r#"document:d#viewer@user:tom[on_network:{"cidr":"10.0.0.0/8"}]"#,
+        "document:d#viewer@user:zed[on_network]",
+    ];
+    let t = write(&s, rels.iter().map(|r| create(r)).collect()).await;
+    let mut want: Vec<String> = rels.iter().map(|r| r.to_string()).collect();
+    want.sort();
+    let mut got = read_full(&s, "document", fresh(&t)).await;
+    got.sort();
+    assert_eq!(got, want, "Read keeps caveats and contexts");
+
+    // Export.
+    let mut stream = s
+        .rel()
+        .export(pb::ExportRequest {
+            consistency: fresh(&t),
+            optional_cursor: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut exported = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        exported.extend(m.relationships.iter().map(full_text));
+    }
+    exported.sort();
+    assert_eq!(exported, want, "Export keeps caveats and contexts");
+
+    // Watch, from the schema's token.
+    let mut stream = s
+        .rel()
+        .watch(pb::WatchRequest {
+            optional_object_types: vec![],
+            optional_start_cursor: Some(t0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let m = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("watch stalled")
+        .unwrap()
+        .unwrap();
+    let mut watched: Vec<String> = m
+        .changes
+        .iter()
+        .map(|c| full_text(c.relationship.as_ref().unwrap()))
+        .collect();
+    watched.sort();
+    assert_eq!(watched, want, "Watch keeps caveats and contexts");
+
+    // Import takes them too; TOUCH replaces a relationship's context.
+    let resp = s
+        .rel()
+        .import(tokio_stream::iter(vec![pb::ImportRequest {
+            relationships: vec![rel(
+                r#"document:d#viewer@user:ann[min_level:{"required":7}]"#,
+            )],
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let after = resp.written_at.unwrap();
+    assert!(read_full(&s, "document", fresh(&after))
+        .await
+        .contains(&r#"document:d#viewer@user:ann[min_level:{"required":7}]"#.to_string()));
+
+    // Refused at write, naming the field: a caveat the relation does not allow, a context
+    // naming an undeclared parameter, a value of the wrong type, a caveat name that is not
+    // a name.
+    for (text, field, what) in [
+        (
+            "document:d#viewer@user:bob[for_task]",
+            "updates[0].relationship",
+            "caveat `for_task`",
+        ),
+        ("document:d#viewer@user:bob", "", ""),
+        (
+            r#"document:d#viewer@user:bob[min_level:{"nope":1}]"#,
+            "updates[0].relationship.optional_caveat.context",
+            "nope",
+        ),
+        (
+            r#"document:d#viewer@user:bob[min_level:{"required":"high"}]"#,
+            "updates[0].relationship.optional_caveat.context",
+            "required",
+        ),
+        (
+            "document:d#heavy@user:bob",
+            "updates[0].relationship",
+            "no caveat",
+        ),
+    ] {
+        let r = s
+            .rel()
+            .write(pb::WriteRequest {
+                updates: vec![touch(text)],
+                optional_preconditions: vec![],
+            })
+            .await;
+        if field.is_empty() {
+            r.unwrap();
+            continue;
+        }
+        let e = r.unwrap_err();
+        assert_invalid(&e, field);
+        assert_eq!(reason(&e), "INVALID_RELATIONSHIP", "{text}: {e:?}");
+        assert!(e.message().contains(what), "{text}: {e:?}");
+    }
+    let mut bad_name = touch("document:d#viewer@user:bob");
+    bad_name.relationship.as_mut().unwrap().optional_caveat = Some(pb::ContextualizedCaveat {
+        caveat_name: "Not A Name".into(),
+        context: None,
+    });
+    let e = s
+        .rel()
+        .write(pb::WriteRequest {
+            updates: vec![bad_name],
+            optional_preconditions: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_invalid(&e, "updates[0].relationship.optional_caveat.caveat_name");
+    s.stop().await.unwrap();
+}
+
+/// Check, CheckBulk, LookupResources, LookupSubjects and Expand through the API are
+/// three-valued: the request's context reaches the engine, conditional answers carry their
+/// missing parameters, proofs their caveat steps, expand trees their caveats; a context of
+/// the wrong type is INVALID_ARGUMENT naming the parameter.
+#[tokio::test]
+async fn caveats_are_evaluated_with_the_request_context() {
+    let s = TestServer::start().await;
+    with_caveats_schema(&s).await;
+    let t = write(
+        &s,
+        vec![
+            create(r#"document:d#viewer@user:tom[on_network:{"cidr":"10.0.0.0/8"}]"#),
+            create(r#"document:d#viewer@user:ann[min_level:{"required":3}]"#),
+            create("document:d#viewer@user:bob"),
+            create(r#"document:d#folder@folder:f[on_network:{"cidr":"192.168.0.0/16"}]"#),
+            create("folder:f#viewer@user:fay"),
+            create("document:e#viewer@user:tom"),
+            create(r#"document:d#ratio_viewer@user:bob[ratio:{"a":4}]"#),
+        ],
+    )
+    .await;
+    let c = |sub: &str, ctx: Option<&str>| check_ctx("document:d", "view", sub, &t, ctx);
+
+    // Check: conditional without the context, decided with it.
+    assert_eq!(
+        answer(&s, c("user:tom", None)).await,
+        r#"conditional ["user_ip"]"#
+    );
+    assert_eq!(
+        answer(&s, c("user:tom", Some(r#"{"user_ip":"10.1.2.3"}"#))).await,
+        "has"
+    );
+    assert_eq!(
+        answer(&s, c("user:tom", Some(r#"{"user_ip":"11.0.0.1"}"#))).await,
+        "no"
+    );
+    // The relationship's value wins over the request's.
+    assert_eq!(
+        answer(
+            &s,
+            c(
+                "user:tom",
+                Some(r#"{"user_ip":"11.0.0.1","cidr":"11.0.0.0/8"}"#)
+            )
+        )
+        .await,
+        "no"
+    );
+    assert_eq!(
+        answer(&s, c("user:ann", Some(r#"{"level":5}"#))).await,
+        "has"
+    );
+    assert_eq!(
+        answer(&s, c("user:ann", Some(r#"{"level":2}"#))).await,
+        "no"
+    );
+    assert_eq!(answer(&s, c("user:bob", None)).await, "has");
+    // Through a caveated arrow hop.
+    assert_eq!(
+        answer(&s, c("user:fay", None)).await,
+        r#"conditional ["user_ip"]"#
+    );
+    assert_eq!(
+        answer(&s, c("user:fay", Some(r#"{"user_ip":"192.168.1.1"}"#))).await,
+        "has"
+    );
+
+    // The proof shows the caveat step: its context, its result, the missing parameter.
+    let mut req = c("user:tom", None);
+    req.explain = true;
+    let r = s.perm().check(req).await.unwrap().into_inner();
+    let proof = r.proof.unwrap();
+    assert_eq!(proof.missing_required_context, vec!["user_ip"]);
+    let decoded = dhow_wire::proof(&proof, "proof").unwrap();
+    // Both caveats on the way: tom's relationship and the folder hop's.
+    let caveats = decoded.caveats();
+    assert_eq!(caveats.len(), 2, "{decoded}");
+    assert!(
+        caveats.iter().all(|c| c.missing == vec!["user_ip"]),
+        "{decoded}"
+    );
+    assert!(
+        decoded
+            .to_string()
+            .contains(r#"? caveat on_network with {"cidr":"10.0.0.0/8"}"#),
+        "{decoded}"
+    );
+    let mut req = c("user:tom", Some(r#"{"user_ip":"10.1.2.3"}"#));
+    req.explain = true;
+    let r = s.perm().check(req).await.unwrap().into_inner();
+    let decoded = dhow_wire::proof(r.proof.as_ref().unwrap(), "proof").unwrap();
+    assert!(decoded.allowed);
+    assert!(
+        decoded
+            .to_string()
+            .contains(r#"✓ caveat on_network with {"cidr":"10.0.0.0/8","user_ip":"10.1.2.3"}"#),
+        "{decoded}"
+    );
+
+    // A value of the wrong type for a parameter that is evaluated: INVALID_ARGUMENT naming
+    // the field and, in the metadata, the parameter.
+    let e = s
+        .perm()
+        .check(c("user:ann", Some(r#"{"level":"high"}"#)))
+        .await
+        .unwrap_err();
+    assert_invalid(&e, "context");
+    assert_eq!(reason(&e), "INVALID_CAVEAT_CONTEXT");
+    assert_eq!(metadata(&e, "parameter"), "level");
+    // Too large a context (past 64 KiB): the same reason, without a parameter.
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(70_000));
+    let e = s.perm().check(c("user:bob", Some(&big))).await.unwrap_err();
+    assert_invalid(&e, "context");
+    assert_eq!(reason(&e), "INVALID_CAVEAT_CONTEXT");
+    assert_eq!(metadata(&e, "parameter"), "");
+    // An expression that fails at run time names its caveat.
+    let e = s
+        .perm()
+        .check(check_ctx(
+            "document:d",
+            "ratio_viewer",
+            "user:bob",
+            &t,
+            Some(r#"{"b":0}"#),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert_eq!(reason(&e), "CAVEAT_EVALUATION_ERROR");
+    assert_eq!(metadata(&e, "caveat"), "ratio");
+    assert_eq!(
+        answer(
+            &s,
+            check_ctx(
+                "document:d",
+                "ratio_viewer",
+                "user:bob",
+                &t,
+                Some(r#"{"b":2}"#)
+            )
+        )
+        .await,
+        "has"
+    );
+
+    // CheckBulk: each item with its own context, and its own error.
+    let item = |sub: &str, ctx: Option<&str>| {
+        let (st, sid) = sub.split_once(':').unwrap();
+        pb::CheckBulkRequestItem {
+            resource: obj("document", "d"),
+            permission: "view".into(),
+            subject: subj(st, sid),
+            explain: false,
+            actors: vec![],
+            context: ctx.and_then(context),
+        }
+    };
+    let r = s
+        .perm()
+        .check_bulk(pb::CheckBulkRequest {
+            consistency: fresh(&t),
+            items: vec![
+                item("user:tom", None),
+                item("user:tom", Some(r#"{"user_ip":"10.9.9.9"}"#)),
+                item("user:ann", Some(r#"{"level":3}"#)),
+                item("user:ann", Some(r#"{"level":"x"}"#)),
+                item("user:ann", None),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<String> = r
+        .items
+        .iter()
+        .map(|i| match i.response.as_ref().unwrap() {
+            pb::check_bulk_response_item::Response::Result(r) => {
+                describe(r.permissionship, r.partial_caveat_info.as_ref())
+            }
+            pb::check_bulk_response_item::Response::Error(e) => {
+                format!("error {} {} {}", e.code, e.reason, e.message)
+            }
+        })
+        .collect();
+    assert_eq!(got[0], r#"conditional ["user_ip"]"#);
+    assert_eq!(got[1], "has");
+    assert_eq!(got[2], "has");
+    assert!(
+        got[3].starts_with("error 3 INVALID_CAVEAT_CONTEXT items[3].context: "),
+        "{got:?}"
+    );
+    assert_eq!(got[4], r#"conditional ["level"]"#);
+
+    // LookupResources streams conditional results with their missing parameters.
+    let lookup = |ctx: Option<&str>| pb::LookupResourcesRequest {
+        consistency: fresh(&t),
+        resource_object_type: "document".into(),
+        permission: "view".into(),
+        subject: subj("user", "tom"),
+        optional_limit: 0,
+        optional_cursor: None,
+        context: ctx.and_then(context),
+    };
+    let found = |req: pb::LookupResourcesRequest| {
+        let s = &s;
+        async move {
+            let mut st = s.perm().lookup_resources(req).await.unwrap().into_inner();
+            let mut out = Vec::new();
+            while let Some(m) = st.message().await.unwrap() {
+                out.push(format!(
+                    "{} {}",
+                    m.resource_object_id,
+                    describe(m.permissionship, m.partial_caveat_info.as_ref())
+                ));
+            }
+            out
+        }
+    };
+    assert_eq!(
+        found(lookup(None)).await,
+        vec![r#"d conditional ["user_ip"]"#, "e has"]
+    );
+    assert_eq!(
+        found(lookup(Some(r#"{"user_ip":"10.0.0.1"}"#))).await,
+        vec!["d has", "e has"]
+    );
+    assert_eq!(
+        found(lookup(Some(r#"{"user_ip":"8.8.8.8"}"#))).await,
+        vec!["e has"]
+    );
+    let e = s
+        .perm()
+        .lookup_resources(lookup(Some(r#"{"user_ip":7}"#)))
+        .await
+        .unwrap_err();
+    assert_invalid(&e, "context");
+    assert_eq!(metadata(&e, "parameter"), "user_ip");
+    // A cursor continues the request with the same context only.
+    let mut first = lookup(None);
+    first.optional_limit = 1;
+    let mut st = s.perm().lookup_resources(first).await.unwrap().into_inner();
+    let cursor = st.message().await.unwrap().unwrap().after_result_cursor;
+    let mut next = lookup(Some(r#"{"user_ip":"10.0.0.1"}"#));
+    next.optional_cursor = cursor.clone();
+    let e = s.perm().lookup_resources(next).await.unwrap_err();
+    assert_eq!(reason(&e), "CURSOR_INVALID");
+    let mut next = lookup(None);
+    next.optional_cursor = cursor;
+    let mut st = s.perm().lookup_resources(next).await.unwrap().into_inner();
+    assert_eq!(st.message().await.unwrap().unwrap().resource_object_id, "e");
+
+    // LookupSubjects: each subject with its value.
+    let subjects = |ctx: Option<&str>| {
+        let s = &s;
+        let req = pb::LookupSubjectsRequest {
+            consistency: fresh(&t),
+            resource: obj("document", "d"),
+            permission: "view".into(),
+            subject_object_type: "user".into(),
+            optional_subject_relation: String::new(),
+            context: ctx.and_then(context),
+        };
+        async move {
+            let mut st = s.perm().lookup_subjects(req).await.unwrap().into_inner();
+            let mut out = Vec::new();
+            while let Some(m) = st.message().await.unwrap() {
+                let sub = m.subject.as_ref().unwrap().object.as_ref().unwrap();
+                out.push(format!(
+                    "{} {}",
+                    sub.object_id,
+                    describe(m.permissionship, m.partial_caveat_info.as_ref())
+                ));
+            }
+            out.sort();
+            out
+        }
+    };
+    assert_eq!(
+        subjects(None).await,
+        vec![
+            r#"ann conditional ["level"]"#,
+            "bob has",
+            r#"fay conditional ["user_ip"]"#,
+            r#"tom conditional ["user_ip"]"#,
+        ]
+    );
+    assert_eq!(
+        subjects(Some(r#"{"level":4,"user_ip":"10.0.0.1"}"#)).await,
+        vec!["ann has", "bob has", "tom has"]
+    );
+
+    // Expand shows caveats without evaluating them: on leaf subjects, aligned with them, and
+    // on the arrow's child reached through a caveated relationship.
+    let tree = s
+        .perm()
+        .expand(pb::ExpandRequest {
+            consistency: fresh(&t),
+            resource: obj("document", "d"),
+            permission: "view".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tree
+        .unwrap();
+    let decoded = dhow_wire::expand_tree(&tree, "tree").unwrap();
+    fn nodes<'a>(n: &'a dhow_engine::ExpandNode, out: &mut Vec<&'a dhow_engine::ExpandNode>) {
+        out.push(n);
+        match &n.tree {
+            dhow_engine::ExpandTree::Leaf(_) => {}
+            dhow_engine::ExpandTree::Union(c) | dhow_engine::ExpandTree::Intersection(c) => {
+                c.iter().for_each(|c| nodes(c, out))
+            }
+            dhow_engine::ExpandTree::Exclusion(a, b) => {
+                nodes(a, out);
+                nodes(b, out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    nodes(&decoded, &mut all);
+    let viewers = all
+        .iter()
+        .find_map(|n| match &n.tree {
+            dhow_engine::ExpandTree::Leaf(l)
+                if n.relation == "viewer" && n.resource.object_id == "d" =>
+            {
+                Some(l)
+            }
+            _ => None,
+        })
+        .expect("the viewer leaf");
+    let mut leaves: Vec<String> = viewers.iter().map(ToString::to_string).collect();
+    leaves.sort();
+    assert_eq!(
+        leaves,
+        vec![
+            r#"user:ann[min_level:{"required":3}]"#,
+            "user:bob",
+            r#"user:tom[on_network:{"cidr":"10.0.0.0/8"}]"#,
+        ]
+    );
+    let folder = all
+        .iter()
+        .find(|n| n.resource.object_type == "folder")
+        .expect("the arrow's child");
+    let cav = folder
+        .caveat
+        .as_ref()
+        .expect("the tupleset relationship's caveat");
+    assert_eq!(cav.name, "on_network");
+    assert_eq!(cav.context.as_deref(), Some(r#"{"cidr":"192.168.0.0/16"}"#));
+    s.stop().await.unwrap();
+}
+
+/// A caveat whose work grows with the request's context is stopped by the caveat cost budget
+/// (RESOURCE_EXHAUSTED naming the budget), and the server goes on serving.
+#[tokio::test]
+async fn an_expensive_caveat_exhausts_its_budget_and_the_server_keeps_serving() {
+    let s = TestServer::start().await;
+    with_caveats_schema(&s).await;
+    let t = write(
+        &s,
+        vec![
+            create("document:d#heavy@user:tom[heavy]"),
+            create("document:d#viewer@user:bob"),
+        ],
+    )
+    .await;
+    // 5,000 items (under the 64 KiB context limit): 25,000,000 comparisons, more than the
+    // 10,000,000 units a request may spend.
+    let items: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+    let ctx = format!(r#"{{"items":[{}]}}"#, items.join(","));
+    let t0 = std::time::Instant::now();
+    let e = s
+        .perm()
+        .check(check_ctx("document:d", "heavy", "user:tom", &t, Some(&ctx)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert_eq!(reason(&e), "BUDGET_EXHAUSTED");
+    assert_eq!(metadata(&e, "budget"), "caveat_cost");
+    assert_eq!(metadata(&e, "limit"), "10000000");
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "stopped at the budget, not after 25M steps: {:?}",
+        t0.elapsed()
+    );
+    // A small list is fine, and other requests are served.
+    assert_eq!(
+        answer(
+            &s,
+            check_ctx(
+                "document:d",
+                "heavy",
+                "user:tom",
+                &t,
+                Some(r#"{"items":[1,2,3]}"#)
+            )
+        )
+        .await,
+        "has"
+    );
+    assert_eq!(
+        answer(&s, check_ctx("document:d", "view", "user:bob", &t, None)).await,
+        "has"
+    );
+    s.stop().await.unwrap();
+}
+
+/// Agents preparation: a delegation guarded by a caveat allows only the task the request
+/// names (the relationship's value wins), is conditional without it, and is revoked at once
+/// by deleting the delegation.
+#[tokio::test]
+async fn a_delegation_guarded_by_a_caveat_allows_only_its_task() {
+    let s = TestServer::start().await;
+    with_caveats_schema(&s).await;
+    let delegation =
+        r#"agent:summariser#delegate@user:alice[for_task:{"allowed_task":"summarise"}]"#;
+    let t = write(&s, vec![create(delegation)]).await;
+    let c = |t: &pb::ConsistencyToken, ctx: Option<&str>| {
+        check_ctx("agent:summariser", "act", "user:alice", t, ctx)
+    };
+    assert_eq!(
+        answer(&s, c(&t, Some(r#"{"task":"summarise"}"#))).await,
+        "has"
+    );
+    assert_eq!(answer(&s, c(&t, Some(r#"{"task":"delete"}"#))).await, "no");
+    assert_eq!(answer(&s, c(&t, None)).await, r#"conditional ["task"]"#);
+    // The request cannot widen the delegation: the relationship's allowed_task wins.
+    assert_eq!(
+        answer(
+            &s,
+            c(&t, Some(r#"{"task":"delete","allowed_task":"delete"}"#))
+        )
+        .await,
+        "no"
+    );
+    // Another user was never delegated.
+    assert_eq!(
+        answer(
+            &s,
+            check_ctx(
+                "agent:summariser",
+                "act",
+                "user:bob",
+                &t,
+                Some(r#"{"task":"summarise"}"#)
+            )
+        )
+        .await,
+        "no"
+    );
+    // Revoked: with the delete's token, the next check is denied.
+    let t2 = write(&s, vec![delete(delegation)]).await;
+    assert_eq!(
+        answer(&s, c(&t2, Some(r#"{"task":"summarise"}"#))).await,
+        "no"
+    );
     s.stop().await.unwrap();
 }

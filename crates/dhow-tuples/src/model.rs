@@ -138,7 +138,7 @@ impl fmt::Display for Subject {
 }
 
 /// A caveat attached to a relationship: its name and optional JSON context, kept as written.
-/// The engine does not evaluate caveats yet; it reports them as unsupported.
+/// The engine evaluates it (with the request's context) wherever the relationship is used.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CaveatRef {

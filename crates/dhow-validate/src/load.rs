@@ -68,7 +68,8 @@ pub struct ExpectedRelation {
     pub permission: String,
     pub line: usize,
     pub subjects: Vec<FoundSubject>,
-    /// True when an expected subject carries a caveat (not supported yet).
+    /// True when an expected subject carries a caveat marker (`[user:tom[...]]`): it is
+    /// expected conditional (its `missing` is [`MARKER`]).
     pub caveated: bool,
 }
 
@@ -370,7 +371,7 @@ impl Doc<'_> {
                     self.err(self.loc.find(line, &s).map(|x| x.0).unwrap_or(line), 0, m)
                 })?;
                 caveated |= cav;
-                found.push(fs);
+                found.extend(fs);
             }
             found.sort();
             expected.push(ExpectedRelation {
@@ -397,6 +398,16 @@ fn parse_assertion(
         None => (text.trim(), None),
     };
     let at_col = |c: usize| if col > 0 { col + c - 1 } else { 0 };
+    if let Some(c) = &context {
+        dhow_engine::CaveatContext::from_json(c).map_err(|m| {
+            err(
+                path,
+                line,
+                at_col(text.find(" with ").map_or(1, |i| i + 7)),
+                format!("invalid assertion `{text}`: its context: {m}"),
+            )
+        })?;
+    }
     let bad = |c: usize, m: String| {
         err(
             path,
@@ -426,52 +437,84 @@ fn parse_assertion(
 }
 
 /// Parses `[user:tom] is <...>`, `[user:* - {user:a, user:b}] is <...>` or
-/// `[user:tom[caveat]] is <...>`. Returns the subject and whether it is caveated.
-fn parse_expected_subject(s: &str) -> Result<(FoundSubject, bool), String> {
+/// `[user:tom[...]] is <...>` (a caveat marker: conditional). A conditional exclusion
+/// (`user:* - {user:a[...]}`) lists `user:a` as a conditional subject of its own. Returns the
+/// subjects (conditional ones with `missing` = `["..."]`) and whether any is caveated.
+fn parse_expected_subject(s: &str) -> Result<(Vec<FoundSubject>, bool), String> {
     let t = s.trim();
     let inner = t
         .strip_prefix('[')
         .ok_or_else(|| format!("expected subject `{s}` to start with `[`"))?;
+    let end = closing(inner).ok_or_else(|| format!("unbalanced `[` in expected subject `{s}`"))?;
+    let body = inner[..end].trim();
+    let (main, exclusions) = match body.split_once(" - ") {
+        Some((w, ex)) => (w.trim(), Some(ex.trim())),
+        None => (body, None),
+    };
+    let mut out = Vec::new();
+    let (subject, caveated) = marked_subject(main, s)?;
+    let mut any_caveat = caveated;
+    let mut excluded = Vec::new();
+    if let Some(ex) = exclusions {
+        let ex = ex.trim_start_matches('{').trim_end_matches('}');
+        for e in ex.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (sub, cav) = marked_subject(e, s)?;
+            if cav {
+                any_caveat = true;
+                out.push(FoundSubject {
+                    subject: sub,
+                    excluded: Vec::new(),
+                    missing: vec![MARKER.to_string()],
+                });
+            } else {
+                excluded.push(sub);
+            }
+        }
+        excluded.sort();
+    }
+    out.push(FoundSubject {
+        subject,
+        excluded,
+        missing: if caveated {
+            vec![MARKER.to_string()]
+        } else {
+            Vec::new()
+        },
+    });
+    Ok((out, any_caveat))
+}
+
+/// What a caveat marker stands for in [`FoundSubject::missing`] (the file does not say which
+/// parameters are missing).
+pub const MARKER: &str = "...";
+
+/// The byte index of the `]` closing an opened `[` (`s` starts after it).
+fn closing(s: &str) -> Option<usize> {
     let mut depth = 1usize;
-    let mut end = None;
-    for (i, c) in inner.char_indices() {
+    for (i, c) in s.char_indices() {
         match c {
             '[' => depth += 1,
             ']' => {
                 depth -= 1;
                 if depth == 0 {
-                    end = Some(i);
-                    break;
+                    return Some(i);
                 }
             }
             _ => {}
         }
     }
-    let end = end.ok_or_else(|| format!("unbalanced `[` in expected subject `{s}`"))?;
-    let mut body = inner[..end].trim();
-    let mut caveated = false;
-    if let Some(i) = body.find('[') {
-        caveated = true;
-        body = body[..i].trim();
-    }
-    let (subj, excluded) = match body.split_once(" - ") {
-        Some((w, ex)) => {
-            let ex = ex.trim().trim_start_matches('{').trim_end_matches('}');
-            let mut list = Vec::new();
-            for e in ex.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-                list.push(
-                    parse_subject(e)
-                        .map_err(|e2| format!("in expected subject `{s}`: {}", e2.message))?,
-                );
-            }
-            list.sort();
-            (w.trim(), list)
-        }
-        None => (body, Vec::new()),
+    None
+}
+
+/// `user:tom` or `user:tom[...]`: the subject and whether it carries a caveat marker.
+fn marked_subject(text: &str, whole: &str) -> Result<(Subject, bool), String> {
+    let (subj, caveated) = match text.find('[') {
+        Some(i) => (text[..i].trim(), true),
+        None => (text.trim(), false),
     };
     let subject =
-        parse_subject(subj).map_err(|e| format!("in expected subject `{s}`: {}", e.message))?;
-    Ok((FoundSubject { subject, excluded }, caveated))
+        parse_subject(subj).map_err(|e| format!("in expected subject `{whole}`: {}", e.message))?;
+    Ok((subject, caveated))
 }
 
 #[cfg(test)]

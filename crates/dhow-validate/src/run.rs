@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use dhow_engine::{CheckRequest, Engine, FoundSubject, Options};
+use dhow_engine::{CaveatContext, CheckRequest, Engine, FoundSubject, Options, Permissionship};
 use dhow_tuples::{MemStore, ObjectRef, Relationship, Subject, WriteOp};
 
 use crate::load::{AssertionKind, ValidationFile};
@@ -23,6 +23,25 @@ pub trait Backend {
         permission: &str,
         subject: &Subject,
     ) -> Result<bool, String>;
+    /// Does `subject` have `permission` on `resource` with the caveat `context`: allowed,
+    /// denied, or conditional on missing context? The default asks [`Backend::check`], so a
+    /// backend that cannot send a context or tell a conditional answer fails the assertions
+    /// that need them.
+    fn check_with_context(
+        &mut self,
+        resource: &ObjectRef,
+        permission: &str,
+        subject: &Subject,
+        context: Option<&CaveatContext>,
+    ) -> Result<Permissionship, String> {
+        if context.is_some() {
+            return Err("this backend cannot send a caveat context".to_string());
+        }
+        Ok(match self.check(resource, permission, subject)? {
+            true => Permissionship::Allowed,
+            false => Permissionship::Denied,
+        })
+    }
     /// The subjects of one type (and subject relation) with `permission` on `resource`.
     fn lookup_subjects(
         &mut self,
@@ -80,11 +99,23 @@ impl Backend for InProcess {
         permission: &str,
         subject: &Subject,
     ) -> Result<bool, String> {
+        self.check_with_context(resource, permission, subject, None)
+            .map(|p| p.is_allowed())
+    }
+
+    fn check_with_context(
+        &mut self,
+        resource: &ObjectRef,
+        permission: &str,
+        subject: &Subject,
+        context: Option<&CaveatContext>,
+    ) -> Result<Permissionship, String> {
         let (engine, store) = self.parts_or_err()?;
-        let req = CheckRequest::new(resource.clone(), permission, subject.clone());
+        let mut req = CheckRequest::new(resource.clone(), permission, subject.clone());
+        req.context = context.cloned();
         engine
             .check(&store.latest(), &req, Options::now())
-            .map(|r| r.allowed)
+            .map(|r| r.permissionship)
             .map_err(|e| e.to_string())
     }
 
@@ -164,21 +195,49 @@ impl fmt::Display for Report {
     }
 }
 
-const CAVEATS_UNSUPPORTED: &str = "caveats are not supported yet";
-
 fn render(found: &[FoundSubject]) -> String {
     let items: Vec<String> = found
         .iter()
         .map(|f| {
+            let marker = if f.missing.is_empty() { "" } else { "[...]" };
             if f.excluded.is_empty() {
-                f.subject.to_string()
+                format!("{}{marker}", f.subject)
             } else {
                 let ex: Vec<String> = f.excluded.iter().map(|s| s.to_string()).collect();
-                format!("{} - {{{}}}", f.subject, ex.join(", "))
+                format!("{}{marker} - {{{}}}", f.subject, ex.join(", "))
             }
         })
         .collect();
     format!("[{}]", items.join(", "))
+}
+
+/// Found subjects with only whether they are conditional (a validation file marks that, not
+/// which parameters are missing), sorted.
+fn marked(found: &[FoundSubject]) -> Vec<FoundSubject> {
+    let mut out: Vec<FoundSubject> = found
+        .iter()
+        .map(|f| FoundSubject {
+            subject: f.subject.clone(),
+            excluded: f.excluded.clone(),
+            missing: if f.missing.is_empty() {
+                Vec::new()
+            } else {
+                vec![crate::load::MARKER.to_string()]
+            },
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn describe(p: &Permissionship) -> String {
+    match p {
+        Permissionship::Allowed => "allowed".to_string(),
+        Permissionship::Denied => "denied".to_string(),
+        Permissionship::Conditional { missing } => {
+            format!("conditional (missing {})", missing.join(", "))
+        }
+    }
 }
 
 /// Runs one loaded file on `backend`.
@@ -191,38 +250,50 @@ pub fn run(file: &ValidationFile, backend: &mut dyn Backend) -> (Outcome, Report
         report.lines.push(msg.clone());
         return (Outcome::LoadFailed(msg), report);
     }
-    let uses_caveats = dhow_schema::compile(&file.schema).is_ok_and(|s| !s.caveats.is_empty())
-        || rels.iter().any(|r| r.caveat.is_some());
     for a in &file.assertions {
         let at = format!("{}:{}", file.path, a.line);
-        let skip_reason =
-            if a.kind == AssertionKind::Caveated || a.context.is_some() || uses_caveats {
-                Some(CAVEATS_UNSUPPORTED)
-            } else {
-                None
-            };
-        if let Some(reason) = skip_reason {
-            report.skipped += 1;
-            report
-                .lines
-                .push(format!("SKIP {at}: {} {}: {reason}", a.kind.key(), a.text));
-            continue;
-        }
-        let want = a.kind == AssertionKind::True;
-        match backend.check(&a.resource, &a.permission, &a.subject) {
-            Ok(got) if got == want => report.passed += 1,
+        let context = match a.context.as_deref().map(CaveatContext::from_json) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                report.failed += 1;
+                report.lines.push(format!(
+                    "FAIL {at}: {} {}: invalid context: {e}",
+                    a.kind.key(),
+                    a.text
+                ));
+                continue;
+            }
+        };
+        let expected = match a.kind {
+            AssertionKind::True => "allowed",
+            AssertionKind::False => "denied",
+            AssertionKind::Caveated => "conditional",
+        };
+        match backend.check_with_context(&a.resource, &a.permission, &a.subject, context.as_ref()) {
+            Ok(got)
+                if matches!(
+                    (a.kind, &got),
+                    (AssertionKind::True, Permissionship::Allowed)
+                        | (AssertionKind::False, Permissionship::Denied)
+                        | (AssertionKind::Caveated, Permissionship::Conditional { .. })
+                ) =>
+            {
+                report.passed += 1
+            }
             Ok(got) => {
                 report.failed += 1;
                 report.lines.push(format!(
-                    "FAIL {at}: {} {}: expected {want}, got {got}",
+                    "FAIL {at}: {} {}: expected {expected}, got {}",
                     a.kind.key(),
-                    a.text
+                    a.text,
+                    describe(&got)
                 ));
             }
             Err(e) => {
                 report.failed += 1;
                 report.lines.push(format!(
-                    "FAIL {at}: {} {}: expected {want}, got error: {e}",
+                    "FAIL {at}: {} {}: expected {expected}, got error: {e}",
                     a.kind.key(),
                     a.text
                 ));
@@ -232,13 +303,6 @@ pub fn run(file: &ValidationFile, backend: &mut dyn Backend) -> (Outcome, Report
     for ex in &file.expected {
         let at = format!("{}:{}", file.path, ex.line);
         let name = format!("{}#{}", ex.resource, ex.permission);
-        if ex.caveated || uses_caveats {
-            report.skipped += 1;
-            report.lines.push(format!(
-                "SKIP {at}: validation {name}: {CAVEATS_UNSUPPORTED}"
-            ));
-            continue;
-        }
         // Compare over plain subjects of every type, and over each subject-set shape expected.
         let mut shapes: BTreeSet<(String, Option<String>)> =
             backend.types().into_iter().map(|t| (t, None)).collect();
@@ -256,7 +320,8 @@ pub fn run(file: &ValidationFile, backend: &mut dyn Backend) -> (Outcome, Report
                 Err(e) => error = Some(e),
             }
         }
-        got.sort();
+        let got = marked(&got);
+        let want = marked(&ex.subjects);
         match error {
             Some(e) => {
                 report.failed += 1;
@@ -264,12 +329,12 @@ pub fn run(file: &ValidationFile, backend: &mut dyn Backend) -> (Outcome, Report
                     .lines
                     .push(format!("FAIL {at}: validation {name}: got error: {e}"));
             }
-            None if got == ex.subjects => report.passed += 1,
+            None if got == want => report.passed += 1,
             None => {
                 report.failed += 1;
                 report.lines.push(format!(
                     "FAIL {at}: validation {name}: expected {}, got {}",
-                    render(&ex.subjects),
+                    render(&want),
                     render(&got)
                 ));
             }

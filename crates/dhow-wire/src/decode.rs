@@ -2,7 +2,10 @@
 //! timestamps, the shape of a proof) and names the offending field in its error; nothing
 //! panics on any message.
 
-use dhow_engine::{ExpandNode, ExpandTree, FoundSubject, Proof, Step};
+use dhow_engine::{
+    CaveatContext, ExpandNode, ExpandTree, FoundResource, FoundSubject, LeafSubject,
+    Permissionship, Proof, Step,
+};
 use dhow_proto::v1 as pb;
 use dhow_schema::ArrowMode;
 use dhow_tuples::validate::{check_id, check_relation, check_type};
@@ -105,30 +108,32 @@ pub fn timestamp(t: &prost_types::Timestamp, field: &str) -> WireResult<Timestam
         .ok_or_else(|| WireError::invalid(join(field, "seconds"), "timestamp out of range"))
 }
 
+/// A relationship's caveat (required): its name, and its context as JSON object text.
+pub fn caveat(c: &pb::ContextualizedCaveat, field: &str) -> WireResult<CaveatRef> {
+    let name_field = join(field, "caveat_name");
+    if c.caveat_name.is_empty() {
+        return Err(WireError::missing(name_field));
+    }
+    check_type(&c.caveat_name)
+        .map_err(|m| WireError::invalid(name_field, m.replace("type name", "caveat name")))?;
+    Ok(CaveatRef {
+        name: c.caveat_name.clone(),
+        context: c.context.as_ref().map(struct_to_json_text),
+    })
+}
+
 /// A relationship (required), with its caveat (name and context as JSON text) and
-/// expiration. Whether a caveat is accepted is the caller's decision.
+/// expiration. Whether the schema allows the caveat is the caller's decision.
 pub fn relationship(r: Option<&pb::Relationship>, field: &str) -> WireResult<Relationship> {
     let r = r.ok_or_else(|| WireError::missing(field))?;
     let resource = object(r.resource.as_ref(), &join(field, "resource"), false)?;
     let relation = relation_name(&r.relation, &join(field, "relation"))?;
     let subject = subject(r.subject.as_ref(), &join(field, "subject"), true)?;
-    let caveat = match &r.optional_caveat {
-        None => None,
-        Some(c) => {
-            let cfield = join(field, "optional_caveat");
-            let name_field = join(&cfield, "caveat_name");
-            if c.caveat_name.is_empty() {
-                return Err(WireError::missing(name_field));
-            }
-            check_type(&c.caveat_name).map_err(|m| {
-                WireError::invalid(name_field, m.replace("type name", "caveat name"))
-            })?;
-            Some(CaveatRef {
-                name: c.caveat_name.clone(),
-                context: c.context.as_ref().map(struct_to_json_text),
-            })
-        }
-    };
+    let caveat = r
+        .optional_caveat
+        .as_ref()
+        .map(|c| caveat(c, &join(field, "optional_caveat")))
+        .transpose()?;
     let expiration = r
         .optional_expires_at
         .as_ref()
@@ -186,24 +191,134 @@ pub fn relationship_filter(
     Ok(out)
 }
 
-/// A subject found by LookupSubjects, with the subjects a wildcard excludes.
-pub fn found_subject(
-    subject_ref: Option<&pb::SubjectReference>,
-    excluded: &[pb::SubjectReference],
+/// A three-valued answer: `value` is a `Permissionship` enum value, `info` the
+/// `partial_caveat_info` beside it (which a conditional answer must carry, with at least one
+/// parameter). `field` names the enum field; its sibling `partial_caveat_info` is named by
+/// replacing the last segment.
+pub fn permissionship(
+    value: i32,
+    info: Option<&pb::PartialCaveatInfo>,
     field: &str,
-) -> WireResult<FoundSubject> {
+) -> WireResult<Permissionship> {
+    match pb::Permissionship::try_from(value) {
+        Ok(pb::Permissionship::HasPermission) => Ok(Permissionship::Allowed),
+        Ok(pb::Permissionship::NoPermission) => Ok(Permissionship::Denied),
+        Ok(pb::Permissionship::ConditionalPermission) => {
+            let info_field = match field.rsplit_once('.') {
+                Some((prefix, _)) => join(prefix, "partial_caveat_info"),
+                None => "partial_caveat_info".to_string(),
+            };
+            let missing = info
+                .map(|i| i.missing_required_context.clone())
+                .unwrap_or_default();
+            if missing.is_empty() {
+                return Err(WireError::invalid(
+                    join(&info_field, "missing_required_context"),
+                    "a conditional answer names at least one missing parameter",
+                ));
+            }
+            Ok(Permissionship::Conditional {
+                missing: sorted(missing),
+            })
+        }
+        _ => Err(WireError::invalid(
+            field,
+            format!("unknown or unspecified permissionship {value}"),
+        )),
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// A lookup result's permissionship: as [`permissionship`], but unspecified (a server from
+/// before caveats) is allowed, and a denial is refused (lookups return no denied results).
+fn lookup_permissionship(
+    value: i32,
+    info: Option<&pb::PartialCaveatInfo>,
+    field: &str,
+) -> WireResult<Permissionship> {
+    if value == pb::Permissionship::Unspecified as i32 {
+        return Ok(Permissionship::Allowed);
+    }
+    match permissionship(value, info, field)? {
+        Permissionship::Denied => Err(WireError::invalid(
+            field,
+            "a lookup returns no denied results",
+        )),
+        p => Ok(p),
+    }
+}
+
+/// A resource found by LookupResources: its id and permissionship.
+pub fn found_resource(r: &pb::LookupResourcesResponse, field: &str) -> WireResult<FoundResource> {
+    Ok(FoundResource {
+        id: object_id(
+            &r.resource_object_id,
+            &join(field, "resource_object_id"),
+            false,
+        )?,
+        permissionship: lookup_permissionship(
+            r.permissionship,
+            r.partial_caveat_info.as_ref(),
+            &join(field, "permissionship"),
+        )?,
+    })
+}
+
+/// A subject found by LookupSubjects, with the subjects a wildcard excludes and, for a
+/// conditional result, the missing parameters.
+pub fn found_subject(r: &pb::LookupSubjectsResponse, field: &str) -> WireResult<FoundSubject> {
+    let p = lookup_permissionship(
+        r.permissionship,
+        r.partial_caveat_info.as_ref(),
+        &join(field, "permissionship"),
+    )?;
     Ok(FoundSubject {
-        subject: subject(subject_ref, &join(field, "subject"), true)?,
-        excluded: excluded
+        subject: subject(r.subject.as_ref(), &join(field, "subject"), true)?,
+        excluded: r
+            .excluded_subjects
             .iter()
             .enumerate()
-            .map(|(i, s)| subject(Some(s), &format!("{field}.excluded_subjects[{i}]"), false))
+            .map(|(i, s)| {
+                subject(
+                    Some(s),
+                    &join(field, &format!("excluded_subjects[{i}]")),
+                    false,
+                )
+            })
             .collect::<WireResult<_>>()?,
+        missing: p.missing().to_vec(),
     })
+}
+
+/// A request's caveat context (`google.protobuf.Struct`); `None` when absent or empty.
+/// Values keep their JSON kinds (numbers that are whole become integers); each caveat
+/// converts them to its parameters' types when it is evaluated.
+pub fn context(s: Option<&prost_types::Struct>, field: &str) -> WireResult<Option<CaveatContext>> {
+    let Some(s) = s else {
+        return Ok(None);
+    };
+    if s.fields.is_empty() {
+        return Ok(None);
+    }
+    CaveatContext::from_json(&crate::json::struct_to_json_text(s))
+        .map(Some)
+        .map_err(|e| WireError::invalid(field, e))
 }
 
 /// A proof tree, as the engine built it.
 pub fn proof(p: &pb::Proof, field: &str) -> WireResult<Proof> {
+    let missing = sorted(p.missing_required_context.clone());
+    if p.allowed && !missing.is_empty() {
+        return Err(WireError::invalid(
+            join(field, "missing_required_context"),
+            "an allowed node waits for no context",
+        ));
+    }
     use pb::proof::Step as S;
     let rel = |r: &Option<pb::Relationship>, f: &str| relationship(r.as_ref(), &join(field, f));
     let step = match &p.step {
@@ -242,10 +357,42 @@ pub fn proof(p: &pb::Proof, field: &str) -> WireResult<Proof> {
             resource: object(c.resource.as_ref(), &join(field, "cycle.resource"), false)?,
             relation: relation_name(&c.relation, &join(field, "cycle.relation"))?,
         },
+        Some(S::Caveat(c)) => {
+            let name_field = join(field, "caveat.caveat_name");
+            if c.caveat_name.is_empty() {
+                return Err(WireError::missing(name_field));
+            }
+            check_type(&c.caveat_name).map_err(|m| {
+                WireError::invalid(name_field, m.replace("type name", "caveat name"))
+            })?;
+            // The step's result repeats the node's value; a disagreement is a bad proof.
+            let value = if p.allowed {
+                pb::Permissionship::HasPermission
+            } else if missing.is_empty() {
+                pb::Permissionship::NoPermission
+            } else {
+                pb::Permissionship::ConditionalPermission
+            };
+            if c.result != pb::Permissionship::Unspecified as i32 && c.result != value as i32 {
+                return Err(WireError::invalid(
+                    join(field, "caveat.result"),
+                    format!(
+                        "the caveat's result {} disagrees with its node's value {}",
+                        c.result, value as i32
+                    ),
+                ));
+            }
+            Step::Caveat {
+                name: c.caveat_name.clone(),
+                context: context(c.context.as_ref(), &join(field, "caveat.context"))?
+                    .unwrap_or_default(),
+            }
+        }
     };
     Ok(Proof {
         step,
         allowed: p.allowed,
+        missing,
         children: p
             .children
             .iter()
@@ -266,13 +413,37 @@ pub fn expand_tree(n: &pb::ExpandNode, field: &str) -> WireResult<ExpandNode> {
     };
     let tree = match &n.tree {
         None => return Err(WireError::missing(join(field, "tree"))),
-        Some(Tree::Leaf(l)) => ExpandTree::Leaf(
-            l.subjects
-                .iter()
-                .enumerate()
-                .map(|(i, s)| subject(Some(s), &format!("{field}.leaf.subjects[{i}]"), true))
-                .collect::<WireResult<_>>()?,
-        ),
+        Some(Tree::Leaf(l)) => {
+            let caveats = &l.subject_caveats;
+            if !caveats.is_empty() && caveats.len() != l.subjects.len() {
+                return Err(WireError::invalid(
+                    join(field, "leaf.subject_caveats"),
+                    format!(
+                        "{} caveats for {} subjects: they must be aligned",
+                        caveats.len(),
+                        l.subjects.len()
+                    ),
+                ));
+            }
+            ExpandTree::Leaf(
+                l.subjects
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let subject =
+                            subject(Some(s), &join(field, &format!("leaf.subjects[{i}]")), true)?;
+                        let caveat = match caveats.get(i) {
+                            Some(c) if !c.caveat_name.is_empty() => Some(caveat(
+                                c,
+                                &join(field, &format!("leaf.subject_caveats[{i}]")),
+                            )?),
+                            _ => None,
+                        };
+                        Ok(LeafSubject { subject, caveat })
+                    })
+                    .collect::<WireResult<_>>()?,
+            )
+        }
         Some(Tree::Union(u)) => ExpandTree::Union(children(&u.children, "union.children")?),
         Some(Tree::Intersection(u)) => {
             ExpandTree::Intersection(children(&u.children, "intersection.children")?)
@@ -294,6 +465,11 @@ pub fn expand_tree(n: &pb::ExpandNode, field: &str) -> WireResult<ExpandNode> {
         resource: object(n.resource.as_ref(), &join(field, "resource"), false)?,
         relation: relation_name(&n.relation, &join(field, "relation"))?,
         tree,
+        caveat: n
+            .optional_caveat
+            .as_ref()
+            .map(|c| caveat(c, &join(field, "optional_caveat")))
+            .transpose()?,
     })
 }
 
@@ -378,6 +554,7 @@ mod tests {
             allowed: true,
             step: Some(pb::proof::Step::Union(pb::proof::UnionStep {})),
             children: vec![pb::Proof::default()],
+            missing_required_context: vec![],
         };
         let e = proof(&p, "proof").unwrap_err();
         assert_eq!(e.field, "proof.children[0].step");

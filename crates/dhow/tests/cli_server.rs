@@ -160,8 +160,9 @@ fn schema_rel_and_check() {
     assert_eq!(v["proof"]["step"], "document:1#view");
     let (out, _) = ok(&ep, &["check", "document:1#view@user:alice", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v.as_object().unwrap().len(), 2, "{out}");
+    assert_eq!(v.as_object().unwrap().len(), 3, "{out}");
     assert_eq!(v["allowed"], true);
+    assert_eq!(v["permissionship"], "allowed");
 
     // Unknown permission: FAILED_PRECONDITION, exit 2.
     let (code, e) = refused(&ep, &["check", "document:1#nope@user:alice"]);
@@ -343,4 +344,122 @@ fn validate_against_the_server() {
     }
     let (out, _) = ok(&ep, &["schema", "read"]);
     assert!(out.contains("definition folder"), "{out}");
+}
+
+const CAVEAT_SCHEMA: &str = "caveat on_network(user_ip ipaddress, cidr string) {
+  user_ip.in_cidr(cidr)
+}
+definition user {}
+definition document {
+  relation viewer: user | user with on_network
+  permission view = viewer
+}
+";
+
+/// Caveats through the CLI: `rel create` in the caveat form reaches the server (and `rel
+/// read` shows it back), `--context` reaches Check and the lookups, a conditional answer
+/// prints `conditional` with the missing parameters (in `--json` too), Expand shows the
+/// caveat, and a bad context is refused locally or by the server with its reason.
+#[test]
+fn caveats_through_the_cli() {
+    let ep = start();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.zed");
+    std::fs::write(&schema, CAVEAT_SCHEMA).unwrap();
+    ok(&ep, &["schema", "write", schema.to_str().unwrap()]);
+    let tom = r#"document:1#viewer@user:tom[on_network:{"cidr":"10.0.0.0/8"}]"#;
+    ok(&ep, &["rel", "create", tom, "document:2#viewer@user:tom"]);
+    let (out, _) = ok(&ep, &["rel", "read", "document:1"]);
+    assert_eq!(out, format!("{tom}\n"));
+
+    let (out, _) = ok(&ep, &["check", "document:1#view@user:tom"]);
+    assert_eq!(out, "conditional (missing user_ip)\n");
+    let ctx_in = r#"{"user_ip": "10.1.2.3"}"#;
+    let ctx_out = r#"{"user_ip": "11.1.2.3"}"#;
+    let (out, _) = ok(
+        &ep,
+        &["check", "document:1#view@user:tom", "--context", ctx_in],
+    );
+    assert_eq!(out, "true\n");
+    let (out, _) = ok(
+        &ep,
+        &["check", "document:1#view@user:tom", "--context", ctx_out],
+    );
+    assert_eq!(out, "false\n");
+    let (out, _) = ok(&ep, &["check", "document:1#view@user:tom", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["permissionship"], "conditional", "{out}");
+    assert_eq!(v["allowed"], false, "{out}");
+    assert_eq!(v["missing"], serde_json::json!(["user_ip"]), "{out}");
+    let (out, _) = ok(&ep, &["check", "document:1#view@user:tom", "--explain"]);
+    assert!(
+        out.contains(
+            r#"? caveat on_network with {"cidr":"10.0.0.0/8"} (conditional: missing user_ip)"#
+        ),
+        "{out}"
+    );
+
+    let (out, _) = ok(&ep, &["lookup-resources", "document", "view", "user:tom"]);
+    assert_eq!(out, "1 (conditional, missing user_ip)\n2\n");
+    let (out, _) = ok(
+        &ep,
+        &[
+            "lookup-resources",
+            "document",
+            "view",
+            "user:tom",
+            "--context",
+            ctx_in,
+        ],
+    );
+    assert_eq!(out, "1\n2\n");
+    let (out, _) = ok(&ep, &["lookup-subjects", "document:1", "view", "user"]);
+    assert_eq!(out, "user:tom (conditional, missing user_ip)\n");
+    let (out, _) = ok(
+        &ep,
+        &[
+            "lookup-subjects",
+            "document:1",
+            "view",
+            "user",
+            "--context",
+            ctx_out,
+        ],
+    );
+    assert_eq!(out, "");
+    let (out, _) = ok(&ep, &["expand", "document:1#viewer"]);
+    assert_eq!(
+        out,
+        format!("document:1#viewer: user:tom[on_network:{{\"cidr\":\"10.0.0.0/8\"}}]\n")
+    );
+
+    // Not JSON: refused before sending (exit 1); the wrong type: refused by the server.
+    let (code, e) = refused(
+        &ep,
+        &["check", "document:1#view@user:tom", "--context", "[1]"],
+    );
+    assert_eq!(code, Some(1), "{e}");
+    assert!(e.starts_with("error: --context: "), "{e}");
+    let (code, e) = refused(
+        &ep,
+        &[
+            "check",
+            "document:1#view@user:tom",
+            "--context",
+            r#"{"user_ip": 7}"#,
+        ],
+    );
+    assert_eq!(code, Some(2), "{e}");
+    assert!(e.ends_with("(reason: INVALID_CAVEAT_CONTEXT)\n"), "{e}");
+    // A relationship context that does not fit the caveat: refused at write.
+    let (code, e) = refused(
+        &ep,
+        &[
+            "rel",
+            "create",
+            r#"document:3#viewer@user:tom[on_network:{"cidr":1}]"#,
+        ],
+    );
+    assert_eq!(code, Some(2), "{e}");
+    assert!(e.ends_with("(reason: INVALID_RELATIONSHIP)\n"), "{e}");
 }

@@ -1,9 +1,11 @@
 //! `PermissionService`: Check (with proofs), CheckBulk, Expand, LookupResources and
-//! LookupSubjects, each evaluated by the engine at one resolved revision.
+//! LookupSubjects, each evaluated by the engine at one resolved revision, three-valued with
+//! caveats (the request's `context` reaches the engine; conditional answers carry their
+//! missing parameters).
 
 use std::sync::Arc;
 
-use dhow_engine::{Cancel, CheckRequest as EngineCheck, Options};
+use dhow_engine::{Cancel, CaveatContext, CheckRequest as EngineCheck, Options};
 use dhow_proto::v1 as pb;
 use dhow_proto::v1::permission_service_server::PermissionService;
 use dhow_tuples::{Subject, Timestamp};
@@ -27,13 +29,26 @@ impl<N: Node> PermissionSvc<N> {
     }
 }
 
-/// The engine's options for one request: evaluated now, stopped by `cancel`.
-fn opts(explain: bool, cancel: &Cancel) -> Options {
+/// The engine's options for one request: evaluated now, stopped by `cancel`, with the
+/// request's caveat context (a CheckRequest item may carry its own instead).
+fn opts(explain: bool, cancel: &Cancel, context: Option<&CaveatContext>) -> Options {
     Options {
         explain,
+        context: context.cloned(),
         ..Options::at(Timestamp::now())
     }
     .with_cancel(cancel.clone())
+}
+
+/// An engine error, naming the request's `context` field when the context is at fault.
+fn engine_error(e: dhow_engine::Error, context_field: &str) -> ApiError {
+    let context = matches!(e, dhow_engine::Error::InvalidContext { .. });
+    let e = ApiError::from(e);
+    if context {
+        e.at(context_field)
+    } else {
+        e
+    }
 }
 
 fn no_actors(actors: &[pb::SubjectReference], field: &str) -> ApiResult<()> {
@@ -57,21 +72,26 @@ struct Item {
     field: String,
 }
 
-fn check_item(
-    prefix: &str,
-    resource: Option<&pb::ObjectReference>,
-    permission: &str,
-    subject: Option<&pb::SubjectReference>,
-    actors: &[pb::SubjectReference],
+/// The fields of one check, as Check and CheckBulk items both carry them.
+struct ItemFields<'a> {
+    resource: Option<&'a pb::ObjectReference>,
+    permission: &'a str,
+    subject: Option<&'a pb::SubjectReference>,
+    actors: &'a [pb::SubjectReference],
     explain: bool,
-) -> ApiResult<Item> {
-    let resource = dhow_wire::object(resource, &join(prefix, "resource"), false)?;
-    let permission = dhow_wire::relation_name(permission, &join(prefix, "permission"))?;
-    let subject = dhow_wire::subject(subject, &join(prefix, "subject"), false)?;
-    no_actors(actors, &join(prefix, "actors"))?;
+    context: Option<&'a prost_types::Struct>,
+}
+
+fn check_item(prefix: &str, f: ItemFields<'_>) -> ApiResult<Item> {
+    let resource = dhow_wire::object(f.resource, &join(prefix, "resource"), false)?;
+    let permission = dhow_wire::relation_name(f.permission, &join(prefix, "permission"))?;
+    let subject = dhow_wire::subject(f.subject, &join(prefix, "subject"), false)?;
+    no_actors(f.actors, &join(prefix, "actors"))?;
+    let mut check = EngineCheck::new(resource, permission, subject);
+    check.context = dhow_wire::context(f.context, &join(prefix, "context"))?;
     Ok(Item {
-        check: EngineCheck::new(resource, permission, subject),
-        explain,
+        check,
+        explain: f.explain,
         field: prefix.to_string(),
     })
 }
@@ -95,14 +115,6 @@ fn check_item_schema(engine: &dhow_engine::Engine, it: &Item) -> ApiResult<()> {
     )
 }
 
-fn permissionship(allowed: bool) -> i32 {
-    if allowed {
-        pb::Permissionship::HasPermission as i32
-    } else {
-        pb::Permissionship::NoPermission as i32
-    }
-}
-
 fn bulk_error(e: ApiError) -> pb::check_bulk_response_item::Response {
     pb::check_bulk_response_item::Response::Error(pb::CheckBulkError {
         code: e.code as i32,
@@ -115,11 +127,14 @@ impl<N: Node> PermissionSvc<N> {
     async fn do_check(&self, req: pb::CheckRequest) -> ApiResult<pb::CheckResponse> {
         let item = check_item(
             "",
-            req.resource.as_ref(),
-            &req.permission,
-            req.subject.as_ref(),
-            &req.actors,
-            req.explain,
+            ItemFields {
+                resource: req.resource.as_ref(),
+                permission: &req.permission,
+                subject: req.subject.as_ref(),
+                actors: &req.actors,
+                explain: req.explain,
+                context: req.context.as_ref(),
+            },
         )?;
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
@@ -128,16 +143,20 @@ impl<N: Node> PermissionSvc<N> {
             let schema = st.require_schema(rev)?;
             check_item_schema(&schema.engine, &item)?;
             let reader = store.reader(rev)?;
-            Ok(schema
+            schema
                 .engine
-                .check(&reader, &item.check, opts(item.explain, &cancel))?)
+                .check(&reader, &item.check, opts(item.explain, &cancel, None))
+                .map_err(|e| engine_error(e, "context"))
         })
         .await?;
+        let (permissionship, partial_caveat_info) =
+            dhow_wire::permissionship_pb(&result.permissionship);
         Ok(pb::CheckResponse {
             checked_at: Some(self.st.token(rev)),
-            permissionship: permissionship(result.allowed),
+            permissionship,
             proof: result.proof.as_ref().map(dhow_wire::proof_pb),
             actor_proofs: Vec::new(),
+            partial_caveat_info,
         })
     }
 
@@ -150,11 +169,14 @@ impl<N: Node> PermissionSvc<N> {
             .map(|(i, it)| {
                 check_item(
                     &format!("items[{i}]"),
-                    it.resource.as_ref(),
-                    &it.permission,
-                    it.subject.as_ref(),
-                    &it.actors,
-                    it.explain,
+                    ItemFields {
+                        resource: it.resource.as_ref(),
+                        permission: &it.permission,
+                        subject: it.subject.as_ref(),
+                        actors: &it.actors,
+                        explain: it.explain,
+                        context: it.context.as_ref(),
+                    },
                 )
             })
             .collect();
@@ -186,9 +208,9 @@ impl<N: Node> PermissionSvc<N> {
                     .iter()
                     .filter_map(|i| items[*i].as_ref().ok().map(|it| it.check.clone()))
                     .collect();
-                let results = engine.check_bulk(&reader, &reqs, opts(explain, &cancel));
+                let results = engine.check_bulk(&reader, &reqs, opts(explain, &cancel, None));
                 for (i, r) in idx.into_iter().zip(results) {
-                    out[i] = Some(r.map_err(ApiError::from));
+                    out[i] = Some(r.map_err(|e| engine_error(e, &format!("items[{i}].context"))));
                 }
             }
             Ok(out)
@@ -201,10 +223,13 @@ impl<N: Node> PermissionSvc<N> {
             .map(|(request, o)| {
                 let response = match o {
                     Some(Ok(r)) => {
+                        let (permissionship, partial_caveat_info) =
+                            dhow_wire::permissionship_pb(&r.permissionship);
                         pb::check_bulk_response_item::Response::Result(pb::CheckBulkResult {
-                            permissionship: permissionship(r.allowed),
+                            permissionship,
                             proof: r.proof.as_ref().map(dhow_wire::proof_pb),
                             actor_proofs: Vec::new(),
+                            partial_caveat_info,
                         })
                     }
                     Some(Err(e)) => bulk_error(e),
@@ -240,7 +265,7 @@ impl<N: Node> PermissionSvc<N> {
             let reader = store.reader(rev)?;
             Ok(schema
                 .engine
-                .expand(&reader, &resource, &permission, opts(false, &cancel))?)
+                .expand(&reader, &resource, &permission, opts(false, &cancel, None))?)
         })
         .await?;
         Ok(pb::ExpandResponse {
@@ -256,8 +281,15 @@ impl<N: Node> PermissionSvc<N> {
         let rtype = dhow_wire::type_name(&req.resource_object_type, "resource_object_type")?;
         let permission = dhow_wire::relation_name(&req.permission, "permission")?;
         let subject = dhow_wire::subject(req.subject.as_ref(), "subject", false)?;
+        let context = dhow_wire::context(req.context.as_ref(), "context")?;
         let cluster = self.st.node.cluster_id();
-        let fp = fingerprint(&[&rtype, &permission, &subject.to_string()]);
+        // A cursor continues the same request: with another context, conditional results
+        // (and the order they were sent in) could differ.
+        let subject_text = subject.to_string();
+        let context_text = context.as_ref().map(CaveatContext::to_json);
+        let mut parts: Vec<&str> = vec![&rtype, &permission, &subject_text];
+        parts.extend(context_text.as_deref());
+        let fp = fingerprint(&parts);
         let resume = req
             .optional_cursor
             .as_ref()
@@ -282,40 +314,47 @@ impl<N: Node> PermissionSvc<N> {
         let st = self.st.clone();
         let limit = req.optional_limit as usize;
         let (rt, perm, subj) = (rtype.clone(), permission.clone(), subject.clone());
-        let ids = evaluate(move |cancel| {
+        let found = evaluate(move |cancel| {
             let store = st.node.store();
             let schema = st.require_schema(rev)?;
             lookup_refs(&schema.engine, &rt, &perm, &subj)?;
             let reader = store.reader(rev)?;
-            Ok(schema
+            schema
                 .engine
-                .lookup_resources(&reader, &rt, &perm, &subj, opts(false, &cancel))?)
+                .lookup_found_resources(
+                    &reader,
+                    &rt,
+                    &perm,
+                    &subj,
+                    opts(false, &cancel, context.as_ref()),
+                )
+                .map_err(|e| engine_error(e, "context"))
         })
         .await?;
-        let mut ids: Vec<String> = ids
+        let mut found: Vec<dhow_engine::FoundResource> = found
             .into_iter()
-            .filter(|id| after.as_ref().is_none_or(|a| id > a))
+            .filter(|f| after.as_ref().is_none_or(|a| &f.id > a))
             .collect();
-        ids.sort();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
         if limit > 0 {
-            ids.truncate(limit);
+            found.truncate(limit);
         }
         let token = self.st.token(rev);
-        Ok(ids
-            .into_iter()
-            .map(|id| {
+        Ok(found
+            .iter()
+            .map(|f| {
                 let cursor = ResumePoint {
                     kind: CursorKind::LookupResources,
                     cluster_id: cluster,
                     revision: rev,
                     fingerprint: fp,
-                    position: Position::ResourceId(id.clone()),
+                    position: Position::ResourceId(f.id.clone()),
                 }
                 .encode();
                 pb::LookupResourcesResponse {
                     looked_up_at: Some(token.clone()),
-                    resource_object_id: id,
                     after_result_cursor: Some(cursor),
+                    ..dhow_wire::found_resource_pb(f)
                 }
             })
             .collect())
@@ -332,6 +371,7 @@ impl<N: Node> PermissionSvc<N> {
             &req.optional_subject_relation,
             "optional_subject_relation",
         )?;
+        let context = dhow_wire::context(req.context.as_ref(), "context")?;
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
         let found = evaluate(move |cancel| {
@@ -353,23 +393,23 @@ impl<N: Node> PermissionSvc<N> {
                 "optional_subject_relation",
             )?;
             let reader = store.reader(rev)?;
-            Ok(e.lookup_subjects(
+            e.lookup_subjects(
                 &reader,
                 &resource,
                 &permission,
                 &stype,
                 srel.as_deref(),
-                opts(false, &cancel),
-            )?)
+                opts(false, &cancel, context.as_ref()),
+            )
+            .map_err(|e| engine_error(e, "context"))
         })
         .await?;
         let token = self.st.token(rev);
         Ok(found
-            .into_iter()
+            .iter()
             .map(|f| pb::LookupSubjectsResponse {
                 looked_up_at: Some(token.clone()),
-                subject: Some(dhow_wire::subject_pb(&f.subject)),
-                excluded_subjects: f.excluded.iter().map(dhow_wire::subject_pb).collect(),
+                ..dhow_wire::found_subject_pb(f)
             })
             .collect())
     }

@@ -53,10 +53,26 @@ fn validate_stored(engine: &dhow_engine::Engine, r: &Relationship, field: &str) 
                 relation,
             } if *type_name == r.resource.object_type && *relation == r.relation => "relation",
             E::UnknownRelation { .. } => "subject.optional_relation",
+            E::InvalidRelationship(_) if context_at_fault(engine, r) => "optional_caveat.context",
             _ => "",
         };
         ApiError::from(e).at(join(field, sub))
     })
+}
+
+/// Whether a refused relationship would be accepted without its caveat's context: then the
+/// context (an undeclared parameter, a value of the wrong type, too large) is at fault.
+fn context_at_fault(engine: &dhow_engine::Engine, r: &Relationship) -> bool {
+    match &r.caveat {
+        Some(c) if c.context.is_some() => {
+            let mut bare = r.clone();
+            if let Some(c) = bare.caveat.as_mut() {
+                c.context = None;
+            }
+            engine.validate_relationship(&bare).is_ok()
+        }
+        _ => false,
+    }
 }
 
 /// Validates the names of a relationship to be deleted (only its key matters).

@@ -1,10 +1,10 @@
 //! Output formatting of the client commands: proof trees (decoded from the wire and shown as
 //! `dhow_engine::Proof` displays them, the one renderer of proofs), expand trees, lookup
-//! results, watch changes and the JSON of a check.
+//! results, three-valued answers, watch changes and the JSON of a check.
 
 use std::fmt::Write as _;
 
-use dhow_engine::{ExpandNode, ExpandTree, Proof};
+use dhow_engine::{ExpandNode, ExpandTree, Permissionship, Proof};
 use dhow_proto::v1 as pb;
 use dhow_tuples::Subject;
 
@@ -20,14 +20,19 @@ pub fn proof(p: &pb::Proof) -> String {
 }
 
 fn proof_json_of(p: &Proof) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "allowed": p.allowed,
         "step": p.step.to_string(),
         "children": p.children.iter().map(proof_json_of).collect::<Vec<_>>(),
-    })
+    });
+    if !p.missing.is_empty() {
+        v["missing"] = serde_json::json!(p.missing);
+    }
+    v
 }
 
-/// A proof as JSON: `{allowed, step, children}` with `step` the node's text.
+/// A proof as JSON: `{allowed, step, children, missing?}` with `step` the node's text and
+/// `missing` the parameters a conditional node waits for.
 pub fn proof_json(p: &pb::Proof) -> serde_json::Value {
     match dhow_wire::proof(p, "proof") {
         Ok(p) => proof_json_of(&p),
@@ -35,19 +40,56 @@ pub fn proof_json(p: &pb::Proof) -> serde_json::Value {
     }
 }
 
-/// The JSON of a check: `{"allowed": bool, "token": "...", "proof": {...}}` (proof only when
-/// the response has one).
-pub fn check_json(allowed: bool, token: &str, p: Option<&pb::Proof>) -> serde_json::Value {
-    let mut v = serde_json::json!({ "allowed": allowed, "token": token });
-    if let Some(p) = p {
-        v["proof"] = proof_json(p);
+/// `true`, `false`, or `conditional (missing a, b)`.
+pub fn permissionship(p: &Permissionship) -> String {
+    match p {
+        Permissionship::Allowed => "true".to_string(),
+        Permissionship::Denied => "false".to_string(),
+        Permissionship::Conditional { missing } => {
+            format!("conditional (missing {})", missing.join(", "))
+        }
+    }
+}
+
+/// A lookup result: `what` alone when allowed, `what (conditional, missing a, b)` otherwise.
+pub fn found(what: &str, p: &Permissionship) -> String {
+    match p {
+        Permissionship::Conditional { missing } => {
+            format!("{what} (conditional, missing {})", missing.join(", "))
+        }
+        _ => what.to_string(),
+    }
+}
+
+/// The JSON of a check: `{"permissionship": "allowed" | "denied" | "conditional",
+/// "allowed": bool, "missing": [...], "token": "...", "proof": {...}}` (`allowed` is true only
+/// when allowed; `missing` only when conditional; `proof` only when the response has one).
+pub fn check_json(p: &Permissionship, token: &str, proof: Option<&pb::Proof>) -> serde_json::Value {
+    let name = match p {
+        Permissionship::Allowed => "allowed",
+        Permissionship::Denied => "denied",
+        Permissionship::Conditional { .. } => "conditional",
+    };
+    let mut v = serde_json::json!({
+        "permissionship": name,
+        "allowed": p.is_allowed(),
+        "token": token,
+    });
+    if p.is_conditional() {
+        v["missing"] = serde_json::json!(p.missing());
+    }
+    if let Some(proof) = proof {
+        v["proof"] = proof_json(proof);
     }
     v
 }
 
 /// An expand tree, one node per line, indented two spaces per level:
-/// `resource#relation: subject, ...` for stored subjects, `resource#relation (union +)` etc.
-/// for rewrites; the subtracted child of an exclusion is prefixed `except `.
+/// `resource#relation: subject, ...` for stored subjects (a caveated one as in the
+/// relationship text form, `user:tom[on_network:{...}]`), `resource#relation (union +)` etc.
+/// for rewrites; the subtracted child of an exclusion is prefixed `except `; an arrow's child
+/// reached through a caveated relationship shows its caveat after its name,
+/// `folder:f#view[on_network]`.
 pub fn expand(node: &pb::ExpandNode) -> String {
     match dhow_wire::expand_tree(node, "tree") {
         Ok(n) => {
@@ -60,7 +102,13 @@ pub fn expand(node: &pb::ExpandNode) -> String {
 }
 
 fn expand_into(node: &ExpandNode, depth: usize, prefix: &str, out: &mut String) {
-    let name = format!("{}#{}", node.resource, node.relation);
+    let name = match &node.caveat {
+        None => format!("{}#{}", node.resource, node.relation),
+        Some(c) => match &c.context {
+            Some(ctx) => format!("{}#{}[{}:{ctx}]", node.resource, node.relation, c.name),
+            None => format!("{}#{}[{}]", node.resource, node.relation, c.name),
+        },
+    };
     let pad = depth * 2;
     let children = |c: &[ExpandNode], kind: &str, out: &mut String| {
         let _ = writeln!(out, "{:pad$}{prefix}{name} ({kind})", "");
@@ -73,7 +121,7 @@ fn expand_into(node: &ExpandNode, depth: usize, prefix: &str, out: &mut String) 
             let list = if subjects.is_empty() {
                 "(no subjects)".to_string()
             } else {
-                let s: Vec<String> = subjects.iter().map(Subject::to_string).collect();
+                let s: Vec<String> = subjects.iter().map(ToString::to_string).collect();
                 s.join(", ")
             };
             let _ = writeln!(out, "{:pad$}{prefix}{name}: {list}", "");
@@ -113,9 +161,9 @@ pub fn change(c: &pb::RelationshipChange) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhow_engine::Step;
+    use dhow_engine::{LeafSubject, Step};
     use dhow_schema::ArrowMode;
-    use dhow_tuples::{parse_object, parse_relationship, parse_subject, ObjectRef};
+    use dhow_tuples::{parse_object, parse_relationship, parse_subject, CaveatRef, ObjectRef};
 
     fn obj(s: &str) -> ObjectRef {
         parse_object(s).unwrap()
@@ -129,6 +177,7 @@ mod tests {
         Proof {
             step,
             allowed,
+            missing: vec![],
             children,
         }
     }
@@ -210,6 +259,7 @@ mod tests {
             allowed: false,
             step: None,
             children: vec![],
+            missing_required_context: vec![],
         };
         assert_eq!(proof(&p), "(invalid proof.step: required)\n");
         assert!(proof_json(&p)["error"].is_string());
@@ -217,10 +267,25 @@ mod tests {
 
     #[test]
     fn check_json_shape() {
-        let v = check_json(false, "tok", None);
-        assert_eq!(v.to_string(), r#"{"allowed":false,"token":"tok"}"#);
+        let v = check_json(&Permissionship::Denied, "tok", None);
+        assert_eq!(
+            v.to_string(),
+            r#"{"allowed":false,"permissionship":"denied","token":"tok"}"#
+        );
+        let v = check_json(
+            &Permissionship::Conditional {
+                missing: vec!["a".into(), "b".into()],
+            },
+            "tok",
+            None,
+        );
+        assert_eq!(
+            v.to_string(),
+            r#"{"allowed":false,"missing":["a","b"],"permissionship":"conditional","token":"tok"}"#
+        );
         let p = dhow_wire::proof_pb(&every_step());
-        let v = check_json(true, "tok", Some(&p));
+        let v = check_json(&Permissionship::Allowed, "tok", Some(&p));
+        assert_eq!(v["permissionship"], "allowed");
         assert_eq!(v["proof"]["step"], "document:1#view");
         assert_eq!(v["proof"]["children"][0]["step"], "union (+)");
         assert_eq!(v["proof"]["children"][0]["children"][0]["allowed"], true);
@@ -230,7 +295,13 @@ mod tests {
         ExpandNode {
             resource: obj(o),
             relation: r.into(),
-            tree: ExpandTree::Leaf(subjects.iter().map(|s| parse_subject(s).unwrap()).collect()),
+            tree: ExpandTree::Leaf(
+                subjects
+                    .iter()
+                    .map(|s| LeafSubject::plain(parse_subject(s).unwrap()))
+                    .collect(),
+            ),
+            caveat: None,
         }
     }
 
@@ -247,9 +318,11 @@ mod tests {
                         leaf("document:1", "owner", &["user:alice", "group:eng#member"]),
                         leaf("folder:f", "viewer", &[]),
                     ]),
+                    caveat: None,
                 }),
                 Box::new(leaf("document:1", "banned", &["user:*"])),
             ),
+            caveat: None,
         };
         assert_eq!(
             expand(&dhow_wire::expand_pb(&tree)),
@@ -259,6 +332,56 @@ mod tests {
              \x20   folder:f#viewer: (no subjects)\n\
              \x20 except document:1#banned: user:*\n"
         );
+    }
+
+    #[test]
+    fn caveats_in_expand_trees_and_answers() {
+        let mut tom = leaf("folder:f", "viewer", &["user:alice"]);
+        if let ExpandTree::Leaf(l) = &mut tom.tree {
+            l.push(LeafSubject {
+                subject: parse_subject("user:tom").unwrap(),
+                caveat: Some(CaveatRef {
+                    name: "on_network".into(),
+                    context: Some("{\"cidr\":\"10.0.0.0/8\"}".into()),
+                }),
+            });
+        }
+        tom.caveat = Some(CaveatRef {
+            name: "later".into(),
+            context: None,
+        });
+        let tree = ExpandNode {
+            resource: obj("document:1"),
+            relation: "view".into(),
+            tree: ExpandTree::Union(vec![tom]),
+            caveat: None,
+        };
+        assert_eq!(
+            expand(&dhow_wire::expand_pb(&tree)),
+            "document:1#view (union +)\n\
+             \x20 folder:f#viewer[later]: user:alice, user:tom[on_network:{\"cidr\":\"10.0.0.0/8\"}]\n"
+        );
+        let c = Permissionship::Conditional {
+            missing: vec!["ip".into(), "level".into()],
+        };
+        assert_eq!(permissionship(&Permissionship::Allowed), "true");
+        assert_eq!(permissionship(&Permissionship::Denied), "false");
+        assert_eq!(permissionship(&c), "conditional (missing ip, level)");
+        assert_eq!(found("doc1", &Permissionship::Allowed), "doc1");
+        assert_eq!(found("doc2", &c), "doc2 (conditional, missing ip, level)");
+        // A conditional proof node carries its missing parameters in JSON.
+        let p = Proof {
+            step: Step::Caveat {
+                name: "on_network".into(),
+                context: dhow_engine::CaveatContext::new(),
+            },
+            allowed: false,
+            missing: vec!["ip".into()],
+            children: vec![],
+        };
+        let v = proof_json(&dhow_wire::proof_pb(&p));
+        assert_eq!(v["missing"][0], "ip");
+        assert!(proof(&dhow_wire::proof_pb(&p)).starts_with("? "));
     }
 
     #[test]

@@ -15,20 +15,26 @@ use super::format;
 
 #[derive(Args)]
 #[command(
-    after_help = "Prints `true` or `false` on stdout and the token on stderr; the exit \
-code is 0 either way (non-zero only on errors)."
+    after_help = "Prints `true`, `false`, or `conditional (missing P1, P2)` (the subject has \
+the permission only if caveats hold that need the context parameters P1, P2, which neither \
+--context nor the relationships supplied) on stdout, and the token on stderr; the exit code \
+is 0 in every case (non-zero only on errors)."
 )]
 pub struct CheckArgs {
     /// `resource#permission@subject`, e.g. `document:1#view@user:alice`, or the three parts
     /// as separate arguments: `document:1 view user:alice`.
     #[arg(required = true, num_args = 1..=3, value_name = "CHECK")]
     pub check: Vec<String>,
-    /// Also print the proof of the answer, one node per line (✓ granted, ✗ not).
+    /// Also print the proof of the answer, one node per line (✓ granted, ✗ not, ? conditional).
     #[arg(long)]
     pub explain: bool,
-    /// Print a JSON object {"allowed", "token", "proof"?} instead.
+    /// Print a JSON object {"permissionship", "allowed", "missing"?, "token", "proof"?}
+    /// instead (`permissionship` is `allowed`, `denied` or `conditional`).
     #[arg(long)]
     pub json: bool,
+    /// Values of caveat parameters, a JSON object, e.g. `{"user_ip": "10.1.2.3"}`.
+    #[arg(long, value_name = "JSON")]
+    pub context: Option<String>,
     #[command(flatten)]
     pub consistency: ConsistencyArgs,
     #[command(flatten)]
@@ -57,6 +63,9 @@ pub struct LookupResourcesArgs {
     /// At most this many results (0 for all).
     #[arg(long, default_value_t = 0)]
     pub limit: u32,
+    /// Values of caveat parameters, a JSON object, e.g. `{"user_ip": "10.1.2.3"}`.
+    #[arg(long, value_name = "JSON")]
+    pub context: Option<String>,
     #[command(flatten)]
     pub consistency: ConsistencyArgs,
     #[command(flatten)]
@@ -74,6 +83,9 @@ pub struct LookupSubjectsArgs {
     /// Look up subject sets `type:id#RELATION` instead of objects.
     #[arg(long, value_name = "RELATION")]
     pub subject_relation: Option<String>,
+    /// Values of caveat parameters, a JSON object, e.g. `{"user_ip": "10.1.2.3"}`.
+    #[arg(long, value_name = "JSON")]
+    pub context: Option<String>,
     #[command(flatten)]
     pub consistency: ConsistencyArgs,
     #[command(flatten)]
@@ -90,7 +102,7 @@ pub fn check_request(a: &CheckArgs) -> Result<pb::CheckRequest, CliError> {
         subject: Some(subject_pb(&subject)),
         explain: a.explain,
         actors: Vec::new(),
-        context: None,
+        context: context_arg(a.context.as_deref())?,
     })
 }
 
@@ -104,24 +116,20 @@ pub fn check(a: CheckArgs) -> Result<(), CliError> {
             .await
             .map_err(|s| c.err(s))?
             .into_inner();
-        let allowed = match pb::Permissionship::try_from(resp.permissionship) {
-            Ok(pb::Permissionship::HasPermission) => true,
-            Ok(pb::Permissionship::NoPermission) => false,
-            _ => {
-                return Err(CliError::Local(format!(
-                    "the server answered with an unknown permissionship ({})",
-                    resp.permissionship
-                )))
-            }
-        };
+        let answer = dhow_wire::permissionship(
+            resp.permissionship,
+            resp.partial_caveat_info.as_ref(),
+            "permissionship",
+        )
+        .map_err(|e| CliError::Local(format!("the server sent an invalid answer: {e}")))?;
         let token = token_text(resp.checked_at.as_ref());
         let mut out = Out::new();
         if a.json {
             let proof = if a.explain { resp.proof.as_ref() } else { None };
-            out.line(format::check_json(allowed, &token, proof))?;
+            out.line(format::check_json(&answer, &token, proof))?;
             return out.flush();
         }
-        out.line(allowed)?;
+        out.line(format::permissionship(&answer))?;
         if a.explain {
             match &resp.proof {
                 Some(p) => out.text(&format::proof(p))?,
@@ -167,7 +175,7 @@ pub fn lookup_resources(a: LookupResourcesArgs) -> Result<(), CliError> {
         subject: Some(subject_pb(&subject_arg(&a.subject)?)),
         optional_limit: a.limit,
         optional_cursor: None,
-        context: None,
+        context: context_arg(a.context.as_deref())?,
     };
     block_on(async {
         let c = Conn::connect(&a.conn).await?;
@@ -181,9 +189,12 @@ pub fn lookup_resources(a: LookupResourcesArgs) -> Result<(), CliError> {
         let mut token = None;
         while let Some(resp) = stream.message().await.map_err(|s| c.err(s))? {
             if token.is_none() {
-                token = resp.looked_up_at;
+                token = resp.looked_up_at.clone();
             }
-            out.line(&resp.resource_object_id)?;
+            let found = dhow_wire::found_resource(&resp, "").map_err(|e| {
+                CliError::Local(format!("the server sent an invalid resource: {e}"))
+            })?;
+            out.line(format::found(&found.id, &found.permissionship))?;
         }
         out.flush()?;
         if token.is_some() {
@@ -205,7 +216,7 @@ pub fn lookup_subjects(a: LookupSubjectsArgs) -> Result<(), CliError> {
             .map(relation_arg)
             .transpose()?
             .unwrap_or_default(),
-        context: None,
+        context: context_arg(a.context.as_deref())?,
     };
     block_on(async {
         let c = Conn::connect(&a.conn).await?;
@@ -219,15 +230,15 @@ pub fn lookup_subjects(a: LookupSubjectsArgs) -> Result<(), CliError> {
         let mut token = None;
         while let Some(resp) = stream.message().await.map_err(|s| c.err(s))? {
             if token.is_none() {
-                token = resp.looked_up_at;
+                token = resp.looked_up_at.clone();
             }
-            let mut found =
-                dhow_wire::found_subject(resp.subject.as_ref(), &resp.excluded_subjects, "")
-                    .map_err(|e| {
-                        CliError::Local(format!("the server sent an invalid subject: {e}"))
-                    })?;
+            let mut found = dhow_wire::found_subject(&resp, "")
+                .map_err(|e| CliError::Local(format!("the server sent an invalid subject: {e}")))?;
             found.excluded.sort();
-            out.line(format::found_subject(&found.subject, &found.excluded))?;
+            out.line(format::found(
+                &format::found_subject(&found.subject, &found.excluded),
+                &found.permissionship(),
+            ))?;
         }
         out.flush()?;
         if token.is_some() {
@@ -237,27 +248,58 @@ pub fn lookup_subjects(a: LookupSubjectsArgs) -> Result<(), CliError> {
     })?
 }
 
+/// A `--context` argument: a JSON object, as a `google.protobuf.Struct`.
+fn context_arg(text: Option<&str>) -> Result<Option<dhow_wire::Struct>, CliError> {
+    text.map(|t| {
+        dhow_wire::json_text_to_struct(t).map_err(|e| CliError::Local(format!("--context: {e}")))
+    })
+    .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn check_request_from_args() {
-        let a = CheckArgs {
-            check: vec!["document:1#view@group:eng#member".into()],
+    fn args(check: &str, context: Option<&str>) -> CheckArgs {
+        CheckArgs {
+            check: vec![check.into()],
             explain: true,
             json: false,
+            context: context.map(str::to_string),
             consistency: ConsistencyArgs::default(),
             conn: ConnArgs {
                 endpoint: "x".into(),
                 ..Default::default()
             },
-        };
-        let r = check_request(&a).unwrap();
+        }
+    }
+
+    #[test]
+    fn check_request_from_args() {
+        let r = check_request(&args("document:1#view@group:eng#member", None)).unwrap();
         assert_eq!(r.permission, "view");
         assert!(r.explain);
         assert_eq!(r.resource.unwrap().object_id, "1");
         assert_eq!(r.subject.unwrap().optional_relation, "member");
         assert!(r.consistency.is_none());
+        assert!(r.context.is_none());
+    }
+
+    #[test]
+    fn the_context_reaches_the_request() {
+        let r = check_request(&args(
+            "document:1#view@user:a",
+            Some(r#"{"k": 1, "ip": "10.0.0.1"}"#),
+        ))
+        .unwrap();
+        let c = r.context.unwrap();
+        assert_eq!(
+            dhow_wire::struct_to_json_text(&c),
+            r#"{"ip":"10.0.0.1","k":1}"#
+        );
+        for bad in ["[1]", "{", "1"] {
+            let e = check_request(&args("document:1#view@user:a", Some(bad))).unwrap_err();
+            assert!(e.message().starts_with("--context: "), "{}", e.message());
+        }
     }
 }

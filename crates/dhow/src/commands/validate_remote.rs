@@ -2,6 +2,7 @@
 //! server through the public API. Loading a file replaces the server's schema and deletes
 //! every relationship it holds, so point it at a scratch server.
 
+use dhow_engine::{CaveatContext, Permissionship};
 use dhow_proto::v1 as pb;
 use dhow_tuples::{ObjectRef, Relationship, Subject};
 use dhow_validate::{Backend, FoundSubject};
@@ -161,11 +162,23 @@ impl Backend for Remote {
         permission: &str,
         subject: &Subject,
     ) -> Result<bool, String> {
+        self.check_with_context(resource, permission, subject, None)
+            .map(|p| p.is_allowed())
+    }
+
+    fn check_with_context(
+        &mut self,
+        resource: &ObjectRef,
+        permission: &str,
+        subject: &Subject,
+        context: Option<&CaveatContext>,
+    ) -> Result<Permissionship, String> {
         let req = pb::CheckRequest {
             consistency: self.consistency(),
             resource: Some(object_pb(resource)),
             permission: permission.to_string(),
             subject: Some(subject_pb(subject)),
+            context: context.map(dhow_wire::context_pb),
             ..Default::default()
         };
         let mut client = self.conn.permissions();
@@ -174,14 +187,12 @@ impl Backend for Remote {
             .block_on(client.check(req))
             .map_err(|s| status_message(&self.conn.endpoint, &s))?
             .into_inner();
-        match pb::Permissionship::try_from(resp.permissionship) {
-            Ok(pb::Permissionship::HasPermission) => Ok(true),
-            Ok(pb::Permissionship::NoPermission) => Ok(false),
-            _ => Err(format!(
-                "the server answered with an unknown permissionship ({})",
-                resp.permissionship
-            )),
-        }
+        dhow_wire::permissionship(
+            resp.permissionship,
+            resp.partial_caveat_info.as_ref(),
+            "permissionship",
+        )
+        .map_err(|e| format!("the server sent an invalid answer: {e}"))
     }
 
     fn lookup_subjects(
@@ -213,7 +224,7 @@ impl Backend for Remote {
                 .await
                 .map_err(|s| status_message(&endpoint, &s))?
             {
-                let mut f = dhow_wire::found_subject(r.subject.as_ref(), &r.excluded_subjects, "")
+                let mut f = dhow_wire::found_subject(&r, "")
                     .map_err(|e| format!("the server sent an invalid subject: {e}"))?;
                 f.excluded.sort();
                 found.push(f);
