@@ -56,8 +56,33 @@ impl Server {
 
     /// [`Server::start`] with more flags and environment variables.
     pub fn start_with(data: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_command(Command::new(dhow_bin()), data, port, args, env)
+    }
+
+    /// [`Server::start_with`] with at most `nofile` open files (through util-linux's
+    /// `prlimit`, which then runs `dhow` in its own process: the child's pid is the server's).
+    pub fn start_with_nofile(
+        nofile: u64,
+        data: &Path,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(dhow_bin());
+        Server::start_command(cmd, data, port, args, env)
+    }
+
+    fn start_command(
+        mut cmd: Command,
+        data: &Path,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(dhow_bin())
+        let mut child = cmd
             .args(["serve", "--data-dir"])
             .arg(data)
             .args(["--grpc-addr", &addr])

@@ -17,6 +17,7 @@ use dhow_raft::{RaftHandle, Reporter, SnapshotBuilder, SnapshotSource, Transport
 use dhow_tuples::{Revision, TupleStore};
 
 use crate::config::PeerTls;
+use crate::listen::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -439,16 +440,24 @@ pub async fn serve_peers(
         tls = tls.is_some(),
         "serving dhow.internal.v1 (peers)"
     );
-    let router = Server::builder().add_service(service.into_server());
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(service.into_server());
     match tls {
         Some(tls) => {
             router
-                .serve_with_incoming_shutdown(dhow_tls::tls_incoming(listener, tls), shutdown)
+                .serve_with_incoming_shutdown(
+                    dhow_tls::tls_incoming(crate::listen::accept(listener, Limits::default()), tls),
+                    shutdown,
+                )
                 .await
         }
         None => {
             router
-                .serve_with_incoming_shutdown(crate::listen::incoming(listener), shutdown)
+                .serve_with_incoming_shutdown(
+                    crate::listen::incoming(listener, Limits::default()),
+                    shutdown,
+                )
                 .await
         }
     }

@@ -99,7 +99,7 @@ fn display_all(diagnostics: &[Diagnostic]) -> String {
 }
 
 /// At most this many diagnostics are kept, so that garbage input cannot produce huge errors.
-const MAX_DIAGNOSTICS: usize = 100;
+pub const MAX_DIAGNOSTICS: usize = 100;
 
 impl SchemaError {
     /// All diagnostics, sorted by position; never empty.

@@ -25,7 +25,7 @@ pub mod print;
 pub mod typecheck;
 
 pub use ast::SchemaFile;
-pub use error::{Diagnostic, ErrorKind, SchemaError};
+pub use error::{Diagnostic, ErrorKind, SchemaError, MAX_DIAGNOSTICS};
 pub use lexer::Span;
 pub use limits::CompileLimits;
 pub use model::{

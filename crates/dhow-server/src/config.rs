@@ -10,8 +10,14 @@
 //! | `data_dir` | `DHOW_DATA_DIR` | `./data` |
 //! | `max_message_bytes` | `DHOW_MAX_MESSAGE_BYTES` | `4MiB` |
 //! | `max_updates_per_write` | `DHOW_MAX_UPDATES_PER_WRITE` | `1000` |
+//! | `max_check_bulk_items` | `DHOW_MAX_CHECK_BULK_ITEMS` | `1000` |
+//! | `max_lookup_subjects_results` | `DHOW_MAX_LOOKUP_SUBJECTS_RESULTS` | `100000` |
 //! | `consistency_timeout` | `DHOW_CONSISTENCY_TIMEOUT` | `2s` |
 //! | `request_timeout` | `DHOW_REQUEST_TIMEOUT` | `30s` |
+//! | `max_connections` | `DHOW_MAX_CONNECTIONS` | half the open-file limit, at most 10000 |
+//! | `max_concurrent_streams` | `DHOW_MAX_CONCURRENT_STREAMS` | `256` |
+//! | `keepalive_interval` | `DHOW_KEEPALIVE_INTERVAL` | `30s` |
+//! | `idle_timeout` | `DHOW_IDLE_TIMEOUT` | `2m` |
 //! | `gc_window` | `DHOW_GC_WINDOW` | `24h` |
 //! | `node_id` | `DHOW_NODE_ID` | `1` |
 //! | `peer_addr` | `DHOW_PEER_ADDR` | none (no node-to-node listener) |
@@ -63,11 +69,24 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Most updates in one Write (and per write of an Import or Delete by filter).
     pub max_updates_per_write: usize,
+    /// Most items in one CheckBulk.
+    pub max_check_bulk_items: usize,
+    /// Most subjects one LookupSubjects returns; past it the call fails (narrow it).
+    pub max_lookup_subjects_results: usize,
     /// How long a read waits for this node to apply the revision it asks for.
     pub consistency_timeout: Duration,
     /// Deadline of a unary request when the client sets none (also how long a write may
     /// take to commit: the node's `write_timeout`).
     pub request_timeout: Duration,
+    /// Connections the public port keeps open at once, and how long it keeps one on which
+    /// nothing was received (longer than `keepalive_interval`: a live client answers the
+    /// server's pings, so it is never closed).
+    pub connections: dhow_node::listen::Limits,
+    /// Calls in flight on one connection (HTTP/2 streams); more wait for the client.
+    pub max_concurrent_streams: u32,
+    /// How often the server pings a connection it has not heard from (HTTP/2 keepalive); a
+    /// peer that does not answer within 20 s is closed.
+    pub keepalive_interval: Duration,
     /// Who may call, with which roles.
     pub auth: AuthSettings,
     /// TLS on the public port: certificate and key (PEM); plaintext without them.
@@ -88,8 +107,13 @@ impl Default for Config {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             max_message_bytes: 4 * 1024 * 1024,
             max_updates_per_write: 1000,
+            max_check_bulk_items: 1000,
+            max_lookup_subjects_results: 100_000,
             consistency_timeout: Duration::from_secs(2),
             request_timeout: node.write_timeout,
+            connections: dhow_node::listen::Limits::default(),
+            max_concurrent_streams: 256,
+            keepalive_interval: Duration::from_secs(30),
             auth: AuthSettings::default(),
             tls_cert_file: None,
             tls_key_file: None,
@@ -140,6 +164,10 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// How long the server waits for the answer to a keepalive ping before closing the
+/// connection.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A number or a string, as TOML allows either for sizes and durations.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -155,8 +183,14 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     max_message_bytes: Option<NumOrText>,
     max_updates_per_write: Option<u64>,
+    max_check_bulk_items: Option<u64>,
+    max_lookup_subjects_results: Option<u64>,
     consistency_timeout: Option<NumOrText>,
     request_timeout: Option<NumOrText>,
+    max_connections: Option<u64>,
+    max_concurrent_streams: Option<u64>,
+    keepalive_interval: Option<NumOrText>,
+    idle_timeout: Option<NumOrText>,
     gc_window: Option<NumOrText>,
     node_id: Option<u64>,
     peer_addr: Option<String>,
@@ -180,8 +214,17 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DHOW_DATA_DIR", "data_dir"),
     ("DHOW_MAX_MESSAGE_BYTES", "max_message_bytes"),
     ("DHOW_MAX_UPDATES_PER_WRITE", "max_updates_per_write"),
+    ("DHOW_MAX_CHECK_BULK_ITEMS", "max_check_bulk_items"),
+    (
+        "DHOW_MAX_LOOKUP_SUBJECTS_RESULTS",
+        "max_lookup_subjects_results",
+    ),
     ("DHOW_CONSISTENCY_TIMEOUT", "consistency_timeout"),
     ("DHOW_REQUEST_TIMEOUT", "request_timeout"),
+    ("DHOW_MAX_CONNECTIONS", "max_connections"),
+    ("DHOW_MAX_CONCURRENT_STREAMS", "max_concurrent_streams"),
+    ("DHOW_KEEPALIVE_INTERVAL", "keepalive_interval"),
+    ("DHOW_IDLE_TIMEOUT", "idle_timeout"),
     ("DHOW_GC_WINDOW", "gc_window"),
     ("DHOW_NODE_ID", "node_id"),
     ("DHOW_PEER_ADDR", "peer_addr"),
@@ -319,8 +362,27 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         positive("max_message_bytes", self.max_message_bytes)?;
         positive("max_updates_per_write", self.max_updates_per_write)?;
+        positive("max_check_bulk_items", self.max_check_bulk_items)?;
+        positive(
+            "max_lookup_subjects_results",
+            self.max_lookup_subjects_results,
+        )?;
         positive("consistency_timeout", self.consistency_timeout)?;
         positive("request_timeout", self.request_timeout)?;
+        positive("max_connections", self.connections.max_connections)?;
+        positive("max_concurrent_streams", self.max_concurrent_streams)?;
+        positive("keepalive_interval", self.keepalive_interval)?;
+        // A live client answers the server's ping within a round trip of it: it is then never
+        // silent for longer than `keepalive_interval` and a bit.
+        if self.connections.idle_timeout <= self.keepalive_interval {
+            return Err(ConfigError::Invalid {
+                key: "idle_timeout".into(),
+                message: format!(
+                    "must be longer than keepalive_interval ({}), or live but quiet clients would be cut off between two pings",
+                    humantime::format_duration(self.keepalive_interval)
+                ),
+            });
+        }
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             key: key.into(),
             message,
@@ -408,6 +470,16 @@ impl Config {
                 self.set("max_updates_per_write", &v.to_string()),
             )?;
         }
+        for (key, v) in [
+            ("max_connections", f.max_connections),
+            ("max_concurrent_streams", f.max_concurrent_streams),
+            ("max_check_bulk_items", f.max_check_bulk_items),
+            ("max_lookup_subjects_results", f.max_lookup_subjects_results),
+        ] {
+            if let Some(v) = v {
+                with_key(key, self.set(key, &v.to_string()))?;
+            }
+        }
         if let Some(v) = f.node_id {
             with_key("node_id", self.set("node_id", &v.to_string()))?;
         }
@@ -430,6 +502,8 @@ impl Config {
         for (key, v) in [
             ("consistency_timeout", f.consistency_timeout),
             ("request_timeout", f.request_timeout),
+            ("keepalive_interval", f.keepalive_interval),
+            ("idle_timeout", f.idle_timeout),
             ("gc_window", f.gc_window),
         ] {
             // A bare TOML number is a number of seconds.
@@ -487,6 +561,32 @@ impl Config {
             }
             "consistency_timeout" => self.consistency_timeout = parse_duration(v)?,
             "request_timeout" => self.request_timeout = parse_duration(v)?,
+            "max_check_bulk_items" => {
+                self.max_check_bulk_items = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid number `{v}`"))?
+            }
+            "max_lookup_subjects_results" => {
+                self.max_lookup_subjects_results = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid number `{v}`"))?
+            }
+            "max_connections" => {
+                self.connections.max_connections = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid number `{v}`"))?
+            }
+            "max_concurrent_streams" => {
+                self.max_concurrent_streams = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid number `{v}`"))?
+            }
+            "keepalive_interval" => self.keepalive_interval = parse_duration(v)?,
+            "idle_timeout" => self.connections.idle_timeout = parse_duration(v)?,
             "gc_window" => self.node.gc_window = parse_duration(v)?,
             "node_id" => {
                 self.node.node_id = v

@@ -21,7 +21,7 @@ pub const DOMAIN: &str = "dhow.dev";
 pub mod reason {
     /// INVALID_ARGUMENT: a request field is missing or malformed (metadata `field`).
     pub const INVALID_FIELD: &str = "INVALID_FIELD";
-    /// INVALID_ARGUMENT: the schema text does not compile (metadata `line`, `column`).
+    /// INVALID_ARGUMENT: the schema text does not compile (metadata `line`, `column`, and `errors`: how many diagnostics).
     pub const SCHEMA_PARSE_ERROR: &str = "SCHEMA_PARSE_ERROR";
     /// INVALID_ARGUMENT: a relationship the schema does not allow (subject type, caveat,
     /// expiration), or whose caveat context does not fit the caveat's parameters.
@@ -30,6 +30,11 @@ pub mod reason {
     pub const DUPLICATE_RELATIONSHIP: &str = "DUPLICATE_RELATIONSHIP";
     /// INVALID_ARGUMENT: more updates in one write than the server allows.
     pub const TOO_MANY_UPDATES: &str = "TOO_MANY_UPDATES";
+    /// More items in one CheckBulk than `max_check_bulk_items` (metadata
+    /// `max_check_bulk_items`).
+    pub const TOO_MANY_ITEMS: &str = "TOO_MANY_ITEMS";
+    /// A lookup found more results than the server returns in one call (metadata `limit`).
+    pub const TOO_MANY_RESULTS: &str = "TOO_MANY_RESULTS";
     /// INVALID_ARGUMENT: the request's caveat context has a value of the wrong type for a
     /// caveat parameter (metadata `parameter`), or is larger than the limit (no `parameter`).
     pub const INVALID_CAVEAT_CONTEXT: &str = "INVALID_CAVEAT_CONTEXT";
@@ -166,30 +171,72 @@ impl ApiError {
     /// A schema that does not compile: INVALID_ARGUMENT with line and column of the first
     /// diagnostic (every diagnostic is in the message, one a line).
     pub fn schema(e: &dhow_schema::SchemaError) -> Self {
-        ApiError::new(
-            Code::InvalidArgument,
-            reason::SCHEMA_PARSE_ERROR,
-            format!("schema does not compile:\n{e}"),
-        )
-        .with("line", e.line())
-        .with("column", e.column())
-        .at("schema")
+        let all = e.diagnostics();
+        // The count first: the message is cut at MAX_MESSAGE_BYTES.
+        let mut message = if all.len() > MAX_DIAGNOSTICS {
+            // The compiler itself stops counting at its own maximum.
+            let count = if all.len() >= dhow_schema::MAX_DIAGNOSTICS {
+                format!("{} or more", all.len())
+            } else {
+                all.len().to_string()
+            };
+            format!("schema does not compile: {count} errors, the first {MAX_DIAGNOSTICS} of them:")
+        } else {
+            String::from("schema does not compile:")
+        };
+        for d in all.iter().take(MAX_DIAGNOSTICS) {
+            message.push('\n');
+            message.push_str(&d.to_string());
+        }
+        ApiError::new(Code::InvalidArgument, reason::SCHEMA_PARSE_ERROR, message)
+            .with("errors", all.len())
+            .with("line", e.line())
+            .with("column", e.column())
+            .at("schema")
     }
 
     /// The status sent to the client, with `ErrorInfo` (and `BadRequest` when a field is
     /// known) attached.
     pub fn into_status(self) -> Status {
-        let mut metadata: HashMap<String, String> = self.metadata.into_iter().collect();
+        let mut metadata: HashMap<String, String> = self
+            .metadata
+            .into_iter()
+            .map(|(k, v)| (k, capped(v, MAX_METADATA_VALUE_BYTES)))
+            .collect();
         let mut details: Vec<ErrorDetail> = Vec::new();
-        if let Some(f) = &self.field {
+        let field = self.field.map(|f| capped(f, MAX_METADATA_VALUE_BYTES));
+        let message = capped(self.message, MAX_MESSAGE_BYTES);
+        if let Some(f) = &field {
             metadata.insert("field".into(), f.clone());
         }
         details.push(ErrorInfo::new(self.reason, DOMAIN, metadata).into());
-        if let (Some(f), Code::InvalidArgument) = (&self.field, self.code) {
-            details.push(BadRequest::with_violation(f.clone(), self.message.clone()).into());
+        if let (Some(f), Code::InvalidArgument) = (&field, self.code) {
+            details.push(BadRequest::with_violation(f.clone(), message.clone()).into());
         }
-        Status::with_error_details_vec(self.code, self.message, details)
+        Status::with_error_details_vec(self.code, message, details)
     }
+}
+
+/// At most this many schema diagnostics are listed in an error message; all are counted
+/// (metadata `errors`). Each is a line; gRPC clients commonly refuse trailers over 8 KiB.
+pub const MAX_DIAGNOSTICS: usize = 10;
+/// An error message is cut (with an ellipsis) past this many bytes: it may echo ids and
+/// text the client sent, and it travels in a trailer whose size clients limit.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+/// Each `ErrorInfo` metadata value (and the field name) is cut past this many bytes.
+pub const MAX_METADATA_VALUE_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes on a character boundary, `...` (and how many bytes were
+/// left out) marking the cut.
+pub fn capped(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(40);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} more bytes)", &text[..end], text.len() - end)
 }
 
 impl From<ApiError> for Status {
@@ -359,6 +406,24 @@ mod tests {
         assert_eq!(info.domain, DOMAIN);
         assert_eq!(info.metadata["field"], "updates[3].relationship");
         assert!(s.get_details_bad_request().is_some());
+    }
+
+    #[test]
+    fn long_messages_and_values_are_cut_on_a_character_boundary() {
+        let id = "é".repeat(100_000);
+        let s = ApiError::invalid("resource.object_id", format!("invalid id `{id}`"))
+            .with("id", &id)
+            .into_status();
+        assert!(
+            s.message().len() <= MAX_MESSAGE_BYTES,
+            "{}",
+            s.message().len()
+        );
+        assert!(s.message().starts_with("resource.object_id: invalid id `é"));
+        assert!(s.message().contains("more bytes)"));
+        let info = s.get_details_error_info().unwrap();
+        assert!(info.metadata["id"].len() <= MAX_METADATA_VALUE_BYTES);
+        assert_eq!(capped("short".into(), 10), "short");
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub async fn serve<N: Node>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = Limits {
         max_updates_per_write: config.max_updates_per_write,
+        max_check_bulk_items: config.max_check_bulk_items,
+        max_lookup_subjects_results: config.max_lookup_subjects_results,
         consistency_timeout: config.consistency_timeout,
     };
     let state = Arc::new(State::new(node, limits, stop_rx));
@@ -120,6 +122,9 @@ pub async fn serve<N: Node>(
     tracing::info!(?addr, tls = tls.is_some(), "serving dhow.v1");
     let router = Server::builder()
         .timeout(config.request_timeout)
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(crate::config::KEEPALIVE_TIMEOUT))
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .layer(AuthLayer::new(auth))
         .add_service(health_svc)
@@ -132,12 +137,21 @@ pub async fn serve<N: Node>(
     match tls {
         Some(tls) => {
             router
-                .serve_with_incoming_shutdown(dhow_tls::tls_incoming(listener, tls), signal)
+                .serve_with_incoming_shutdown(
+                    dhow_tls::tls_incoming(
+                        dhow_node::listen::accept(listener, config.connections),
+                        tls,
+                    ),
+                    signal,
+                )
                 .await?
         }
         None => {
             router
-                .serve_with_incoming_shutdown(dhow_node::listen::incoming(listener), signal)
+                .serve_with_incoming_shutdown(
+                    dhow_node::listen::incoming(listener, config.connections),
+                    signal,
+                )
                 .await?
         }
     }

@@ -7,6 +7,7 @@
 //! certificates name their node (`DNS:node-<id>`), and a node checks that name, not a
 //! network address, when it dials a peer.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,12 +17,13 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -172,30 +174,28 @@ impl ReloadingTls {
     }
 }
 
-/// The TLS connections `listener` accepts (TCP_NODELAY set), each handshake done on its own
-/// task with a deadline; a connection whose handshake fails is logged and dropped. Ends when
-/// the stream is dropped.
-pub fn tls_incoming(
-    listener: TcpListener,
+/// TLS over the connections `accepted` yields (TCP_NODELAY and any limits are the caller's),
+/// each handshake done on its own task with a deadline; a connection whose handshake fails is
+/// logged and dropped. Ends when the stream is dropped or `accepted` ends.
+pub fn tls_incoming<S, IO>(
+    accepted: S,
     tls: Arc<ReloadingTls>,
-) -> impl Stream<Item = std::io::Result<TlsStream<TcpStream>>> {
+) -> impl Stream<Item = std::io::Result<TlsStream<IO>>>
+where
+    S: Stream<Item = (IO, SocketAddr)> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
+        let mut accepted = std::pin::pin!(accepted);
         loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
+            let (stream, peer) = tokio::select! {
+                a = accepted.next() => match a {
+                    Some(a) => a,
+                    None => return,
+                },
                 _ = tx.closed() => return,
             };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
             let acceptor = TlsAcceptor::from(tls.config());
             let tx = tx.clone();
             tokio::spawn(async move {

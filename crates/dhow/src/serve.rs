@@ -74,6 +74,8 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 /// Runs `dhow serve`.
 pub fn run(args: ServeArgs) -> ExitCode {
+    // Before the settings: the default connection limit is half the open-file limit.
+    let fd_limit = dhow_node::listen::raise_fd_limit();
     let overrides = ConfigOverrides {
         grpc_addr: args.grpc_addr,
         data_dir: args.data_dir,
@@ -105,6 +107,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
         // Colours only on a terminal: none in log files or under a supervisor.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    tracing::info!(
+        open_files = fd_limit,
+        max_connections = config.connections.max_connections,
+        "connection budget"
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -161,6 +161,19 @@ impl<N: Node> PermissionSvc<N> {
     }
 
     async fn do_check_bulk(&self, req: pb::CheckBulkRequest) -> ApiResult<pb::CheckBulkResponse> {
+        let max = self.st.limits.max_check_bulk_items;
+        if req.items.len() > max {
+            return Err(ApiError::new(
+                Code::InvalidArgument,
+                reason::TOO_MANY_ITEMS,
+                format!(
+                    "{} items in one CheckBulk; at most {max} are allowed (split the call)",
+                    req.items.len()
+                ),
+            )
+            .with("max_check_bulk_items", max)
+            .at("items"));
+        }
         // Shape errors fail their item only, as a unary Check would have failed.
         let items: Vec<ApiResult<Item>> = req
             .items
@@ -404,6 +417,18 @@ impl<N: Node> PermissionSvc<N> {
             .map_err(|e| engine_error(e, "context"))
         })
         .await?;
+        let max = self.st.limits.max_lookup_subjects_results;
+        if found.len() > max {
+            return Err(ApiError::new(
+                Code::ResourceExhausted,
+                reason::TOO_MANY_RESULTS,
+                format!(
+                    "{} subjects found; one LookupSubjects returns at most {max} (look up a narrower permission or subject relation)",
+                    found.len()
+                ),
+            )
+            .with("limit", max));
+        }
         let token = self.st.token(rev);
         Ok(found
             .iter()
