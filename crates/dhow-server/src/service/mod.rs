@@ -6,6 +6,7 @@ mod cluster;
 mod permission;
 mod relationship;
 mod schema;
+mod watching;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use cluster::ClusterSvc;
 pub use permission::PermissionSvc;
 pub use relationship::RelationshipSvc;
 pub use schema::SchemaSvc;
+pub use watching::WatchHub;
 
 /// A boxed response stream.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -49,6 +51,8 @@ pub struct State<N: Node> {
     pub write_gate: RwLock<()>,
     /// Becomes true when the server shuts down; long streams (Watch) end then.
     pub stop: watch::Receiver<bool>,
+    /// The one reader of the change log that every Watch shares.
+    pub watch: Arc<WatchHub>,
 }
 
 impl<N: Node> State<N> {
@@ -58,6 +62,7 @@ impl<N: Node> State<N> {
             limits,
             write_gate: RwLock::new(()),
             stop,
+            watch: Arc::new(WatchHub::default()),
         }
     }
 

@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use dhow_proto::v1 as pb;
 use dhow_proto::v1::relationship_service_server::RelationshipService;
@@ -25,10 +24,6 @@ use dhow_wire::join;
 
 /// Relationships read from the store per page (Read, Export, Delete).
 const PAGE: usize = 1000;
-/// Changes read per Watch poll (a revision's changes are never split).
-const WATCH_PAGE: usize = 1000;
-/// How long a Watch waits for a new revision before checking its client is still there.
-const WATCH_WAIT: Duration = Duration::from_secs(30);
 
 /// The relationship service over a node.
 pub struct RelationshipSvc<N: Node> {
@@ -475,7 +470,7 @@ impl<N: Node> RelationshipSvc<N> {
         };
         let (tx, rx) = mpsc::channel(16);
         let st = self.st.clone();
-        tokio::spawn(async move { watch_loop(st, start, types, tx).await });
+        tokio::spawn(async move { super::watching::watch_loop(st, start, types, tx).await });
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
@@ -640,98 +635,6 @@ impl<N: Node> RelationshipSvc<N> {
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
-    }
-}
-
-fn change_pb(c: &dhow_tuples::Change) -> pb::RelationshipChange {
-    use pb::relationship_change::Operation;
-    pb::RelationshipChange {
-        operation: if c.deleted {
-            Operation::Delete
-        } else {
-            Operation::Touch
-        } as i32,
-        relationship: Some(dhow_wire::relationship_pb(&c.relationship)),
-    }
-}
-
-/// Streams changes after `after` until the client goes away or the server stops. Each
-/// response holds the changes of one revision; its `changes_through` is that revision, through
-/// which every change was sent, so a
-/// client resuming from it misses nothing and sees nothing twice.
-async fn watch_loop<N: Node>(
-    st: Arc<State<N>>,
-    mut after: Revision,
-    types: Vec<String>,
-    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-) {
-    let mut stop = st.stop.clone();
-    loop {
-        if tx.is_closed() {
-            return;
-        }
-        // Everything at or below `applied` is in the store before we read it.
-        let applied = st.node.applied();
-        let changes = {
-            let st = st.clone();
-            blocking(move || Ok(st.node.store().changes(after, WATCH_PAGE)?)).await
-        };
-        let changes = match changes {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = tx.send(Err(status(e))).await;
-                return;
-            }
-        };
-        let truncated = changes.len() >= WATCH_PAGE;
-        let total = changes.len();
-        let kept: Vec<dhow_tuples::Change> = changes
-            .into_iter()
-            .filter(|c| c.revision <= applied)
-            .collect();
-        let through = match kept.last() {
-            Some(last) if truncated && kept.len() == total => last.revision,
-            _ => applied.max(after),
-        };
-        let more = truncated && kept.len() == total;
-        // One response per revision, so a client knows the revision of every change.
-        let mut responses: Vec<(Revision, Vec<pb::RelationshipChange>)> = Vec::new();
-        for c in &kept {
-            if !types.is_empty() && !types.contains(&c.relationship.resource.object_type) {
-                continue;
-            }
-            match responses.last_mut() {
-                Some((rev, batch)) if *rev == c.revision => batch.push(change_pb(c)),
-                _ => responses.push((c.revision, vec![change_pb(c)])),
-            }
-        }
-        for (rev, changes) in responses {
-            let msg = pb::WatchResponse {
-                changes,
-                changes_through: Some(st.token(rev)),
-            };
-            if tx.send(Ok(msg)).await.is_err() {
-                return;
-            }
-        }
-        after = through;
-        if more {
-            continue;
-        }
-        tokio::select! {
-            r = st.node.wait_applied(Revision(after.0 + 1), WATCH_WAIT) => match r {
-                Ok(()) | Err(NodeError::Timeout(_)) => {}
-                Err(e) => {
-                    let _ = tx.send(Err(status(e.into()))).await;
-                    return;
-                }
-            },
-            _ = tx.closed() => return,
-            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
-                let _ = tx.send(Err(status(ApiError::unavailable("server shutting down; resume from the last changes_through")))).await;
-                return;
-            }
-        }
     }
 }
 
