@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dhow_raft::{FileStage, RaftConfig, RaftHandle};
-use dhow_storage::{RocksStore, StoreOptions};
+use dhow_raft::{DecodeError, FileStage, Problem, RaftConfig, RaftError, RaftHandle, StorageKind};
+use dhow_storage::{ErrorKind, RocksStore, StoreOptions};
 use dhow_tuples::TupleStore;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -21,9 +21,23 @@ use crate::raft_node::RaftNode;
 use crate::schema::SchemaCache;
 use crate::schema_guard::SchemaGuard;
 
+/// What an operator does with a damaged data dir (docs/operations.md).
+pub const DAMAGED_HELP: &str = "This node must not serve from it: writes it acknowledged may be \
+missing, and it would hand out their revisions again. In a cluster, replace it: `dhow cluster \
+remove ID` on a live node, wipe this data dir, `dhow cluster add NEW_ID ADDR`, then start it \
+with --node-id NEW_ID --initial-cluster-state existing; it rejoins by snapshot. Alone, restore \
+from a backup. See docs/operations.md, \"When a node's data is damaged\".";
+
 /// Why a node could not start; each says what to look at.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The data dir is damaged (a damaged WAL or table file, a Raft log with entries missing
+    /// or undecodable, a store behind what the log says it applied): the node refuses it.
+    #[error("the data in {path} is damaged: {message}. {DAMAGED_HELP}")]
+    Damaged {
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("cannot create data dir {path}: {error}")]
     DataDir {
         path: std::path::PathBuf,
@@ -115,9 +129,15 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         path: db.clone(),
         error,
     })?;
-    let store_error = |e: &dyn std::fmt::Display| StartError::Store {
-        path: db.clone(),
-        message: e.to_string(),
+    let store_error = |e: &dhow_storage::StorageError| match e.kind() {
+        ErrorKind::Corruption => StartError::Damaged {
+            path: config.data_dir.clone(),
+            message: e.to_string(),
+        },
+        _ => StartError::Store {
+            path: db.clone(),
+            message: e.to_string(),
+        },
     };
     let store =
         Arc::new(RocksStore::open(&db, StoreOptions::default()).map_err(|e| store_error(&e))?);
@@ -194,8 +214,29 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         schemas.clone(),
     ));
     let handle = Arc::new(
-        RaftHandle::start(raft_config, store.raft_log(), state_machine, transport)
-            .map_err(|e| StartError::Raft(e.to_string()))?,
+        RaftHandle::start(raft_config, store.raft_log(), state_machine, transport).map_err(
+            |e| match e {
+                RaftError::Codec {
+                    error:
+                        DecodeError {
+                            problem: Problem::UnknownVersion { .. },
+                            ..
+                        },
+                    ..
+                } => StartError::Raft(format!(
+                    "{e}: the data dir was written by a newer build of dhow; run that build"
+                )),
+                RaftError::Codec { .. } => StartError::Damaged {
+                    path: config.data_dir.clone(),
+                    message: e.to_string(),
+                },
+                e if e.storage_kind() == Some(StorageKind::Corruption) => StartError::Damaged {
+                    path: config.data_dir.clone(),
+                    message: e.to_string(),
+                },
+                e => StartError::Raft(e.to_string()),
+            },
+        )?,
     );
     let node = Arc::new(RaftNode::new(
         handle.clone(),

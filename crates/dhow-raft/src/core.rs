@@ -114,7 +114,8 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             .stage
             .clone()
             .unwrap_or_else(|| Arc::new(MemStage::default()));
-        repair(&storage, &*store, &*stage)?;
+        let sole_voter = membership.conf.voters == [config.id];
+        repair(&storage, &*store, &*stage, sole_voter)?;
         let applied = store.head();
         storage.set_applied(applied.0);
         let raft_config = raft::Config {
