@@ -5,7 +5,8 @@
 //! docs/operations.md says (remove, wipe, add under a new id, start with
 //! `--initial-cluster-state existing`) and the cluster ends with every acknowledged write;
 //! a damaged node that ran alone is restored from a logical backup into a new data dir (a new
-//! cluster id: the old node's consistency tokens are refused, never pointed at other data).
+//! cluster id: the old node's consistency tokens are refused, never pointed at other data);
+//! a data dir started under another `--node-id` is refused, naming the node it belongs to.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -269,4 +270,37 @@ async fn a_damaged_node_is_replaced_and_the_cluster_keeps_every_acknowledged_wri
         "{} acknowledged relationships on nodes 1, 2 and 4 after node 3's damaged data was replaced",
         acked.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_started_with_another_node_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let mut server = Server::start(&data, 0);
+    let mut client = Client::connect(&server.endpoint()).await;
+    retry!("schema", client.write_schema(SCHEMA));
+    let (_, token) = retry!("write", write_many(&client, "n", 3));
+    server.kill9();
+    // Before: node 2 started on node 1's data dir (its log, its votes) and served it.
+    let data_arg = data.to_str().unwrap();
+    let (status, out) = serve_until_exit(&[
+        "--data-dir",
+        data_arg,
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--node-id",
+        "2",
+    ]);
+    assert!(!status.success(), "{status}: {out}");
+    assert!(
+        out.contains("belongs to node 1")
+            && out.contains("started as node 2")
+            && out.contains("--node-id 1"),
+        "dhow serve did not say whose data dir it is:\n{out}"
+    );
+    // Its own id still starts it, with its data.
+    let server = Server::start(&data, 0);
+    let mut client = Client::connect(&server.endpoint()).await;
+    let (allowed, _) = retry!("check", client.check("document:n_2", "u", at_least(&token)));
+    assert!(allowed, "node 1's data after the refused start");
 }

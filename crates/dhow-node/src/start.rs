@@ -38,6 +38,18 @@ pub enum StartError {
         path: std::path::PathBuf,
         message: String,
     },
+    /// The data dir belongs to another node (its recorded node id is not `--node-id`).
+    #[error(
+        "the data dir {path} belongs to node {recorded} of cluster {cluster:016x}, but this node \
+         was started as node {given}: start it with --node-id {recorded}, or give node {given} \
+         a data dir of its own (an empty one joins as a new member)"
+    )]
+    WrongNode {
+        path: std::path::PathBuf,
+        recorded: u64,
+        given: u64,
+        cluster: u64,
+    },
     #[error("cannot create data dir {path}: {error}")]
     DataDir {
         path: std::path::PathBuf,
@@ -189,6 +201,23 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
             id
         }
     };
+    // The data dir remembers its node: another id would vote and append as a different
+    // member with this one's log and promises.
+    match store.node_id().map_err(|e| store_error(&e))? {
+        Some(recorded) if recorded != config.node_id => {
+            return Err(StartError::WrongNode {
+                path: config.data_dir.clone(),
+                recorded,
+                given: config.node_id,
+                cluster: cluster_id,
+            })
+        }
+        Some(_) => {}
+        // A new data dir, or one written before node ids were recorded: it is this node's.
+        None => store
+            .set_node_id(config.node_id)
+            .map_err(|e| store_error(&e))?,
+    }
     let transport = PeerTransport::new(
         config.node_id,
         cluster_id,

@@ -46,6 +46,7 @@ pub(crate) const META_FORMAT: &[u8] = b"format_version";
 pub(crate) const META_HEAD: &[u8] = b"applied_revision";
 pub(crate) const META_OLDEST: &[u8] = b"oldest_revision";
 pub(crate) const META_CLUSTER: &[u8] = b"cluster_id";
+pub(crate) const META_NODE: &[u8] = b"node_id";
 
 /// The storage format this build writes and reads (in `meta`, key `format_version`).
 pub const FORMAT_VERSION: u32 = 1;

@@ -14,7 +14,7 @@ use rocksdb::{ReadOptions, WriteBatch};
 
 use crate::db::{
     read_window, Db, CF_BY_SUBJECT, CF_CHANGES, CF_META, CF_SCHEMAS, CF_TUPLES, META_CLUSTER,
-    META_HEAD, META_OLDEST,
+    META_HEAD, META_NODE, META_OLDEST,
 };
 use crate::error::{corrupt, io, rocks, StorageError};
 use crate::keys::{
@@ -103,16 +103,32 @@ impl RocksStore {
 
     /// The cluster id recorded in this store, if any.
     pub fn cluster_id(&self) -> Result<Option<u64>, StorageError> {
+        self.meta_u64(META_CLUSTER, "cluster id")
+    }
+
+    /// The node id recorded in this store, if any: the node this data dir belongs to.
+    pub fn node_id(&self) -> Result<Option<u64>, StorageError> {
+        self.meta_u64(META_NODE, "node id")
+    }
+
+    /// Records the node id this data dir belongs to (synced).
+    pub fn set_node_id(&self, id: u64) -> Result<(), StorageError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.shared.cf(CF_META)?, META_NODE, id.to_be_bytes());
+        self.shared.write(b, "writing the node id")
+    }
+
+    fn meta_u64(&self, key: &[u8], what: &str) -> Result<Option<u64>, StorageError> {
         let meta = self.shared.cf(CF_META)?;
         match self
             .shared
             .db
-            .get_cf(meta, META_CLUSTER)
-            .map_err(rocks("reading the cluster id"))?
+            .get_cf(meta, key)
+            .map_err(rocks(format!("reading the {what}")))?
         {
             Some(b) => be_u64(&b).map(Some).map_err(|m| StorageError::Corrupt {
                 cf: CF_META,
-                message: format!("cluster id: {m}"),
+                message: format!("{what}: {m}"),
             }),
             None => Ok(None),
         }
