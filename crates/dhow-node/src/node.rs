@@ -78,4 +78,7 @@ pub trait Node: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Revision, NodeError>> + Send;
     /// Asks the leader to hand leadership to voter `to`.
     fn transfer_leader(&self, to: u64) -> impl Future<Output = Result<(), NodeError>> + Send;
+    /// What is wrong with this node, as it changes: `None` while it serves, or why it
+    /// cannot (health reports NOT_SERVING meanwhile).
+    fn fault(&self) -> tokio::sync::watch::Receiver<Option<String>>;
 }

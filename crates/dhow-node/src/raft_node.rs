@@ -140,4 +140,8 @@ impl Node for RaftNode {
         self.bounded("leader transfer", self.handle.transfer_leader(to))
             .await
     }
+
+    fn fault(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.handle.fault()
+    }
 }

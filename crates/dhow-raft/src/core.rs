@@ -95,6 +95,9 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     leader: u64,
     /// Why the loop stopped serving writes, once it met a failure.
     pub(crate) failed: Option<RaftError>,
+    /// What is wrong with this node while it cannot apply (its health: `None` when fine),
+    /// published for the health service.
+    pub(crate) fault_tx: watch::Sender<Option<String>>,
 }
 
 impl<L: LogStore, T: Transport> Core<L, T> {
@@ -168,6 +171,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             was_leader: false,
             leader: 0,
             failed: None,
+            fault_tx: watch::channel(None).0,
         };
         Ok((core, applied_rx))
     }
@@ -235,15 +239,26 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         }
     }
 
-    /// The end of every iteration: handles the Ready (a storage failure stops the node serving
-    /// writes), then answers waiters if the leader changed.
+    /// The end of every iteration: handles the Ready (a failure stops the node serving
+    /// writes, loudly: an error in the log and a fault its health reports), then answers
+    /// waiters if the leader changed.
     pub(crate) fn ready(&mut self) {
         if let Err(e) = self.on_ready() {
-            tracing::error!(error = %e, "raft loop failed; this node stops serving writes");
+            tracing::error!(
+                error = %e,
+                "raft loop failed; this node stops applying and serving writes (health NOT_SERVING)"
+            );
+            self.fault_tx
+                .send_replace(Some(format!("the Raft loop stopped: {e}")));
             self.failed = Some(e.clone());
             self.fail_all(|| e.clone());
         }
         self.check_leadership();
+    }
+
+    /// What is wrong with this node (`None`: nothing), as it changes.
+    pub(crate) fn fault(&self) -> watch::Receiver<Option<String>> {
+        self.fault_tx.subscribe()
     }
 
     /// The loop ended: whoever still waits is told.

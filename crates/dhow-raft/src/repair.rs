@@ -344,10 +344,19 @@ mod tests {
     #[test]
     fn an_undecodable_entry_not_yet_applied_is_refused_but_an_applied_one_is_kept() {
         let s = storage_with_entries(2);
-        s.with(|l| l.append(&[raw(3, 1, vec![9, 9, 9])])).unwrap();
+        s.with(|l| l.append(&[raw(3, 1, vec![2, 0xee, 0xee])])).unwrap();
         refused(&s, 2, "entry 3, not yet applied, does not decode");
         // Applied before: the store holds its outcome already.
         repair(&s, &store_at(3), &MemStage::default(), false).unwrap();
+        // A format version this build does not know: a newer build's log, said as such.
+        let s = storage_with_entries(2);
+        s.with(|l| l.append(&[raw(3, 1, vec![9, 9, 9])])).unwrap();
+        let e = repair(&s, &store_at(2), &MemStage::default(), false).unwrap_err();
+        assert!(
+            matches!(&e, RaftError::Codec { what, .. } if what == "raft entry 3"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("unknown format version 9"), "{e}");
     }
 
     #[test]

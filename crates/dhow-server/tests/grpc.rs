@@ -1979,3 +1979,52 @@ async fn a_delegation_guarded_by_a_caveat_allows_only_its_task() {
     );
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn health_follows_the_node_fault_not_serving_then_serving_again() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let s = TestServer::start().await;
+    let mut h = HealthClient::new(s.channel.clone());
+    async fn all(h: &mut HealthClient<tonic::transport::Channel>) -> Vec<i32> {
+        let mut out = Vec::new();
+        for svc in [
+            "",
+            "dhow.v1.PermissionService",
+            "dhow.v1.RelationshipService",
+        ] {
+            let r = h
+                .check(HealthCheckRequest {
+                    service: svc.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            out.push(r.status);
+        }
+        out
+    }
+    async fn wait_for(h: &mut HealthClient<tonic::transport::Channel>, want: ServingStatus) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = all(h).await;
+            if now.iter().all(|s| *s == want as i32) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "health {now:?}, waiting for {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_for(&mut h, ServingStatus::Serving).await;
+    s.node.set_fault(Some(
+        "the Raft loop stopped: raft entry 7: unknown tag".into(),
+    ));
+    wait_for(&mut h, ServingStatus::NotServing).await;
+    s.node.set_fault(None);
+    wait_for(&mut h, ServingStatus::Serving).await;
+    s.stop().await.unwrap();
+}
