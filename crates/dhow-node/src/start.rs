@@ -151,8 +151,11 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
             message: e.to_string(),
         },
     };
-    let store =
-        Arc::new(RocksStore::open(&db, StoreOptions::default()).map_err(|e| store_error(&e))?);
+    let options = StoreOptions {
+        min_free_bytes: config.min_free_bytes,
+        ..StoreOptions::default()
+    };
+    let store = Arc::new(RocksStore::open(&db, options).map_err(|e| store_error(&e))?);
     let peer_listener = match config.peer_addr {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)

@@ -139,6 +139,14 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             waiter.fail(|| e.clone());
             return;
         }
+        if self.paused {
+            waiter.fail(|| {
+                RaftError::Unavailable(
+                    "this node's disk is full: its writes pause until space is freed; the write was not applied".into(),
+                )
+            });
+            return;
+        }
         let id = self.proposals.next_id();
         let data = codec::encode(&Proposal { id, body });
         let outcome = self.raw.propose(vec![], data);

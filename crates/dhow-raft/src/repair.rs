@@ -344,7 +344,8 @@ mod tests {
     #[test]
     fn an_undecodable_entry_not_yet_applied_is_refused_but_an_applied_one_is_kept() {
         let s = storage_with_entries(2);
-        s.with(|l| l.append(&[raw(3, 1, vec![2, 0xee, 0xee])])).unwrap();
+        s.with(|l| l.append(&[raw(3, 1, vec![2, 0xee, 0xee])]))
+            .unwrap();
         refused(&s, 2, "entry 3, not yet applied, does not decode");
         // Applied before: the store holds its outcome already.
         repair(&s, &store_at(3), &MemStage::default(), false).unwrap();

@@ -272,9 +272,10 @@ impl LogStore for FillingLog {
     }
 }
 
-/// A caller tells a full disk from a stopped node by matching, not by reading the message:
-/// the write in flight when the log's disk fills, and every write after it, get the log's own
-/// error with its kind; a node shut down says `Stopped`.
+/// A log write that fails anyway (a log without a free-space check, or a disk filled between
+/// the check and the write) stops the loop: the write in flight gets UNAVAILABLE "may or may
+/// not have been applied" naming the cause (it is in the log, applied after a restart), every
+/// write after it the log's own error with its kind; a node shut down says `Stopped`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_reported_as_such_to_every_writer() {
     let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -291,6 +292,15 @@ async fn a_full_disk_is_reported_as_such_to_every_writer() {
     .unwrap();
     write_retrying(&node, touch("document:a#viewer@user:alice")).await;
     full.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = node
+        .write(touch("document:b#viewer@user:bob"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RaftError::Unavailable(m)
+            if m.contains("may or may not have been applied") && m.contains("appending to the raft log")),
+        "the write in flight: {err}"
+    );
     for i in 0..3 {
         let err = node
             .write(touch(&format!("document:b{i}#viewer@user:bob")))

@@ -57,6 +57,8 @@ pub(crate) struct Db {
     pub db: DB,
     pub path: PathBuf,
     sync: bool,
+    /// The free space the disk keeps: see [`Db::check_space`].
+    min_free: u64,
     /// The applied revision (mirrors `meta`; readers check the snapshot's own copy).
     pub head: AtomicU64,
     /// The oldest readable revision (mirrors `meta`).
@@ -98,6 +100,7 @@ impl Db {
             db,
             path: path.to_path_buf(),
             sync: opts.sync_writes,
+            min_free: opts.min_free_bytes,
             head: AtomicU64::new(0),
             oldest: AtomicU64::new(0),
             apply_lock: Mutex::new(()),
@@ -118,6 +121,32 @@ impl Db {
                 cf: "(column families)",
                 message: format!("column family `{name}` is missing"),
             })
+    }
+
+    /// Whether the disk of the database still has its reserve of free space: an error of
+    /// kind [`ErrorKind::NoSpace`](crate::ErrorKind::NoSpace) when less is left.
+    pub(crate) fn check_space(&self) -> Result<(), StorageError> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let st = rustix::fs::statvfs(&self.path).map_err(|e| StorageError::Io {
+            kind: crate::ErrorKind::Io,
+            what: format!("reading the free space of {}", self.path.display()),
+            message: e.to_string(),
+        })?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < self.min_free {
+            return Err(StorageError::Io {
+                kind: crate::ErrorKind::NoSpace,
+                what: format!("the disk of {}", self.path.display()),
+                message: format!(
+                    "{} KiB free, below the reserve of {} KiB: writes pause until space is freed",
+                    free / 1024,
+                    self.min_free / 1024
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Writes `batch` atomically, synced unless the store was opened without sync.

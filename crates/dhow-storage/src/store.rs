@@ -37,13 +37,21 @@ pub struct StoreOptions {
     /// Sync every write (apply, GC, Raft log and state) to disk before it returns (default
     /// true). Turning it off loses acknowledged writes on a machine crash: tests only.
     pub sync_writes: bool,
+    /// The free space the disk keeps (default [`DEFAULT_MIN_FREE_BYTES`]): below it the Raft
+    /// loop pauses its writes ([`RaftLogStore::check_space`]) instead of letting RocksDB hit
+    /// a full disk, which it does not recover from without a reopen.
+    pub min_free_bytes: u64,
 }
+
+/// The default free-space reserve of a data dir's disk: 64 MiB.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             create_if_missing: true,
             sync_writes: true,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -358,6 +366,9 @@ impl RocksStore {
 
     fn gc_inner(&self, before: Revision) -> Result<(), StorageError> {
         let sh = &*self.shared;
+        // On a disk below its reserve GC waits too: a write that fills the disk would stop
+        // RocksDB until a reopen.
+        sh.check_space()?;
         let _g = lock(&sh.apply_lock);
         let head = sh.head.load(Ordering::Acquire);
         let oldest = sh.oldest.load(Ordering::Acquire);
