@@ -2028,3 +2028,55 @@ async fn health_follows_the_node_fault_not_serving_then_serving_again() {
     wait_for(&mut h, ServingStatus::Serving).await;
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn delete_by_filter_is_chunked_by_max_updates_per_write() {
+    // Before: a delete matching more than max_updates_per_write became one write of every
+    // match (70,000 relationships in one Raft entry deposed the leader).
+    let config = dhow_server::Config {
+        max_updates_per_write: 4,
+        ..Default::default()
+    };
+    let s = TestServer::start_with(config).await;
+    s.with_schema().await;
+    for chunk in (0..10).collect::<Vec<u32>>().chunks(4) {
+        write(
+            &s,
+            chunk
+                .iter()
+                .map(|i| touch(&format!("document:doc{i}#viewer@user:bob")))
+                .collect(),
+        )
+        .await;
+    }
+    let req = |limit, partial| pb::DeleteRequest {
+        filter: Some(pb::RelationshipFilter {
+            resource_type: "document".into(),
+            ..Default::default()
+        }),
+        optional_preconditions: vec![],
+        optional_limit: limit,
+        optional_allow_partial_deletions: partial,
+    };
+    // Without partial deletions: refused, naming the limit, nothing deleted.
+    let e = s.rel().delete(req(0, false)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::FailedPrecondition, "DELETE_LIMIT_EXCEEDED")
+    );
+    assert!(e.message().contains("max_updates_per_write"), "{e:?}");
+    assert_eq!(read_all(&s, "document", None).await.len(), 10);
+    // With them: chunks of 4 (a larger limit is capped), partial until none remain.
+    let mut counts = Vec::new();
+    let mut last = None;
+    for limit in [0, 100, 0] {
+        let r = s.rel().delete(req(limit, true)).await.unwrap().into_inner();
+        counts.push((r.deleted_count, r.partial));
+        last = r.deleted_at;
+    }
+    assert_eq!(counts, vec![(4, true), (4, true), (2, false)]);
+    assert!(read_all(&s, "document", fresh(last.as_ref().unwrap()))
+        .await
+        .is_empty());
+    s.stop().await.unwrap();
+}
