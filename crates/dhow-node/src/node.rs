@@ -24,6 +24,9 @@ pub enum NodeError {
     /// Waited too long (for a revision to be applied, or for a write to commit).
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The write or schema is larger than one Raft entry may be; nothing was applied.
+    #[error("{message}")]
+    TooLarge { message: String, limit: usize },
     /// The request does not fit the cluster's state (e.g. transfer leadership to a learner).
     #[error("{0}")]
     FailedPrecondition(String),

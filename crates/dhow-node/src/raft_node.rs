@@ -77,6 +77,10 @@ pub fn node_error(e: RaftError) -> NodeError {
         RaftError::Rejected(e) => NodeError::Rejected(e),
         RaftError::Unavailable(m) => NodeError::Unavailable(m),
         RaftError::Timeout(m) => NodeError::Timeout(m),
+        e @ RaftError::TooLarge { limit, .. } => NodeError::TooLarge {
+            message: e.to_string(),
+            limit,
+        },
         RaftError::Stopped => NodeError::Unavailable("the node is shutting down".into()),
         RaftError::Config(m) => NodeError::FailedPrecondition(m),
         other => NodeError::Internal(other.to_string()),

@@ -328,3 +328,73 @@ async fn a_full_disk_is_reported_as_such_to_every_writer() {
         .unwrap_err();
     assert_eq!(err, RaftError::Stopped);
 }
+
+/// A Raft entry has a size bound: a write over it is refused before it reaches the log,
+/// naming the limit; writes batched together past it are split into several entries and all
+/// applied. Before, any write of any size became one entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_over_the_size_bound_is_refused_and_batches_are_split() {
+    let log = Arc::new(std::sync::Mutex::new(MemLog::default()));
+    let store = Arc::new(SharedMemStore::new());
+    let node = RaftHandle::start(
+        RaftConfig {
+            max_entry_bytes: 20_000,
+            ..config()
+        },
+        log.clone(),
+        store.clone() as Arc<dyn TupleStore>,
+        NoTransport,
+    )
+    .unwrap();
+    write_retrying(&node, touch("document:a#viewer@user:alice")).await;
+    let last = log.lock().unwrap().last_index().unwrap();
+    let big = WriteRequest {
+        preconditions: vec![],
+        ops: (0..2000)
+            .map(|i| {
+                WriteOp::Touch(
+                    parse_relationship(&format!("document:big{i}#viewer@user:u")).unwrap(),
+                )
+            })
+            .collect(),
+    };
+    let err = node.write(big).await.unwrap_err();
+    assert!(
+        matches!(&err, RaftError::TooLarge { limit: 20_000, size, .. } if *size > 20_000),
+        "{err}"
+    );
+    assert!(err.to_string().contains("max_entry_bytes"), "{err}");
+    assert_eq!(
+        log.lock().unwrap().last_index().unwrap(),
+        last,
+        "the refused write reached the log"
+    );
+    // 40 writes of 100 relationships each fit alone, not together: all are applied.
+    let pending: Vec<_> = (0..40)
+        .map(|w| {
+            node.submit_write(WriteRequest {
+                preconditions: vec![],
+                ops: (0..100)
+                    .map(|i| {
+                        WriteOp::Touch(
+                            parse_relationship(&format!("document:w{w}_{i}#viewer@user:u"))
+                                .unwrap(),
+                        )
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    for p in pending {
+        p.await.unwrap();
+    }
+    let r = store.reader(store.head()).unwrap();
+    for w in [0, 17, 39] {
+        assert_eq!(
+            r.by_resource(&ObjectRef::new("document", format!("w{w}_99")), "viewer")
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}

@@ -30,6 +30,8 @@ pub mod reason {
     pub const DUPLICATE_RELATIONSHIP: &str = "DUPLICATE_RELATIONSHIP";
     /// INVALID_ARGUMENT: more updates in one write than the server allows.
     pub const TOO_MANY_UPDATES: &str = "TOO_MANY_UPDATES";
+    /// INVALID_ARGUMENT: the write or schema is larger than one Raft entry may be.
+    pub const ENTRY_TOO_LARGE: &str = "ENTRY_TOO_LARGE";
     /// INVALID_ARGUMENT: the request's caveat context has a value of the wrong type for a
     /// caveat parameter (metadata `parameter`), or is larger than the limit (no `parameter`).
     pub const INVALID_CAVEAT_CONTEXT: &str = "INVALID_CAVEAT_CONTEXT";
@@ -308,6 +310,10 @@ impl From<NodeError> for ApiError {
             ),
             NodeError::FailedPrecondition(m) => {
                 ApiError::new(Code::FailedPrecondition, reason::CLUSTER, m)
+            }
+            NodeError::TooLarge { message, limit } => {
+                ApiError::new(Code::InvalidArgument, reason::ENTRY_TOO_LARGE, message)
+                    .with("max_entry_bytes", limit)
             }
             NodeError::Internal(m) => ApiError::internal(m),
         }
