@@ -225,6 +225,24 @@ impl Cluster {
         }
     }
 
+    /// Waits up to `timeout` for the process of node index `i` to exit on its own (a node
+    /// that refuses to start): its exit status, or `None` if it still runs (or none was
+    /// started).
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.nodes[i].child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes[i].child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Restarts node index `i` on its data dir (same flags).
     pub fn restart(&mut self, i: usize) {
         self.kill9(i);

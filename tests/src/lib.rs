@@ -1,10 +1,11 @@
 //! The one home of Dhow's shared test support (a dev-dependency of the crates whose tests
 //! need it): where the conformance scenarios live, relationships and tokens for tests,
 //! `server` (the real API server in-process over a `MemNode`), `process` (the `dhow` binary
-//! and a `dhow serve` process), `cluster` (clusters of real processes), `proxy` (faults on
+//! and a `dhow serve` process), `cluster` (clusters of real processes), `damage` (damaged data dirs), `proxy` (faults on
 //! their peer links) and `history` (checking what the clients of a fault run saw).
 
 pub mod cluster;
+pub mod damage;
 pub mod history;
 pub mod process;
 pub mod proxy;

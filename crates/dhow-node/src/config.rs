@@ -31,6 +31,9 @@ pub struct NodeConfig {
     pub write_timeout: Duration,
     /// Mutual TLS on the peer port with a cluster CA; plaintext without it.
     pub peer_tls: Option<PeerTls>,
+    /// Free space kept on the data dir's disk: below it the node pauses its writes until
+    /// space is freed (0: no reserve). Default 64 MiB.
+    pub min_free_bytes: u64,
 }
 
 /// The peer port's mutual TLS: every node has a certificate from the cluster CA that names it
@@ -68,6 +71,7 @@ impl Default for NodeConfig {
             gc_window: Duration::from_secs(24 * 3600),
             write_timeout: Duration::from_secs(30),
             peer_tls: None,
+            min_free_bytes: dhow_storage::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }

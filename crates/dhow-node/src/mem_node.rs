@@ -23,6 +23,7 @@ pub struct MemNode {
     applied: watch::Sender<Revision>,
     available: AtomicBool,
     schemas: SchemaCache,
+    fault: watch::Sender<Option<String>>,
 }
 
 impl MemNode {
@@ -41,6 +42,7 @@ impl MemNode {
             applied,
             available: AtomicBool::new(true),
             schemas: SchemaCache::new(),
+            fault: watch::channel(None).0,
         }
     }
 
@@ -53,6 +55,11 @@ impl MemNode {
     /// succeed again. For tests.
     pub fn set_available(&self, available: bool) {
         self.available.store(available, Ordering::SeqCst);
+    }
+
+    /// Reports a fault (health NOT_SERVING), or none. For tests.
+    pub fn set_fault(&self, fault: Option<String>) {
+        self.fault.send_replace(fault);
     }
 
     fn check_available(&self) -> Result<(), NodeError> {
@@ -179,6 +186,10 @@ impl Node for MemNode {
                 "node {to} is not a voter of this cluster"
             )))
         }
+    }
+
+    fn fault(&self) -> watch::Receiver<Option<String>> {
+        self.fault.subscribe()
     }
 }
 

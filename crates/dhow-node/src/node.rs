@@ -24,6 +24,9 @@ pub enum NodeError {
     /// Waited too long (for a revision to be applied, or for a write to commit).
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The write or schema is larger than one Raft entry may be; nothing was applied.
+    #[error("{message}")]
+    TooLarge { message: String, limit: usize },
     /// The request does not fit the cluster's state (e.g. transfer leadership to a learner).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -78,4 +81,7 @@ pub trait Node: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Revision, NodeError>> + Send;
     /// Asks the leader to hand leadership to voter `to`.
     fn transfer_leader(&self, to: u64) -> impl Future<Output = Result<(), NodeError>> + Send;
+    /// What is wrong with this node, as it changes: `None` while it serves, or why it
+    /// cannot (health reports NOT_SERVING meanwhile).
+    fn fault(&self) -> tokio::sync::watch::Receiver<Option<String>>;
 }

@@ -77,6 +77,10 @@ pub fn node_error(e: RaftError) -> NodeError {
         RaftError::Rejected(e) => NodeError::Rejected(e),
         RaftError::Unavailable(m) => NodeError::Unavailable(m),
         RaftError::Timeout(m) => NodeError::Timeout(m),
+        e @ RaftError::TooLarge { limit, .. } => NodeError::TooLarge {
+            message: e.to_string(),
+            limit,
+        },
         RaftError::Stopped => NodeError::Unavailable("the node is shutting down".into()),
         RaftError::Config(m) => NodeError::FailedPrecondition(m),
         other => NodeError::Internal(other.to_string()),
@@ -139,5 +143,9 @@ impl Node for RaftNode {
     async fn transfer_leader(&self, to: u64) -> Result<(), NodeError> {
         self.bounded("leader transfer", self.handle.transfer_leader(to))
             .await
+    }
+
+    fn fault(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.handle.fault()
     }
 }

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dhow_raft::{FileStage, RaftConfig, RaftHandle};
-use dhow_storage::{RocksStore, StoreOptions};
+use dhow_raft::{DecodeError, FileStage, Problem, RaftConfig, RaftError, RaftHandle, StorageKind};
+use dhow_storage::{ErrorKind, RocksStore, StoreOptions};
 use dhow_tuples::TupleStore;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -21,9 +21,35 @@ use crate::raft_node::RaftNode;
 use crate::schema::SchemaCache;
 use crate::schema_guard::SchemaGuard;
 
+/// What an operator does with a damaged data dir (docs/operations.md).
+pub const DAMAGED_HELP: &str = "This node must not serve from it: writes it acknowledged may be \
+missing, and it would hand out their revisions again. In a cluster, replace it: `dhow cluster \
+remove ID` on a live node, wipe this data dir, `dhow cluster add NEW_ID ADDR`, then start it \
+with --node-id NEW_ID --initial-cluster-state existing; it rejoins by snapshot. Alone, restore \
+from a backup. See docs/operations.md, \"When a node's data is damaged\".";
+
 /// Why a node could not start; each says what to look at.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The data dir is damaged (a damaged WAL or table file, a Raft log with entries missing
+    /// or undecodable, a store behind what the log says it applied): the node refuses it.
+    #[error("the data in {path} is damaged: {message}. {DAMAGED_HELP}")]
+    Damaged {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// The data dir belongs to another node (its recorded node id is not `--node-id`).
+    #[error(
+        "the data dir {path} belongs to node {recorded} of cluster {cluster:016x}, but this node \
+         was started as node {given}: start it with --node-id {recorded}, or give node {given} \
+         a data dir of its own (an empty one joins as a new member)"
+    )]
+    WrongNode {
+        path: std::path::PathBuf,
+        recorded: u64,
+        given: u64,
+        cluster: u64,
+    },
     #[error("cannot create data dir {path}: {error}")]
     DataDir {
         path: std::path::PathBuf,
@@ -115,12 +141,21 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         path: db.clone(),
         error,
     })?;
-    let store_error = |e: &dyn std::fmt::Display| StartError::Store {
-        path: db.clone(),
-        message: e.to_string(),
+    let store_error = |e: &dhow_storage::StorageError| match e.kind() {
+        ErrorKind::Corruption => StartError::Damaged {
+            path: config.data_dir.clone(),
+            message: e.to_string(),
+        },
+        _ => StartError::Store {
+            path: db.clone(),
+            message: e.to_string(),
+        },
     };
-    let store =
-        Arc::new(RocksStore::open(&db, StoreOptions::default()).map_err(|e| store_error(&e))?);
+    let options = StoreOptions {
+        min_free_bytes: config.min_free_bytes,
+        ..StoreOptions::default()
+    };
+    let store = Arc::new(RocksStore::open(&db, options).map_err(|e| store_error(&e))?);
     let peer_listener = match config.peer_addr {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -169,6 +204,23 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
             id
         }
     };
+    // The data dir remembers its node: another id would vote and append as a different
+    // member with this one's log and promises.
+    match store.node_id().map_err(|e| store_error(&e))? {
+        Some(recorded) if recorded != config.node_id => {
+            return Err(StartError::WrongNode {
+                path: config.data_dir.clone(),
+                recorded,
+                given: config.node_id,
+                cluster: cluster_id,
+            })
+        }
+        Some(_) => {}
+        // A new data dir, or one written before node ids were recorded: it is this node's.
+        None => store
+            .set_node_id(config.node_id)
+            .map_err(|e| store_error(&e))?,
+    }
     let transport = PeerTransport::new(
         config.node_id,
         cluster_id,
@@ -194,8 +246,29 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         schemas.clone(),
     ));
     let handle = Arc::new(
-        RaftHandle::start(raft_config, store.raft_log(), state_machine, transport)
-            .map_err(|e| StartError::Raft(e.to_string()))?,
+        RaftHandle::start(raft_config, store.raft_log(), state_machine, transport).map_err(
+            |e| match e {
+                RaftError::Codec {
+                    error:
+                        DecodeError {
+                            problem: Problem::UnknownVersion { .. },
+                            ..
+                        },
+                    ..
+                } => StartError::Raft(format!(
+                    "{e}: the data dir was written by a newer build of dhow; run that build"
+                )),
+                RaftError::Codec { .. } => StartError::Damaged {
+                    path: config.data_dir.clone(),
+                    message: e.to_string(),
+                },
+                e if e.storage_kind() == Some(StorageKind::Corruption) => StartError::Damaged {
+                    path: config.data_dir.clone(),
+                    message: e.to_string(),
+                },
+                e => StartError::Raft(e.to_string()),
+            },
+        )?,
     );
     let node = Arc::new(RaftNode::new(
         handle.clone(),

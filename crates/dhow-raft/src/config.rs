@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use crate::snapshot::SnapshotStage;
 
+/// The default bound on one Raft entry's data: 8 MiB.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 8 * 1024 * 1024;
+
 /// Settings of the Raft loop.
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
@@ -23,6 +26,10 @@ pub struct RaftConfig {
     pub heartbeat_tick: usize,
     /// At most this many client writes go into one entry.
     pub max_writes_per_entry: usize,
+    /// The most bytes one entry's data may hold: writes batched together past it are split
+    /// into several entries, and a single write or schema past it is refused
+    /// ([`crate::RaftError::TooLarge`]) before it reaches the log.
+    pub max_entry_bytes: usize,
     /// Applied entries kept in the log behind the applied index before compaction.
     pub log_retain: u64,
     /// Where received snapshots are kept until the store holds them (none: in memory, so a
@@ -40,6 +47,7 @@ impl Default for RaftConfig {
             election_tick: 10,
             heartbeat_tick: 3,
             max_writes_per_entry: 1000,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             log_retain: 50_000,
             stage: None,
         }

@@ -21,6 +21,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::codec::Body;
 use crate::config::RaftConfig;
+use crate::error::StorageKind;
 use crate::log::{LogStore, Membership, RaftStorage};
 use crate::membership::{initial_membership, MemberChange, Status};
 use crate::propose::{Proposals, Waiter};
@@ -95,6 +96,11 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     leader: u64,
     /// Why the loop stopped serving writes, once it met a failure.
     pub(crate) failed: Option<RaftError>,
+    /// What is wrong with this node while it cannot apply (its health: `None` when fine),
+    /// published for the health service.
+    pub(crate) fault_tx: watch::Sender<Option<String>>,
+    /// The disk is below its free-space reserve: the loop writes nothing until it is not.
+    pub(crate) paused: bool,
 }
 
 impl<L: LogStore, T: Transport> Core<L, T> {
@@ -119,7 +125,8 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             .stage
             .clone()
             .unwrap_or_else(|| Arc::new(MemStage::default()));
-        repair(&storage, &*store, &*stage)?;
+        let sole_voter = membership.conf.voters == [config.id];
+        repair(&storage, &*store, &*stage, sole_voter)?;
         let applied = store.head();
         storage.set_applied(applied.0);
         let raft_config = raft::Config {
@@ -167,6 +174,8 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             was_leader: false,
             leader: 0,
             failed: None,
+            fault_tx: watch::channel(None).0,
+            paused: false,
         };
         Ok((core, applied_rx))
     }
@@ -234,15 +243,76 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         }
     }
 
-    /// The end of every iteration: handles the Ready (a storage failure stops the node serving
-    /// writes), then answers waiters if the leader changed.
+    /// The end of every iteration: handles the Ready (a failure stops the node serving
+    /// writes, loudly: an error in the log and a fault its health reports), then answers
+    /// waiters if the leader changed.
     pub(crate) fn ready(&mut self) {
         if let Err(e) = self.on_ready() {
-            tracing::error!(error = %e, "raft loop failed; this node stops serving writes");
+            tracing::error!(
+                error = %e,
+                "raft loop failed; this node stops applying and serving writes (health NOT_SERVING)"
+            );
+            self.fault_tx
+                .send_replace(Some(format!("the Raft loop stopped: {e}")));
             self.failed = Some(e.clone());
-            self.fail_all(|| e.clone());
+            // Committed entries the loop did not apply are applied after a restart: whoever
+            // waits cannot be told either way.
+            self.fail_all(|| {
+                RaftError::Unavailable(format!(
+                    "this node stopped applying ({e}): the write may or may not have been applied"
+                ))
+            });
         }
         self.check_leadership();
+    }
+
+    /// Whether the disk has room for a round of writes ([`LogStore::check_space`]). While it
+    /// has not, the loop writes nothing (raft-rs keeps its Ready, nothing is skipped or
+    /// reordered), answers whoever waits UNAVAILABLE (their writes may still be applied once
+    /// space is back), refuses new writes, and reports a fault; it asks again every
+    /// iteration and resumes by itself once space is freed.
+    fn space_ok(&mut self) -> bool {
+        if !self.paused && !self.raw.has_ready() && self.restoring.is_none() {
+            return true;
+        }
+        match self.storage.with(|l| l.check_space()) {
+            Ok(()) => {
+                if self.paused {
+                    self.paused = false;
+                    tracing::warn!("the disk has room again: this node resumes its writes");
+                    self.fault_tx.send_replace(None);
+                }
+                true
+            }
+            Err(e) if e.kind == StorageKind::NoSpace => {
+                if !self.paused {
+                    self.paused = true;
+                    tracing::error!(
+                        error = %e.message,
+                        "the disk is full: this node pauses its writes until space is freed (health NOT_SERVING)"
+                    );
+                    self.fault_tx
+                        .send_replace(Some(format!("writes paused: {}", e.message)));
+                    let why = e.message.clone();
+                    self.fail_all(|| {
+                        RaftError::Unavailable(format!(
+                            "this node's disk is full ({why}): the write may or may not have been applied"
+                        ))
+                    });
+                }
+                false
+            }
+            Err(e) => {
+                // Cannot tell: go on; a write that fails says so itself.
+                tracing::warn!(error = %e.message, "cannot read the disk's free space");
+                true
+            }
+        }
+    }
+
+    /// What is wrong with this node (`None`: nothing), as it changes.
+    pub(crate) fn fault(&self) -> watch::Receiver<Option<String>> {
+        self.fault_tx.subscribe()
     }
 
     /// The loop ended: whoever still waits is told.
@@ -374,7 +444,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
 
     /// One Ready, in raft-rs's order.
     fn on_ready(&mut self) -> Result<(), RaftError> {
-        if self.failed.is_some() {
+        if self.failed.is_some() || !self.space_ok() {
             return Ok(());
         }
         self.finish_restore()?;

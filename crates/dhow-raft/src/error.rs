@@ -88,6 +88,16 @@ pub enum RaftError {
     /// Waited too long.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A proposal larger than one Raft entry may be: refused before it reached the log.
+    #[error(
+        "the {what} encodes to {size} bytes, over the {limit} bytes one Raft entry may hold \
+         (max_entry_bytes): split it into smaller writes"
+    )]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
     /// The node's storage (Raft log, snapshot stage) failed. Once the Raft loop met one, the
     /// node serves no more writes and answers each with this error.
     #[error("storage: {0}")]

@@ -27,6 +27,8 @@ pub struct RaftHandle {
     applied: watch::Receiver<Revision>,
     store: Arc<dyn TupleStore>,
     thread: Option<JoinHandle<()>>,
+    /// What is wrong with the node (`None`: nothing).
+    fault: watch::Receiver<Option<String>>,
     /// Restores snapshots into the store while the Raft thread goes on.
     restorer: Option<JoinHandle<()>>,
     /// Where an incoming snapshot's data is kept before its message is stepped.
@@ -51,6 +53,7 @@ impl RaftHandle {
         Ok(RaftHandle {
             tx: threads.tx,
             applied: threads.applied,
+            fault: threads.fault,
             store,
             thread: Some(threads.raft),
             restorer: Some(threads.restorer),
@@ -72,6 +75,13 @@ impl RaftHandle {
     /// The newest applied revision.
     pub fn applied(&self) -> Revision {
         *self.applied.borrow()
+    }
+
+    /// What is wrong with the node, as it changes: `None` while it applies what is
+    /// committed, or why it cannot (a committed entry that does not decode, a failed
+    /// storage write), naming the entry.
+    pub fn fault(&self) -> watch::Receiver<Option<String>> {
+        self.fault.clone()
     }
 
     /// A receiver that sees every newly applied revision.

@@ -25,7 +25,7 @@ mod thread;
 mod transport;
 
 pub use codec::{DecodeError, Payload, Problem};
-pub use config::RaftConfig;
+pub use config::{RaftConfig, DEFAULT_MAX_ENTRY_BYTES};
 pub use error::{RaftError, StorageError, StorageKind};
 pub use handle::RaftHandle;
 pub use log::{LogStore, MemLog, Membership, RaftStorage, RawEntry};

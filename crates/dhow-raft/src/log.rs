@@ -42,6 +42,12 @@ pub trait LogStore: Send + 'static {
     /// The node's state now comes from a snapshot at `index`/`term`: drop the whole log, which
     /// continues at `index + 1`.
     fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), StorageError>;
+    /// Whether a round of writes may start now: an error of kind `NoSpace` while the disk is
+    /// below its free-space reserve (the loop then pauses its writes and retries). A log
+    /// with nothing to watch says yes.
+    fn check_space(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// A log shared with whoever else holds the `Arc` (a test that restarts a node on the same
@@ -83,6 +89,9 @@ impl<L: LogStore> LogStore for Arc<Mutex<L>> {
     fn install_snapshot(&mut self, i: u64, t: u64) -> Result<(), StorageError> {
         lock(self)?.install_snapshot(i, t)
     }
+    fn check_space(&self) -> Result<(), StorageError> {
+        lock(self)?.check_space()
+    }
 }
 
 fn lock<L>(m: &Mutex<L>) -> Result<std::sync::MutexGuard<'_, L>, StorageError> {
@@ -97,6 +106,14 @@ pub struct MemLog {
     hard: Option<Vec<u8>>,
     conf: Option<Vec<u8>>,
     snap: (u64, u64),
+    full: bool,
+}
+
+impl MemLog {
+    /// Makes [`LogStore::check_space`] say the disk is full (or not). For tests.
+    pub fn set_full(&mut self, full: bool) {
+        self.full = full;
+    }
 }
 
 impl LogStore for MemLog {
@@ -152,6 +169,15 @@ impl LogStore for MemLog {
     fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
         self.entries.clear();
         self.snap = (index, term);
+        Ok(())
+    }
+    fn check_space(&self) -> Result<(), StorageError> {
+        if self.full {
+            return Err(StorageError::new(
+                StorageKind::NoSpace,
+                "the disk is full (MemLog::set_full)",
+            ));
+        }
         Ok(())
     }
 }

@@ -139,8 +139,38 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             waiter.fail(|| e.clone());
             return;
         }
+        if self.paused {
+            waiter.fail(|| {
+                RaftError::Unavailable(
+                    "this node's disk is full: its writes pause until space is freed; the write was not applied".into(),
+                )
+            });
+            return;
+        }
         let id = self.proposals.next_id();
-        let data = codec::encode(&Proposal { id, body });
+        let proposal = Proposal { id, body };
+        let data = codec::encode(&proposal);
+        let limit = self.config.max_entry_bytes;
+        if data.len() > limit {
+            match (proposal.body, waiter) {
+                // Writes batched together: each half in an entry of its own, in order.
+                (Body::Writes(mut reqs), Waiter::Writes(mut txs)) if reqs.len() > 1 => {
+                    let (rest_reqs, rest_txs) =
+                        (reqs.split_off(reqs.len() / 2), txs.split_off(txs.len() / 2));
+                    self.propose(Body::Writes(reqs), Waiter::Writes(txs));
+                    self.propose(Body::Writes(rest_reqs), Waiter::Writes(rest_txs));
+                }
+                (body, waiter) => {
+                    let what = match body {
+                        Body::Writes(_) => "write",
+                        Body::Schema(_) => "schema",
+                    };
+                    let size = data.len();
+                    waiter.fail(|| RaftError::TooLarge { what, size, limit });
+                }
+            }
+            return;
+        }
         let outcome = self.raw.propose(vec![], data);
         self.proposed(id, outcome, waiter);
     }

@@ -64,6 +64,9 @@ impl LogStore for RaftLogStore {
     fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
         Ok(RaftLogStore::install_snapshot(self, index, term)?)
     }
+    fn check_space(&self) -> Result<(), StorageError> {
+        Ok(RaftLogStore::check_space(self)?)
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub(crate) struct Threads {
     pub tx: Sender<Request>,
     /// Every newly applied revision.
     pub applied: watch::Receiver<Revision>,
+    /// What is wrong with the node (`None`: nothing).
+    pub fault: watch::Receiver<Option<String>>,
     /// The Raft loop.
     pub raft: JoinHandle<()>,
     /// Restores snapshots into the store while the Raft thread goes on; it ends when the
@@ -62,6 +64,7 @@ pub(crate) fn spawn<L: LogStore, T: Transport>(
         random_counter_start(),
         runner,
     )?;
+    let fault = core.fault();
     let mut driver = Driver { core, rx };
     let raft = std::thread::Builder::new()
         .name(format!("raft-{id}"))
@@ -70,6 +73,7 @@ pub(crate) fn spawn<L: LogStore, T: Transport>(
     Ok(Threads {
         tx,
         applied,
+        fault,
         raft,
         restorer,
     })

@@ -78,3 +78,44 @@ async fn messages_from_non_members_or_for_another_node_are_dropped() {
     assert!(!matches!(status.role, Role::Leader));
     assert_eq!(store.head().0, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_entry_that_does_not_decode_stops_the_node_loudly() {
+    // Behind the door: a member (node 2, leader at term 5) appends an entry whose bytes are
+    // no command, and commits it. Before, the node stopped applying with a log line only:
+    // writes failed for good while its health said SERVING.
+    let (node, store) = start(&[1, 2, 3]);
+    let fault = node.fault();
+    assert_eq!(*fault.borrow(), None);
+    let mut m = message(MessageType::MsgAppend, 2, 1, 5);
+    m.entries.push(Entry {
+        index: 1,
+        term: 5,
+        data: vec![2, 0xee, 0xee, 0xee].into(),
+        ..Default::default()
+    });
+    m.commit = 1;
+    node.step(m.write_to_bytes().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let why = loop {
+        if let Some(why) = fault.borrow().clone() {
+            break why;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fault reported for an undecodable committed entry"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(why.contains("raft entry 1"), "{why}");
+    assert_eq!(store.head().0, 0, "nothing applied past the entry");
+    // Writes are refused with the reason, not accepted and lost.
+    let e = node
+        .write(dhow_tuples::WriteRequest {
+            preconditions: vec![],
+            ops: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("raft entry 1"), "{e}");
+}

@@ -272,9 +272,10 @@ impl LogStore for FillingLog {
     }
 }
 
-/// A caller tells a full disk from a stopped node by matching, not by reading the message:
-/// the write in flight when the log's disk fills, and every write after it, get the log's own
-/// error with its kind; a node shut down says `Stopped`.
+/// A log write that fails anyway (a log without a free-space check, or a disk filled between
+/// the check and the write) stops the loop: the write in flight gets UNAVAILABLE "may or may
+/// not have been applied" naming the cause (it is in the log, applied after a restart), every
+/// write after it the log's own error with its kind; a node shut down says `Stopped`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_reported_as_such_to_every_writer() {
     let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -291,6 +292,15 @@ async fn a_full_disk_is_reported_as_such_to_every_writer() {
     .unwrap();
     write_retrying(&node, touch("document:a#viewer@user:alice")).await;
     full.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = node
+        .write(touch("document:b#viewer@user:bob"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RaftError::Unavailable(m)
+            if m.contains("may or may not have been applied") && m.contains("appending to the raft log")),
+        "the write in flight: {err}"
+    );
     for i in 0..3 {
         let err = node
             .write(touch(&format!("document:b{i}#viewer@user:bob")))
@@ -317,4 +327,74 @@ async fn a_full_disk_is_reported_as_such_to_every_writer() {
         .await
         .unwrap_err();
     assert_eq!(err, RaftError::Stopped);
+}
+
+/// A Raft entry has a size bound: a write over it is refused before it reaches the log,
+/// naming the limit; writes batched together past it are split into several entries and all
+/// applied. Before, any write of any size became one entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_over_the_size_bound_is_refused_and_batches_are_split() {
+    let log = Arc::new(std::sync::Mutex::new(MemLog::default()));
+    let store = Arc::new(SharedMemStore::new());
+    let node = RaftHandle::start(
+        RaftConfig {
+            max_entry_bytes: 20_000,
+            ..config()
+        },
+        log.clone(),
+        store.clone() as Arc<dyn TupleStore>,
+        NoTransport,
+    )
+    .unwrap();
+    write_retrying(&node, touch("document:a#viewer@user:alice")).await;
+    let last = log.lock().unwrap().last_index().unwrap();
+    let big = WriteRequest {
+        preconditions: vec![],
+        ops: (0..2000)
+            .map(|i| {
+                WriteOp::Touch(
+                    parse_relationship(&format!("document:big{i}#viewer@user:u")).unwrap(),
+                )
+            })
+            .collect(),
+    };
+    let err = node.write(big).await.unwrap_err();
+    assert!(
+        matches!(&err, RaftError::TooLarge { limit: 20_000, size, .. } if *size > 20_000),
+        "{err}"
+    );
+    assert!(err.to_string().contains("max_entry_bytes"), "{err}");
+    assert_eq!(
+        log.lock().unwrap().last_index().unwrap(),
+        last,
+        "the refused write reached the log"
+    );
+    // 40 writes of 100 relationships each fit alone, not together: all are applied.
+    let pending: Vec<_> = (0..40)
+        .map(|w| {
+            node.submit_write(WriteRequest {
+                preconditions: vec![],
+                ops: (0..100)
+                    .map(|i| {
+                        WriteOp::Touch(
+                            parse_relationship(&format!("document:w{w}_{i}#viewer@user:u"))
+                                .unwrap(),
+                        )
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    for p in pending {
+        p.await.unwrap();
+    }
+    let r = store.reader(store.head()).unwrap();
+    for w in [0, 17, 39] {
+        assert_eq!(
+            r.by_resource(&ObjectRef::new("document", format!("w{w}_99")), "viewer")
+                .unwrap()
+                .len(),
+            1
+        );
+    }
 }

@@ -35,6 +35,8 @@ pub mod reason {
     pub const TOO_MANY_ITEMS: &str = "TOO_MANY_ITEMS";
     /// A lookup found more results than the server returns in one call (metadata `limit`).
     pub const TOO_MANY_RESULTS: &str = "TOO_MANY_RESULTS";
+    /// INVALID_ARGUMENT: the write or schema is larger than one Raft entry may be.
+    pub const ENTRY_TOO_LARGE: &str = "ENTRY_TOO_LARGE";
     /// INVALID_ARGUMENT: the request's caveat context has a value of the wrong type for a
     /// caveat parameter (metadata `parameter`), or is larger than the limit (no `parameter`).
     pub const INVALID_CAVEAT_CONTEXT: &str = "INVALID_CAVEAT_CONTEXT";
@@ -355,6 +357,10 @@ impl From<NodeError> for ApiError {
             ),
             NodeError::FailedPrecondition(m) => {
                 ApiError::new(Code::FailedPrecondition, reason::CLUSTER, m)
+            }
+            NodeError::TooLarge { message, limit } => {
+                ApiError::new(Code::InvalidArgument, reason::ENTRY_TOO_LARGE, message)
+                    .with("max_entry_bytes", limit)
             }
             NodeError::Internal(m) => ApiError::internal(m),
         }

@@ -74,7 +74,8 @@ pub async fn serve<N: Node>(
         max_lookup_subjects_results: config.max_lookup_subjects_results,
         consistency_timeout: config.consistency_timeout,
     };
-    let state = Arc::new(State::new(node, limits, stop_rx));
+    let fault = node.fault();
+    let state = Arc::new(State::new(node, limits, stop_rx.clone()));
     let max = config.max_message_bytes;
 
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -83,6 +84,8 @@ pub async fn serve<N: Node>(
             .set_service_status(name, ServingStatus::Serving)
             .await;
     }
+
+    tokio::spawn(report_faults(fault, health.clone(), stop_rx));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dhow_proto::FILE_DESCRIPTOR_SET)
@@ -156,4 +159,41 @@ pub async fn serve<N: Node>(
         }
     }
     Ok(())
+}
+
+/// Health follows the node: NOT_SERVING (the server and every service) while the node reports
+/// a fault (it cannot apply what is committed), SERVING again once it clears; ends when the
+/// server stops (shutdown has the last word) or the node is gone.
+async fn report_faults(
+    mut fault: watch::Receiver<Option<String>>,
+    health: tonic_health::server::HealthReporter,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut serving = true;
+    loop {
+        let now = fault.borrow_and_update().clone();
+        if *stopping.borrow() {
+            return;
+        }
+        let status = match &now {
+            Some(why) => {
+                tracing::error!(fault = %why, "this node cannot apply: health NOT_SERVING");
+                ServingStatus::NotServing
+            }
+            None if !serving => {
+                tracing::warn!("the node applies again: health SERVING");
+                ServingStatus::Serving
+            }
+            None => ServingStatus::Serving,
+        };
+        serving = now.is_none();
+        health.set_service_status("", status).await;
+        for name in SERVICE_NAMES {
+            health.set_service_status(name, status).await;
+        }
+        tokio::select! {
+            changed = fault.changed() => if changed.is_err() { return },
+            _ = stopping.changed() => return,
+        }
+    }
 }

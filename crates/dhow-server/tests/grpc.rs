@@ -1979,3 +1979,104 @@ async fn a_delegation_guarded_by_a_caveat_allows_only_its_task() {
     );
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn health_follows_the_node_fault_not_serving_then_serving_again() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let s = TestServer::start().await;
+    let mut h = HealthClient::new(s.channel.clone());
+    async fn all(h: &mut HealthClient<tonic::transport::Channel>) -> Vec<i32> {
+        let mut out = Vec::new();
+        for svc in [
+            "",
+            "dhow.v1.PermissionService",
+            "dhow.v1.RelationshipService",
+        ] {
+            let r = h
+                .check(HealthCheckRequest {
+                    service: svc.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            out.push(r.status);
+        }
+        out
+    }
+    async fn wait_for(h: &mut HealthClient<tonic::transport::Channel>, want: ServingStatus) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = all(h).await;
+            if now.iter().all(|s| *s == want as i32) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "health {now:?}, waiting for {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    wait_for(&mut h, ServingStatus::Serving).await;
+    s.node.set_fault(Some(
+        "the Raft loop stopped: raft entry 7: unknown tag".into(),
+    ));
+    wait_for(&mut h, ServingStatus::NotServing).await;
+    s.node.set_fault(None);
+    wait_for(&mut h, ServingStatus::Serving).await;
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_by_filter_is_chunked_by_max_updates_per_write() {
+    // Before: a delete matching more than max_updates_per_write became one write of every
+    // match (70,000 relationships in one Raft entry deposed the leader).
+    let config = dhow_server::Config {
+        max_updates_per_write: 4,
+        ..Default::default()
+    };
+    let s = TestServer::start_with(config).await;
+    s.with_schema().await;
+    for chunk in (0..10).collect::<Vec<u32>>().chunks(4) {
+        write(
+            &s,
+            chunk
+                .iter()
+                .map(|i| touch(&format!("document:doc{i}#viewer@user:bob")))
+                .collect(),
+        )
+        .await;
+    }
+    let req = |limit, partial| pb::DeleteRequest {
+        filter: Some(pb::RelationshipFilter {
+            resource_type: "document".into(),
+            ..Default::default()
+        }),
+        optional_preconditions: vec![],
+        optional_limit: limit,
+        optional_allow_partial_deletions: partial,
+    };
+    // Without partial deletions: refused, naming the limit, nothing deleted.
+    let e = s.rel().delete(req(0, false)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::FailedPrecondition, "DELETE_LIMIT_EXCEEDED")
+    );
+    assert!(e.message().contains("max_updates_per_write"), "{e:?}");
+    assert_eq!(read_all(&s, "document", None).await.len(), 10);
+    // With them: chunks of 4 (a larger limit is capped), partial until none remain.
+    let mut counts = Vec::new();
+    let mut last = None;
+    for limit in [0, 100, 0] {
+        let r = s.rel().delete(req(limit, true)).await.unwrap().into_inner();
+        counts.push((r.deleted_count, r.partial));
+        last = r.deleted_at;
+    }
+    assert_eq!(counts, vec![(4, true), (4, true), (2, false)]);
+    assert!(read_all(&s, "document", fresh(last.as_ref().unwrap()))
+        .await
+        .is_empty());
+    s.stop().await.unwrap();
+}

@@ -8,7 +8,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, WriteOptions, DB,
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, Options, WriteBatch,
+    WriteOptions, DB,
 };
 
 use crate::error::{rocks, StorageError};
@@ -45,6 +46,7 @@ pub(crate) const META_FORMAT: &[u8] = b"format_version";
 pub(crate) const META_HEAD: &[u8] = b"applied_revision";
 pub(crate) const META_OLDEST: &[u8] = b"oldest_revision";
 pub(crate) const META_CLUSTER: &[u8] = b"cluster_id";
+pub(crate) const META_NODE: &[u8] = b"node_id";
 
 /// The storage format this build writes and reads (in `meta`, key `format_version`).
 pub const FORMAT_VERSION: u32 = 1;
@@ -55,6 +57,8 @@ pub(crate) struct Db {
     pub db: DB,
     pub path: PathBuf,
     sync: bool,
+    /// The free space the disk keeps: see [`Db::check_space`].
+    min_free: u64,
     /// The applied revision (mirrors `meta`; readers check the snapshot's own copy).
     pub head: AtomicU64,
     /// The oldest readable revision (mirrors `meta`).
@@ -69,8 +73,12 @@ impl Db {
     /// Opens (or creates) the database at `path` with every column family (creating missing
     /// ones, opening unknown ones so that the format check can refuse a newer store), checks
     /// the storage format version and loads the readable window and the Raft log's bounds.
+    ///
+    /// A database that lost synced writes is refused, never opened behind what it
+    /// acknowledged (see [`db_options`]): the error is of kind
+    /// [`ErrorKind::Corruption`](crate::ErrorKind::Corruption).
     pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<Db, StorageError> {
-        let mut db_opts = cf_options();
+        let mut db_opts = db_options();
         db_opts.create_if_missing(opts.create_if_missing);
         db_opts.create_missing_column_families(true);
         let mut names: Vec<String> = ALL_CFS.iter().map(|s| s.to_string()).collect();
@@ -92,6 +100,7 @@ impl Db {
             db,
             path: path.to_path_buf(),
             sync: opts.sync_writes,
+            min_free: opts.min_free_bytes,
             head: AtomicU64::new(0),
             oldest: AtomicU64::new(0),
             apply_lock: Mutex::new(()),
@@ -114,12 +123,67 @@ impl Db {
             })
     }
 
+    /// Whether the disk of the database still has its reserve of free space: an error of
+    /// kind [`ErrorKind::NoSpace`](crate::ErrorKind::NoSpace) when less is left.
+    pub(crate) fn check_space(&self) -> Result<(), StorageError> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let st = rustix::fs::statvfs(&self.path).map_err(|e| StorageError::Io {
+            kind: crate::ErrorKind::Io,
+            what: format!("reading the free space of {}", self.path.display()),
+            message: e.to_string(),
+        })?;
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < self.min_free {
+            return Err(StorageError::Io {
+                kind: crate::ErrorKind::NoSpace,
+                what: format!("the disk of {}", self.path.display()),
+                message: format!(
+                    "{} KiB free, below the reserve of {} KiB: writes pause until space is freed",
+                    free / 1024,
+                    self.min_free / 1024
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Writes `batch` atomically, synced unless the store was opened without sync.
     pub(crate) fn write(&self, batch: WriteBatch, what: &str) -> Result<(), StorageError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync);
         self.db.write_opt(batch, &wo).map_err(rocks(what))
     }
+}
+
+/// The database's options: how it recovers after a crash, and what it verifies.
+///
+/// Every write is synced before it is acknowledged, so after a crash the WAL may end in one
+/// torn record (the write in flight, never acknowledged) and nothing else may be missing.
+/// RocksDB's default recovery (`kPointInTimeRecovery`) stops replaying the WAL at the first
+/// damaged record and opens the database as of that point: damage in the middle of the WAL
+/// silently dropped every later write (relationships, Raft log entries, hard state), and the
+/// node then handed out revisions it had already acknowledged. Instead:
+///
+/// - `TolerateCorruptedTailRecords`: an incomplete record at the very end of the WAL (the torn
+///   write of a crash) is dropped; a damaged record anywhere before it (a checksum mismatch, a
+///   bad length or header away from the end) fails the open with a Corruption status;
+/// - `track_and_verify_wals_in_manifest`: the MANIFEST records the WALs and their synced
+///   sizes, so a missing or truncated older WAL fails the open too;
+/// - `paranoid_checks`: damage found in files (at open, in compactions) stops the database
+///   instead of being skipped; reads verify block checksums (RocksDB's default), so a damaged
+///   SST file is an error of kind Corruption, never wrong data.
+///
+/// What RocksDB cannot tell from a torn write: damage to a record header within the last
+/// 32 KiB block of the newest WAL that makes the record look longer than the file (a torn
+/// write looks the same). Only the records after it in that block are then lost.
+fn db_options() -> Options {
+    let mut o = cf_options();
+    o.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+    o.set_track_and_verify_wals_in_manifest(true);
+    o.set_paranoid_checks(true);
+    o
 }
 
 fn cf_options() -> Options {

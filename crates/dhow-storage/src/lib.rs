@@ -33,4 +33,4 @@ pub use db::FORMAT_VERSION;
 pub use error::{ErrorKind, StorageError};
 pub use raftlog::{RaftEntry, RaftLogStore};
 pub use reader::RocksReader;
-pub use store::{RocksStore, StoreOptions};
+pub use store::{RocksStore, StoreOptions, DEFAULT_MIN_FREE_BYTES};

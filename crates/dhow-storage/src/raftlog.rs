@@ -92,6 +92,13 @@ impl RaftLogStore {
         self.shared.raft.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether the disk still has its free-space reserve (`StoreOptions::min_free_bytes`):
+    /// an error of kind `NoSpace` when it does not. The Raft loop asks before each round of
+    /// writes and pauses while it fails.
+    pub fn check_space(&self) -> Result<(), StorageError> {
+        self.shared.check_space()
+    }
+
     /// Appends consecutive entries; stored entries at or after the first new index are
     /// replaced (a conflicting suffix from an old leader is dropped). Synced.
     pub fn append(&self, entries: &[RaftEntry]) -> Result<(), StorageError> {

@@ -14,7 +14,7 @@ use rocksdb::{ReadOptions, WriteBatch};
 
 use crate::db::{
     read_window, Db, CF_BY_SUBJECT, CF_CHANGES, CF_META, CF_SCHEMAS, CF_TUPLES, META_CLUSTER,
-    META_HEAD, META_OLDEST,
+    META_HEAD, META_NODE, META_OLDEST,
 };
 use crate::error::{corrupt, io, rocks, StorageError};
 use crate::keys::{
@@ -37,13 +37,21 @@ pub struct StoreOptions {
     /// Sync every write (apply, GC, Raft log and state) to disk before it returns (default
     /// true). Turning it off loses acknowledged writes on a machine crash: tests only.
     pub sync_writes: bool,
+    /// The free space the disk keeps (default [`DEFAULT_MIN_FREE_BYTES`]): below it the Raft
+    /// loop pauses its writes ([`RaftLogStore::check_space`]) instead of letting RocksDB hit
+    /// a full disk, which it does not recover from without a reopen.
+    pub min_free_bytes: u64,
 }
+
+/// The default free-space reserve of a data dir's disk: 64 MiB.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             create_if_missing: true,
             sync_writes: true,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -103,16 +111,32 @@ impl RocksStore {
 
     /// The cluster id recorded in this store, if any.
     pub fn cluster_id(&self) -> Result<Option<u64>, StorageError> {
+        self.meta_u64(META_CLUSTER, "cluster id")
+    }
+
+    /// The node id recorded in this store, if any: the node this data dir belongs to.
+    pub fn node_id(&self) -> Result<Option<u64>, StorageError> {
+        self.meta_u64(META_NODE, "node id")
+    }
+
+    /// Records the node id this data dir belongs to (synced).
+    pub fn set_node_id(&self, id: u64) -> Result<(), StorageError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.shared.cf(CF_META)?, META_NODE, id.to_be_bytes());
+        self.shared.write(b, "writing the node id")
+    }
+
+    fn meta_u64(&self, key: &[u8], what: &str) -> Result<Option<u64>, StorageError> {
         let meta = self.shared.cf(CF_META)?;
         match self
             .shared
             .db
-            .get_cf(meta, META_CLUSTER)
-            .map_err(rocks("reading the cluster id"))?
+            .get_cf(meta, key)
+            .map_err(rocks(format!("reading the {what}")))?
         {
             Some(b) => be_u64(&b).map(Some).map_err(|m| StorageError::Corrupt {
                 cf: CF_META,
-                message: format!("cluster id: {m}"),
+                message: format!("{what}: {m}"),
             }),
             None => Ok(None),
         }
@@ -342,6 +366,9 @@ impl RocksStore {
 
     fn gc_inner(&self, before: Revision) -> Result<(), StorageError> {
         let sh = &*self.shared;
+        // On a disk below its reserve GC waits too: a write that fills the disk would stop
+        // RocksDB until a reopen.
+        sh.check_space()?;
         let _g = lock(&sh.apply_lock);
         let head = sh.head.load(Ordering::Acquire);
         let oldest = sh.oldest.load(Ordering::Acquire);

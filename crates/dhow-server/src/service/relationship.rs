@@ -312,7 +312,13 @@ impl<N: Node> RelationshipSvc<N> {
     async fn do_delete(&self, req: pb::DeleteRequest) -> ApiResult<pb::DeleteResponse> {
         let filter = dhow_wire::relationship_filter(req.filter.as_ref(), "filter")?;
         let pre = preconditions(&req.optional_preconditions)?;
-        let limit = req.optional_limit as usize;
+        // One delete is one write, so at most `max_updates_per_write` relationships: a larger
+        // delete is done in chunks, each call deleting one and reporting `partial` until none
+        // match (with `optional_allow_partial_deletions`; refused without).
+        let max = self.st.limits.max_updates_per_write;
+        let asked = req.optional_limit as usize;
+        let limit = if asked == 0 { max } else { asked.min(max) };
+        let chunked = limit < asked || asked == 0;
         let _gate = self.st.write_gate.read().await;
         let rev = self.st.node.applied();
         {
@@ -326,7 +332,7 @@ impl<N: Node> RelationshipSvc<N> {
             .await?;
         }
         // Read one more than the limit, to know whether matches remain.
-        let want = if limit == 0 { usize::MAX } else { limit + 1 };
+        let want = limit.saturating_add(1);
         let mut matches: Vec<Relationship> = Vec::new();
         let mut after = None;
         while matches.len() < want {
@@ -340,7 +346,20 @@ impl<N: Node> RelationshipSvc<N> {
             }
         }
         let mut partial = false;
-        if limit > 0 && matches.len() > limit {
+        if matches.len() > limit {
+            if !req.optional_allow_partial_deletions && chunked {
+                return Err(ApiError::new(
+                    Code::FailedPrecondition,
+                    reason::DELETE_LIMIT_EXCEEDED,
+                    format!(
+                        "more than {max} relationships match the filter, over max_updates_per_write \
+                         ({max}): set optional_allow_partial_deletions and call again while the \
+                         response says partial"
+                    ),
+                )
+                .with("max_updates_per_write", max)
+                .at("optional_allow_partial_deletions"));
+            }
             if !req.optional_allow_partial_deletions {
                 return Err(ApiError::new(
                     Code::FailedPrecondition,

@@ -85,18 +85,25 @@ async fn clear(conn: &Conn) -> Result<(), String> {
         .map_err(|e| format!("the server's current schema does not compile here: {e}"))?;
     let mut client = conn.relationships();
     for t in schema.definitions.keys() {
-        client
-            .delete(pb::DeleteRequest {
-                filter: Some(pb::RelationshipFilter {
-                    resource_type: t.clone(),
-                    ..Default::default()
-                }),
-                optional_preconditions: Vec::new(),
-                optional_limit: 0,
-                optional_allow_partial_deletions: false,
-            })
-            .await
-            .map_err(|s| fail(conn, &format!("deleting the relationships of `{t}`"), s))?;
+        // In chunks of the server's max_updates_per_write, until none are left.
+        loop {
+            let r = client
+                .delete(pb::DeleteRequest {
+                    filter: Some(pb::RelationshipFilter {
+                        resource_type: t.clone(),
+                        ..Default::default()
+                    }),
+                    optional_preconditions: Vec::new(),
+                    optional_limit: 0,
+                    optional_allow_partial_deletions: true,
+                })
+                .await
+                .map_err(|s| fail(conn, &format!("deleting the relationships of `{t}`"), s))?
+                .into_inner();
+            if !r.partial {
+                break;
+            }
+        }
     }
     Ok(())
 }
