@@ -80,6 +80,16 @@ pub mod reason {
     pub const TIMEOUT: &str = "TIMEOUT";
     /// UNIMPLEMENTED: delegated checks (`actors`) arrive with the agents feature.
     pub const DELEGATION_UNSUPPORTED: &str = "DELEGATION_UNSUPPORTED";
+    /// INVALID_ARGUMENT: a delegation chain longer than the limit, with a repeated actor, a
+    /// wildcard, or the principal as an actor (metadata `field`: `actors[i]`, absent for the
+    /// length; docs/agents.md).
+    pub const INVALID_DELEGATION_CHAIN: &str = "INVALID_DELEGATION_CHAIN";
+    /// PERMISSION_DENIED: the request's principal or actors differ from those the caller's
+    /// token carries (docs/agents.md).
+    pub const DELEGATION_CHAIN_MISMATCH: &str = "DELEGATION_CHAIN_MISMATCH";
+    /// PERMISSION_DENIED: the caller's token names a principal or actor its issuer's
+    /// `delegation` settings do not map to an object.
+    pub const DELEGATION_CLAIMS_INVALID: &str = "DELEGATION_CLAIMS_INVALID";
     /// INTERNAL: the server or its storage failed.
     pub const INTERNAL: &str = "INTERNAL";
 }
@@ -248,6 +258,20 @@ impl From<dhow_engine::Error> for ApiError {
             .with("caveat", caveat),
             E::InvalidRelationship(_) => {
                 ApiError::new(Code::InvalidArgument, reason::INVALID_RELATIONSHIP, message)
+            }
+            E::InvalidChain { index, .. } => {
+                let e = ApiError::new(
+                    Code::InvalidArgument,
+                    reason::INVALID_DELEGATION_CHAIN,
+                    message,
+                );
+                match index {
+                    Some(i) => ApiError {
+                        field: Some(format!("actors[{i}]")),
+                        ..e
+                    },
+                    None => e,
+                }
             }
             E::Store(s) => s.into(),
         }

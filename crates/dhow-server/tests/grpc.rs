@@ -254,6 +254,7 @@ async fn write_then_check_with_explain_and_the_other_permission_calls() {
         optional_limit: 3,
         optional_cursor: cursor,
         context: None,
+        actors: Vec::new(),
     };
     let mut ids = Vec::new();
     let mut cursor = None;
@@ -943,6 +944,7 @@ async fn bad_input_on_every_rpc_names_the_field() {
             optional_limit: 0,
             optional_cursor: None,
             context: None,
+            actors: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -959,6 +961,7 @@ async fn bad_input_on_every_rpc_names_the_field() {
                 token: "%%%".into(),
             }),
             context: None,
+            actors: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -1720,6 +1723,7 @@ async fn caveats_are_evaluated_with_the_request_context() {
         optional_limit: 0,
         optional_cursor: None,
         context: ctx.and_then(context),
+        actors: Vec::new(),
     };
     let found = |req: pb::LookupResourcesRequest| {
         let s = &s;

@@ -157,6 +157,7 @@ impl<N: Node> PermissionSvc<N> {
             proof: result.proof.as_ref().map(dhow_wire::proof_pb),
             actor_proofs: Vec::new(),
             partial_caveat_info,
+            denied_at: None,
         })
     }
 
@@ -230,6 +231,7 @@ impl<N: Node> PermissionSvc<N> {
                             proof: r.proof.as_ref().map(dhow_wire::proof_pb),
                             actor_proofs: Vec::new(),
                             partial_caveat_info,
+                            denied_at: None,
                         })
                     }
                     Some(Err(e)) => bulk_error(e),

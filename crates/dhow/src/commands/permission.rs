@@ -176,6 +176,7 @@ pub fn lookup_resources(a: LookupResourcesArgs) -> Result<(), CliError> {
         optional_limit: a.limit,
         optional_cursor: None,
         context: context_arg(a.context.as_deref())?,
+        actors: Vec::new(),
     };
     block_on(async {
         let c = Conn::connect(&a.conn).await?;
