@@ -110,6 +110,26 @@ bench-e2e n="1000000" duration="10s": deps
         "$bench" health -c $c --duration {{duration}} --endpoint "$ep"
     done
 
+# ghz, the Go gRPC load generator of the benchmarks measured from a Go client.
+ghz:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [ -x "$(go env GOPATH)/bin/ghz" ] || go install github.com/bojand/ghz/cmd/ghz@v0.93.0
+
+# Check from a Go client (ghz) with no authentication, a preshared key, a JWT (cached and
+# not) and TLS, interleaved.
+# What authentication costs a Check (numbers go into docs/benchmarks.md).
+bench-auth n="100000" duration="10s" rounds="2": deps ghz
+    cargo build --release -p dhow -p dhow-benches --bins
+    PATH="$(go env GOPATH)/bin:$PATH" scripts/bench-auth.sh {{n}} {{duration}} {{rounds}}
+
+# Check through one and three caveated relationships against the same without caveats, from
+# a Go client (ghz) over gRPC.
+# What caveats cost a Check over gRPC (numbers go into docs/benchmarks.md).
+bench-caveats duration="10s" rounds="2": deps ghz
+    cargo build --release -p dhow -p dhow-benches --bins
+    PATH="$(go env GOPATH)/bin:$PATH" scripts/bench-caveats.sh {{duration}} {{rounds}}
+
 # Golden files of the schema compiler, regenerated from the current output.
 golden:
     UPDATE_GOLDEN=1 cargo test -p dhow-schema --test golden

@@ -183,7 +183,11 @@ impl Cluster {
                 "RUST_LOG",
                 std::env::var("DHOW_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // `{id}` in a value is this node's id (per-node files: certificates).
+            .envs(
+                env.iter()
+                    .map(|(k, v)| (k.clone(), v.replace("{id}", &p.id.to_string()))),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

@@ -51,11 +51,18 @@ impl Server {
     /// Starts `dhow serve` on `port`, or with port 0 on a port the server picks itself (read
     /// back from its first line), which no other test can take in between.
     pub fn start(data: &Path, port: u16) -> Server {
+        Server::start_with(data, port, &[], &[])
+    }
+
+    /// [`Server::start`] with more flags and environment variables.
+    pub fn start_with(data: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Server {
         let addr = format!("127.0.0.1:{port}");
         let mut child = Command::new(dhow_bin())
             .args(["serve", "--data-dir"])
             .arg(data)
             .args(["--grpc-addr", &addr])
+            .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -329,6 +329,7 @@ fn pb_add(addr: &str, learner: bool) -> dhow_proto::v1::AddMemberRequest {
         id: 4,
         peer_addr: addr.to_string(),
         learner,
+        force: false,
     }
 }
 
@@ -344,7 +345,7 @@ async fn admin_add(
 
 async fn admin_remove(c: &mut Client, id: u64) -> Result<(), tonic::Status> {
     dhow_proto::v1::cluster_service_client::ClusterServiceClient::new(c.channel.clone())
-        .remove_member(dhow_proto::v1::RemoveMemberRequest { id })
+        .remove_member(dhow_proto::v1::RemoveMemberRequest { id, force: false })
         .await
         .map(|_| ())
 }

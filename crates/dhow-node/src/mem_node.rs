@@ -161,7 +161,11 @@ impl Node for MemNode {
         })
     }
 
-    async fn change_membership(&self, _change: MemberChange) -> Result<Revision, NodeError> {
+    async fn change_membership(
+        &self,
+        _change: MemberChange,
+        _force: bool,
+    ) -> Result<Revision, NodeError> {
         Err(NodeError::FailedPrecondition(
             "an in-memory node is a cluster of one: it has no membership to change".into(),
         ))

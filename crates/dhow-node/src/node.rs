@@ -69,10 +69,12 @@ pub trait Node: Send + Sync + 'static {
     fn cluster_id(&self) -> u64;
     /// What this node knows of the cluster.
     fn cluster_status(&self) -> impl Future<Output = Result<ClusterStatus, NodeError>> + Send;
-    /// Adds or removes a member; returns the revision of the change.
+    /// Adds or removes a member; returns the revision of the change. Unless `force`, a
+    /// change after which the voters the leader can reach would not be a quorum is refused.
     fn change_membership(
         &self,
         change: MemberChange,
+        force: bool,
     ) -> impl Future<Output = Result<Revision, NodeError>> + Send;
     /// Asks the leader to hand leadership to voter `to`.
     fn transfer_leader(&self, to: u64) -> impl Future<Output = Result<(), NodeError>> + Send;

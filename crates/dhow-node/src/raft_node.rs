@@ -120,14 +120,21 @@ impl Node for RaftNode {
     async fn cluster_status(&self) -> Result<ClusterStatus, NodeError> {
         self.handle.status().await.map_err(node_error)
     }
-    async fn change_membership(&self, change: MemberChange) -> Result<Revision, NodeError> {
+    async fn change_membership(
+        &self,
+        change: MemberChange,
+        force: bool,
+    ) -> Result<Revision, NodeError> {
         if !self.has_peer_addr && !matches!(change, MemberChange::Remove { .. }) {
             return Err(NodeError::FailedPrecondition(
                 "this node was started without --peer-addr, so other nodes could not reach it: restart it with --peer-addr HOST:PORT before adding members".into(),
             ));
         }
-        self.bounded("membership change", self.handle.change_membership(change))
-            .await
+        self.bounded(
+            "membership change",
+            self.handle.change_membership(change, force),
+        )
+        .await
     }
     async fn transfer_leader(&self, to: u64) -> Result<(), NodeError> {
         self.bounded("leader transfer", self.handle.transfer_leader(to))

@@ -42,7 +42,12 @@ pub(crate) enum Request {
         StagedSnapshot,
         oneshot::Sender<Result<(), RaftError>>,
     ),
-    Change(MemberChange, oneshot::Sender<Result<Revision, RaftError>>),
+    /// A membership change; `true`: forced past the reachable-quorum check.
+    Change(
+        MemberChange,
+        bool,
+        oneshot::Sender<Result<Revision, RaftError>>,
+    ),
     TransferLeader(u64, oneshot::Sender<Result<(), RaftError>>),
     Status(oneshot::Sender<Status>),
     Report(Report),
@@ -198,7 +203,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                 Request::Snapshot(bytes, data, tx) => {
                     let _ = tx.send(self.step_snapshot(&bytes, data));
                 }
-                Request::Change(change, tx) => self.propose_change(change, tx),
+                Request::Change(change, force, tx) => self.propose_change(change, force, tx),
                 Request::TransferLeader(to, tx) => {
                     let _ = tx.send(self.transfer_leader(to));
                 }

@@ -167,9 +167,15 @@ impl RaftHandle {
             .unwrap_or(Err(RaftError::Stopped))
     }
 
-    /// Proposes a membership change; resolves once it is applied here.
-    pub async fn change_membership(&self, change: MemberChange) -> Result<Revision, RaftError> {
-        self.submit(|tx| Request::Change(change, tx))
+    /// Proposes a membership change; resolves once it is applied here. Unless `force`, the
+    /// leader refuses a change after which the voters it can reach would not be a quorum
+    /// (adding a voter that has never answered, removing the last healthy ones).
+    pub async fn change_membership(
+        &self,
+        change: MemberChange,
+        force: bool,
+    ) -> Result<Revision, RaftError> {
+        self.submit(|tx| Request::Change(change, force, tx))
             .await
             .unwrap_or(Err(RaftError::Stopped))
     }

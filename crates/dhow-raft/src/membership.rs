@@ -107,7 +107,13 @@ fn role(conf: &ConfState, id: u64, state: StateRole) -> Role {
 
 impl<L: LogStore, T: Transport> Core<L, T> {
     /// Proposes a membership change; `tx` is answered once it is applied.
-    pub(crate) fn propose_change(&mut self, change: MemberChange, tx: Answer) {
+    pub(crate) fn propose_change(&mut self, change: MemberChange, force: bool, tx: Answer) {
+        if !force {
+            if let Err(e) = self.quorum_after(&change) {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
         let id = self.proposals.next_id();
         let (kind, node, addr) = match change {
             MemberChange::AddVoter { id, addr } => (ConfChangeType::AddNode, id, addr),
@@ -127,6 +133,50 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             .raw
             .propose_conf_change(codec::change_entry_context(), cc);
         self.proposed(id, outcome, Waiter::One(tx));
+    }
+
+    /// On the leader: refuses a change after which the voters it has heard from within an
+    /// election timeout (raft-rs's `recent_active`, kept by check-quorum) would not be a
+    /// quorum of the voters. Elsewhere it cannot tell, and raft-rs drops the proposal anyway.
+    fn quorum_after(&self, change: &MemberChange) -> Result<(), RaftError> {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Leader {
+            return Ok(());
+        }
+        let mut voters: Vec<u64> = self.membership.conf.voters.clone();
+        let what = match change {
+            MemberChange::AddVoter { id, .. } => {
+                if !voters.contains(id) {
+                    voters.push(*id);
+                }
+                format!("adding node {id} as a voter")
+            }
+            MemberChange::Remove { id } => {
+                voters.retain(|v| v != id);
+                format!("removing node {id}")
+            }
+            MemberChange::AddLearner { .. } => return Ok(()),
+        };
+        if voters.is_empty() {
+            return Err(RaftError::Config(format!(
+                "{what} would leave the cluster without voters"
+            )));
+        }
+        let healthy: Vec<u64> = voters
+            .iter()
+            .copied()
+            .filter(|v| *v == r.id || r.prs().get(*v).is_some_and(|p| p.recent_active))
+            .collect();
+        let quorum = voters.len() / 2 + 1;
+        if healthy.len() >= quorum {
+            return Ok(());
+        }
+        Err(RaftError::Config(format!(
+            "refused: {what} would leave {} voters of which only {} ({:?}) answer this leader; a quorum needs {quorum}, so every write would stall. Add a new node as a learner first (dhow cluster add --learner), let it catch up, then add it as a voter; bring unreachable voters back first; or force the change (--force)",
+            voters.len(),
+            healthy.len(),
+            healthy
+        )))
     }
 
     /// Applies a membership change to raft-rs and persists the new membership. `Ok(Ok(true))`

@@ -113,9 +113,10 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
         self.submit(|tx| Request::Snapshot(message, data, tx))
     }
 
-    /// Queues a membership change.
+    /// Queues a membership change, forced: the simulation tests what Raft keeps safe, not
+    /// the leader's reachable-quorum policy.
     pub fn change_membership(&self, change: MemberChange) -> Answer<Revision> {
-        self.submit(|tx| Request::Change(change, tx))
+        self.submit(|tx| Request::Change(change, true, tx))
     }
 
     /// Queues a leadership transfer.

@@ -172,9 +172,15 @@ async fn preshared_keys_and_roles() {
     let remove = |token: &'static str| {
         let mut c = s.cluster();
         async move {
-            c.remove_member(with_token(pb::RemoveMemberRequest { id: 2 }, Some(token)))
-                .await
-                .map(|_| ())
+            c.remove_member(with_token(
+                pb::RemoveMemberRequest {
+                    id: 2,
+                    force: false,
+                },
+                Some(token),
+            ))
+            .await
+            .map(|_| ())
         }
     };
     refused(

@@ -83,7 +83,7 @@ impl<N: Node> ClusterSvc<N> {
         } else {
             MemberChange::AddVoter { id, addr }
         };
-        let rev = self.st.node.change_membership(change).await?;
+        let rev = self.st.node.change_membership(change, r.force).await?;
         Ok(pb::AddMemberResponse {
             changed_at: Some(self.st.token(rev)),
         })
@@ -94,7 +94,7 @@ impl<N: Node> ClusterSvc<N> {
         let rev = self
             .st
             .node
-            .change_membership(MemberChange::Remove { id })
+            .change_membership(MemberChange::Remove { id }, r.force)
             .await?;
         Ok(pb::RemoveMemberResponse {
             changed_at: Some(self.st.token(rev)),

@@ -25,6 +25,10 @@ pub enum ClusterCommand {
         /// Add a non-voting replica that follows the log and serves reads.
         #[arg(long)]
         learner: bool,
+        /// Add a voter even if the leader could then not reach a quorum of voters (without
+        /// it, such a change is refused: add a learner first, then promote it).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -32,6 +36,9 @@ pub enum ClusterCommand {
     Remove {
         /// The node's id.
         id: u64,
+        /// Remove it even if the voters the leader can reach would then not be a quorum.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -138,6 +145,7 @@ pub fn run(cmd: ClusterCommand) -> Result<(), CliError> {
             id,
             peer_addr,
             learner,
+            force,
             conn,
         } => block_on(async {
             let c = Conn::connect(&conn).await?;
@@ -147,6 +155,7 @@ pub fn run(cmd: ClusterCommand) -> Result<(), CliError> {
                     id,
                     peer_addr,
                     learner,
+                    force,
                 })
                 .await
                 .map_err(|s| c.err(s))?
@@ -155,11 +164,11 @@ pub fn run(cmd: ClusterCommand) -> Result<(), CliError> {
             out.line(token_text(r.changed_at.as_ref()))?;
             out.flush()
         })?,
-        ClusterCommand::Remove { id, conn } => block_on(async {
+        ClusterCommand::Remove { id, force, conn } => block_on(async {
             let c = Conn::connect(&conn).await?;
             let r = c
                 .cluster()
-                .remove_member(pb::RemoveMemberRequest { id })
+                .remove_member(pb::RemoveMemberRequest { id, force })
                 .await
                 .map_err(|s| c.err(s))?
                 .into_inner();
