@@ -181,13 +181,13 @@ impl Reference<'_> {
                     .iter()
                     .filter(|r| &r.resource == res && r.relation == rel)
                 {
-                    let hit = if &r.subject == subject {
-                        self.caveat(r)
-                    } else if r.subject.is_wildcard()
-                        && subject.relation.is_none()
-                        && !subject.is_wildcard()
-                        && r.subject.object.object_type == subject.object.object_type
-                    {
+                    // The subject itself, or a wildcard of its type (for an object).
+                    let direct = &r.subject == subject
+                        || (r.subject.is_wildcard()
+                            && subject.relation.is_none()
+                            && !subject.is_wildcard()
+                            && r.subject.object.object_type == subject.object.object_type);
+                    let hit = if direct {
                         self.caveat(r)
                     } else if let Some(sr) = &r.subject.relation {
                         self.caveat(r)

@@ -17,7 +17,8 @@ pub const DOMAIN: &str = "dhow.dev";
 /// The stable reasons, in `google.rpc.ErrorInfo.reason`. Clients branch on these, never on
 /// messages. Adding a reason is fine; renaming one is a breaking change. Retired (nothing
 /// sends them since caveats are evaluated): `CAVEAT_UNSUPPORTED` (a write of a caveated
-/// relationship) and `CAVEAT_EVALUATION_UNSUPPORTED` (an evaluation that met one).
+/// relationship), `CAVEAT_EVALUATION_UNSUPPORTED` (an evaluation that met one) and
+/// `DELEGATION_UNSUPPORTED` (a request with `actors`, before delegated checks).
 pub mod reason {
     /// INVALID_ARGUMENT: a request field is missing or malformed (metadata `field`).
     pub const INVALID_FIELD: &str = "INVALID_FIELD";
@@ -78,8 +79,6 @@ pub mod reason {
     pub const REVISION_NOT_APPLIED: &str = "REVISION_NOT_APPLIED";
     /// UNAVAILABLE: a write or read index did not complete in time.
     pub const TIMEOUT: &str = "TIMEOUT";
-    /// UNIMPLEMENTED: delegated checks (`actors`) arrive with the agents feature.
-    pub const DELEGATION_UNSUPPORTED: &str = "DELEGATION_UNSUPPORTED";
     /// INVALID_ARGUMENT: a delegation chain longer than the limit, with a repeated actor, a
     /// wildcard, or the principal as an actor (metadata `field`: `actors[i]`, absent for the
     /// length; docs/agents.md).
@@ -259,20 +258,12 @@ impl From<dhow_engine::Error> for ApiError {
             E::InvalidRelationship(_) => {
                 ApiError::new(Code::InvalidArgument, reason::INVALID_RELATIONSHIP, message)
             }
-            E::InvalidChain { index, .. } => {
-                let e = ApiError::new(
-                    Code::InvalidArgument,
-                    reason::INVALID_DELEGATION_CHAIN,
-                    message,
-                );
-                match index {
-                    Some(i) => ApiError {
-                        field: Some(format!("actors[{i}]")),
-                        ..e
-                    },
-                    None => e,
-                }
-            }
+            // The handler names the field (`actors[i]`, under the item's prefix).
+            E::InvalidChain { .. } => ApiError::new(
+                Code::InvalidArgument,
+                reason::INVALID_DELEGATION_CHAIN,
+                message,
+            ),
             E::Store(s) => s.into(),
         }
     }

@@ -667,7 +667,10 @@ mod tests {
             assert!(e.contains(needle), "{c}: {e}");
         }
         let none = DelegationSettings::default();
-        assert!(none.chain(&json!({"sub": "alice"})).unwrap_err().contains("no type"));
+        assert!(none
+            .chain(&json!({"sub": "alice"}))
+            .unwrap_err()
+            .contains("no type"));
         let mut deep = json!({"sub": "a0"});
         for i in 0..=MAX_ACT_NESTING {
             deep = json!({"sub": format!("a{i}"), "act": deep});
