@@ -89,6 +89,8 @@ pub mod reason {
     /// PERMISSION_DENIED: the caller's token names a principal or actor its issuer's
     /// `delegation` settings do not map to an object.
     pub const DELEGATION_CLAIMS_INVALID: &str = "DELEGATION_CLAIMS_INVALID";
+    /// FAILED_PRECONDITION: an audit query to a node whose `[audit]` mode is off.
+    pub const AUDIT_OFF: &str = "AUDIT_OFF";
     /// INTERNAL: the server or its storage failed.
     pub const INTERNAL: &str = "INTERNAL";
 }

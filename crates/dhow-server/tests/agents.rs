@@ -545,3 +545,192 @@ async fn chains_that_are_refused() {
         (Code::PermissionDenied, "DELEGATION_CLAIMS_INVALID")
     );
 }
+
+async fn audit_server(dir: &std::path::Path, mode: dhow_audit::Mode, proofs: bool) -> TestServer {
+    let mut auth = auth();
+    auth.preshared_keys.push(PresharedKeySettings {
+        name: "auditor".into(),
+        sha256: hex::encode(Sha256::digest(b"k-audit")),
+        roles: vec!["audit".into()],
+    });
+    let mut config = Config {
+        auth,
+        audit: dhow_audit::AuditSettings {
+            mode,
+            proofs,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    config.node.node_id = 7;
+    config.node.data_dir = dir.to_path_buf();
+    TestServer::start_with(config).await
+}
+
+async fn decisions(
+    s: &TestServer,
+    q: pb::QueryDecisionsRequest,
+    token: &str,
+) -> Result<pb::QueryDecisionsResponse, Status> {
+    pb::audit_service_client::AuditServiceClient::new(s.channel.clone())
+        .query_decisions(with(q, token))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn decisions_are_audited_with_caller_chain_and_failing_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = audit_server(dir.path(), dhow_audit::Mode::All, false).await;
+    let mut w = World {
+        s,
+        last: pb::ConsistencyToken::default(),
+    };
+    w.last =
+        w.s.schema()
+            .write_schema(with(
+                pb::WriteSchemaRequest {
+                    schema: SCHEMA.into(),
+                },
+                "k-app",
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .written_at
+            .unwrap();
+    let rels: Vec<&str> = BASE
+        .iter()
+        .copied()
+        .chain(["agent:assistant#delegator@user:alice"])
+        .collect();
+    w.write(rels.iter().map(|r| touch(r)).collect()).await;
+    let before = dhow_audit::now_us();
+    let tok = jwt("alice", &["assistant"]);
+    let req = pb::CheckRequest {
+        subject: None,
+        ..w.req("document:plan#view@user:alice", &[])
+    };
+    w.check(req, &tok).await.unwrap();
+    // Denied, with a proof asked for: the proof is recorded.
+    let mut req = w.req("document:plan#edit@user:alice", &["agent:other"]);
+    req.explain = true;
+    w.check(req, "k-app").await.unwrap();
+    w.check(w.req("document:bobs#view@user:bob", &[]), "k-app")
+        .await
+        .unwrap();
+    let after = dhow_audit::now_us();
+    let all = decisions(&w.s, Default::default(), "k-audit")
+        .await
+        .unwrap();
+    assert_eq!(all.node_id, 7);
+    assert_eq!(all.records.len(), 3, "{all:?}");
+    let r = &all.records[0];
+    assert_eq!(r.caller, format!("jwt:{ISSUER}#alice"));
+    assert_eq!(
+        (r.principal.as_str(), r.actors.clone(), r.resource.as_str()),
+        (
+            "user:alice",
+            vec!["agent:assistant".to_string()],
+            "document:plan"
+        )
+    );
+    assert_eq!(r.outcome, pb::DecisionOutcome::Allowed as i32);
+    assert_eq!(r.node_id, 7);
+    assert!(r.proof.is_empty());
+    let d = &all.records[1];
+    assert_eq!(d.caller, "psk:app");
+    assert_eq!(d.outcome, pb::DecisionOutcome::Denied as i32);
+    assert_eq!(d.denied_at, "actors[0]");
+    assert!(d.proof.contains("first link that denies"), "{}", d.proof);
+    // By principal, actor, outcome and time range.
+    let ts = |us: i64| Some(dhow_wire::timestamp_pb(dhow_tuples::Timestamp(us)));
+    let q = pb::QueryDecisionsRequest {
+        principal: "user:alice".into(),
+        since: ts(before),
+        until: ts(after + 1),
+        ..Default::default()
+    };
+    assert_eq!(
+        decisions(&w.s, q, "k-audit").await.unwrap().records.len(),
+        2
+    );
+    let q = pb::QueryDecisionsRequest {
+        actor: "agent:other".into(),
+        outcome: pb::DecisionOutcome::Denied as i32,
+        ..Default::default()
+    };
+    assert_eq!(
+        decisions(&w.s, q, "k-audit").await.unwrap().records.len(),
+        1
+    );
+    let q = pb::QueryDecisionsRequest {
+        until: ts(before),
+        ..Default::default()
+    };
+    assert!(decisions(&w.s, q, "k-audit")
+        .await
+        .unwrap()
+        .records
+        .is_empty());
+    // The audit role (or admin) only.
+    let e = decisions(&w.s, Default::default(), "k-app")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::PermissionDenied, "ROLE_MISSING")
+    );
+    // A restart keeps the records.
+    w.s.stop().await.unwrap();
+    let s = audit_server(dir.path(), dhow_audit::Mode::DeniedOnly, true).await;
+    let again = decisions(&s, Default::default(), "k-audit").await.unwrap();
+    assert_eq!(again.records, all.records);
+    // Denied only, with every proof: an allowed check leaves nothing, a denied one its proof.
+    // (A fresh MemNode: the schema and relationships again.)
+    let mut w = World {
+        s,
+        last: pb::ConsistencyToken::default(),
+    };
+    w.last =
+        w.s.schema()
+            .write_schema(with(
+                pb::WriteSchemaRequest {
+                    schema: SCHEMA.into(),
+                },
+                "k-app",
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .written_at
+            .unwrap();
+    w.write(rels.iter().map(|r| touch(r)).collect()).await;
+    let r = w
+        .check(
+            w.req("document:plan#view@user:alice", &["agent:assistant"]),
+            "k-app",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.permissionship, pb::Permissionship::HasPermission as i32);
+    let r = w
+        .check(
+            w.req("document:plan#edit@user:alice", &["agent:other"]),
+            "k-app",
+        )
+        .await
+        .unwrap();
+    assert!(r.actor_proofs.is_empty(), "proofs for the log only");
+    let now = decisions(&w.s, Default::default(), "k-audit")
+        .await
+        .unwrap();
+    assert_eq!(now.records.len(), 4);
+    let last = now.records.last().unwrap();
+    assert_eq!(last.outcome, pb::DecisionOutcome::Denied as i32);
+    assert!(
+        last.proof.contains("hop 1: actors[0] agent:other"),
+        "{}",
+        last.proof
+    );
+}

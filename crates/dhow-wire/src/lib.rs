@@ -7,10 +7,12 @@
 //! knows gRPC statuses: a [`WireError`] carries the field and what is wrong with it, and the
 //! server maps it to a status in its one place.
 
+mod audit;
 mod decode;
 mod encode;
 mod json;
 
+pub use audit::{audit_query, audit_query_pb, audit_record, audit_record_pb};
 pub use decode::{
     actors, caveat, chain_link, context, expand_tree, found_resource, found_subject, object,
     object_id, permissionship, proof, relation_name, relationship, relationship_filter, subject,

@@ -2,6 +2,7 @@
 //! request, resolve the revision, call the engine, store or node (store reads in
 //! `spawn_blocking`), map the error in `error.rs`, attach the token.
 
+mod audit;
 mod cluster;
 mod permission;
 mod relationship;
@@ -23,6 +24,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::token;
 use dhow_node::{CompiledSchema, Node};
 
+pub use audit::AuditSvc;
 pub use cluster::ClusterSvc;
 pub use permission::PermissionSvc;
 pub use relationship::RelationshipSvc;
@@ -47,6 +49,10 @@ pub struct State<N: Node> {
     pub write_gate: RwLock<()>,
     /// Becomes true when the server shuts down; long streams (Watch) end then.
     pub stop: watch::Receiver<bool>,
+    /// This node's id (audit records name it).
+    pub node_id: u64,
+    /// The decision audit log, when `[audit]` turns it on.
+    pub audit: Option<Arc<dhow_audit::AuditLog>>,
 }
 
 impl<N: Node> State<N> {
@@ -56,6 +62,8 @@ impl<N: Node> State<N> {
             limits,
             write_gate: RwLock::new(()),
             stop,
+            node_id: 0,
+            audit: None,
         }
     }
 

@@ -10,9 +10,10 @@ use dhow_engine::{
 };
 use dhow_proto::v1 as pb;
 use dhow_proto::v1::permission_service_server::PermissionService;
-use dhow_tuples::{ObjectRef, Subject, Timestamp};
+use dhow_tuples::{ObjectRef, Revision, Subject, Timestamp};
 use tonic::{Request, Response, Status};
 
+use super::audit::Decision;
 use super::{evaluate, status, ResponseStream, State};
 use crate::auth::jwt::TokenChain;
 use crate::auth::Identity;
@@ -110,6 +111,27 @@ struct Answer {
     denied_at: Option<dhow_engine::ChainLink>,
 }
 
+/// The proof of an answer as text: the chain's tree for a delegated check.
+fn proof_text(item: &Item, a: &Answer, rev: Revision) -> String {
+    if item.actors.is_empty() {
+        return a.proof.as_ref().map(|p| p.to_string()).unwrap_or_default();
+    }
+    let request = DelegatedCheck::new(item.check.clone(), item.actors.clone());
+    let result = DelegatedResult {
+        permissionship: a.permissionship.clone(),
+        allowed: a.permissionship.is_allowed(),
+        revision: rev,
+        proof: a.proof.clone(),
+        actor_proofs: a.actor_proofs.clone(),
+        denied_at: a.denied_at,
+    };
+    dhow_engine::ChainProof {
+        request: &request,
+        result: &result,
+    }
+    .to_string()
+}
+
 impl From<dhow_engine::CheckResult> for Answer {
     fn from(r: dhow_engine::CheckResult) -> Self {
         Answer {
@@ -166,8 +188,9 @@ fn answer<R: dhow_tuples::SnapshotReader>(
     reader: &R,
     item: &Item,
     cancel: &Cancel,
+    audit_proofs: bool,
 ) -> ApiResult<Answer> {
-    let o = opts(item.explain, cancel, None);
+    let o = opts(item.explain || audit_proofs, cancel, None);
     let r = if item.actors.is_empty() {
         engine.check(reader, &item.check, o).map(Answer::from)
     } else {
@@ -178,6 +201,27 @@ fn answer<R: dhow_tuples::SnapshotReader>(
 }
 
 impl<N: Node> PermissionSvc<N> {
+    /// Hands the decision to the audit log, then drops the proofs the request did not ask
+    /// for (computed for the log only).
+    fn audit(&self, caller: Option<&Identity>, item: &Item, a: &mut Answer, rev: Revision) {
+        if self.st.audit.is_some() {
+            let proof = (item.explain || self.st.audit_proofs()).then(|| proof_text(item, a, rev));
+            self.st.audit(Decision {
+                caller,
+                check: &item.check,
+                actors: &item.actors,
+                permissionship: &a.permissionship,
+                denied_at: a.denied_at,
+                revision: rev,
+                proof: proof.filter(|p| !p.is_empty()),
+            });
+        }
+        if !item.explain {
+            a.proof = None;
+            a.actor_proofs.clear();
+        }
+    }
+
     async fn do_check(
         &self,
         req: pb::CheckRequest,
@@ -197,14 +241,17 @@ impl<N: Node> PermissionSvc<N> {
         )?;
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
-        let result = evaluate(move |cancel| {
+        let audit_proofs = self.st.audit_proofs();
+        let (item, mut result) = evaluate(move |cancel| {
             let store = st.node.store();
             let schema = st.require_schema(rev)?;
             check_item_schema(&schema.engine, &item)?;
             let reader = store.reader(rev)?;
-            answer(&schema.engine, &reader, &item, &cancel)
+            let a = answer(&schema.engine, &reader, &item, &cancel, audit_proofs)?;
+            Ok((item, a))
         })
         .await?;
+        self.audit(id.as_ref(), &item, &mut result, rev);
         let (permissionship, partial_caveat_info) =
             dhow_wire::permissionship_pb(&result.permissionship);
         Ok(pb::CheckResponse {
@@ -249,7 +296,8 @@ impl<N: Node> PermissionSvc<N> {
             .collect();
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
-        let outcomes = evaluate(move |cancel| {
+        let audit_proofs = self.st.audit_proofs();
+        let (items, mut outcomes) = evaluate(move |cancel| {
             let store = st.node.store();
             let schema = st.require_schema(rev)?;
             let engine = &schema.engine;
@@ -277,7 +325,7 @@ impl<N: Node> PermissionSvc<N> {
                     .collect();
                 let valid: Vec<&Item> =
                     idx.iter().filter_map(|i| items[*i].as_ref().ok()).collect();
-                let o = opts(explain, &cancel, None);
+                let o = opts(explain || audit_proofs, &cancel, None);
                 let results: Vec<Result<Answer, dhow_engine::Error>> = if delegated {
                     let reqs: Vec<DelegatedCheck> = valid
                         .iter()
@@ -300,9 +348,14 @@ impl<N: Node> PermissionSvc<N> {
                     out[i] = Some(r.map_err(|e| engine_error(e, &format!("items[{i}]"))));
                 }
             }
-            Ok(out)
+            Ok((items, out))
         })
         .await?;
+        for (it, o) in items.iter().zip(outcomes.iter_mut()) {
+            if let (Ok(it), Some(Ok(a))) = (it, o) {
+                self.audit(id.as_ref(), it, a, rev);
+            }
+        }
         let items = req
             .items
             .into_iter()
