@@ -66,6 +66,8 @@ pub struct Cluster {
     views: BTreeMap<u64, String>,
     /// The fault-injecting proxies on every peer link, if the cluster was started with them.
     mesh: Option<crate::proxy::Mesh>,
+    /// The bearer token of the cluster's own status calls, when its nodes authenticate.
+    token: Option<String>,
 }
 
 impl Cluster {
@@ -76,19 +78,30 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra environment variables for every node.
     pub async fn start_with_env(n: u64, env: &[(&str, &str)]) -> Cluster {
-        Cluster::start_inner(n, env, false).await
+        Cluster::start_inner(n, env, false, None).await
+    }
+
+    /// [`Cluster::start_with_env`] for nodes that authenticate callers: `token` (a bearer
+    /// token with the `admin` role) goes with the clients' status calls.
+    pub async fn start_authenticated(n: u64, env: &[(&str, &str)], token: &str) -> Cluster {
+        Cluster::start_inner(n, env, false, Some(token.to_string())).await
     }
 
     /// [`Cluster::start`] with a fault-injecting proxy on every directed peer link
     /// ([`Cluster::mesh`]): each node reaches each other node through the proxy of that link.
     pub async fn start_proxied(n: u64) -> Cluster {
-        Cluster::start_inner(n, &[], true).await
+        Cluster::start_inner(n, &[], true, None).await
     }
 
     // The turn is held for the cluster's whole life, across awaits, on purpose: each test
     // runs on its own runtime, so a second cluster waits in another thread, never in this one.
     #[allow(clippy::await_holding_lock)]
-    async fn start_inner(n: u64, env: &[(&str, &str)], proxied: bool) -> Cluster {
+    async fn start_inner(
+        n: u64,
+        env: &[(&str, &str)],
+        proxied: bool,
+        token: Option<String>,
+    ) -> Cluster {
         static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().expect("temp dir");
@@ -131,6 +144,7 @@ impl Cluster {
                 .collect(),
             views,
             mesh,
+            token,
         };
         for i in 0..c.nodes.len() {
             c.spawn(i, &[]);
@@ -251,7 +265,9 @@ impl Cluster {
 
     /// A client of node index `i`.
     pub async fn client(&self, i: usize) -> Client {
-        Client::connect(&self.nodes[i].endpoint()).await
+        let mut c = Client::connect(&self.nodes[i].endpoint()).await;
+        c.token = self.token.clone();
+        c
     }
 
     /// The index of the node that a running node reports as leader, waiting up to `timeout`.
@@ -263,6 +279,7 @@ impl Cluster {
                     continue;
                 }
                 if let Ok(mut c) = Client::try_connect(&n.endpoint()).await {
+                    c.token = self.token.clone();
                     if let Ok(s) = c.status().await {
                         if s.leader_id != 0 {
                             if let Some(j) = self.nodes.iter().position(|p| p.id == s.leader_id) {
@@ -299,6 +316,8 @@ impl Drop for Cluster {
 #[derive(Clone)]
 pub struct Client {
     pub channel: Channel,
+    /// A bearer token for [`Client::status`] (nodes that authenticate callers).
+    pub token: Option<String>,
 }
 
 pub const SCHEMA: &str = "definition user {}\ndefinition document {\n  relation viewer: user\n  permission view = viewer\n}\n";
@@ -343,7 +362,10 @@ impl Client {
             .timeout(Duration::from_secs(10))
             .connect()
             .await?;
-        Ok(Client { channel })
+        Ok(Client {
+            channel,
+            token: None,
+        })
     }
 
     /// Connects, retrying for up to 30 s while the node starts.
@@ -359,8 +381,15 @@ impl Client {
     }
 
     pub async fn status(&mut self) -> Result<pb::StatusResponse, tonic::Status> {
+        let mut req = tonic::Request::new(pb::StatusRequest {});
+        if let Some(t) = &self.token {
+            req.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("ascii token"),
+            );
+        }
         ClusterServiceClient::new(self.channel.clone())
-            .status(pb::StatusRequest {})
+            .status(req)
             .await
             .map(|r| r.into_inner())
     }
@@ -483,7 +512,10 @@ impl Client {
             .connect_timeout(Duration::from_millis(500))
             .timeout(timeout)
             .connect_lazy();
-        Client { channel }
+        Client {
+            channel,
+            token: None,
+        }
     }
 
     /// Watches from `start` until a response reaches revision `until`: every change with the

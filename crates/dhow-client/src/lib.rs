@@ -345,6 +345,11 @@ impl Conn {
         pb::cluster_service_client::ClusterServiceClient::new(self.authed())
     }
 
+    pub fn audit(&self) -> pb::audit_service_client::AuditServiceClient<AuthChannel> {
+        pb::audit_service_client::AuditServiceClient::new(self.authed())
+            .max_decoding_message_size(64 * 1024 * 1024)
+    }
+
     pub fn permissions(
         &self,
     ) -> pb::permission_service_client::PermissionServiceClient<AuthChannel> {

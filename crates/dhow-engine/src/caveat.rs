@@ -52,6 +52,15 @@ pub(crate) enum Tri {
 }
 
 impl Tri {
+    /// The value of an answer.
+    pub fn from_permissionship(p: &Permissionship) -> Tri {
+        match p {
+            Permissionship::Allowed => Tri::T,
+            Permissionship::Denied => Tri::F,
+            Permissionship::Conditional { missing } => Tri::U(missing.iter().cloned().collect()),
+        }
+    }
+
     pub fn is_true(&self) -> bool {
         matches!(self, Tri::T)
     }

@@ -37,6 +37,16 @@ pub enum Error {
     /// schema.
     #[error("caveat `{caveat}` could not be evaluated: {message}")]
     CaveatEvaluation { caveat: String, message: String },
+    /// The delegation chain of a delegated check is refused: longer than
+    /// [`Options::max_actors`](crate::Options::max_actors), an actor that is a wildcard, or an
+    /// actor that appears twice (or is the principal itself). `index` names the offending
+    /// actor (its position in the request's `actors`), `None` for the length. The caller's
+    /// fault (INVALID_ARGUMENT).
+    #[error("invalid delegation chain{}: {message}", .index.map(|i| format!(" at actors[{i}]")).unwrap_or_default())]
+    InvalidChain {
+        index: Option<usize>,
+        message: String,
+    },
     /// A relationship the schema does not allow.
     #[error("invalid relationship {0}")]
     InvalidRelationship(String),

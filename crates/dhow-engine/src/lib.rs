@@ -8,6 +8,7 @@
 mod budget;
 mod caveat;
 mod check;
+mod delegate;
 mod error;
 mod expand;
 mod lookup;
@@ -25,6 +26,7 @@ use dhow_tuples::{ObjectRef, Subject, Timestamp};
 pub use budget::{Budget, Cancel};
 pub use caveat::Permissionship;
 pub use check::CheckResult;
+pub use delegate::{ChainLink, ChainProof, DelegatedCheck, DelegatedResult};
 /// A caveat context: parameter values by name (JSON), from a request or a relationship.
 pub use dhow_caveat::Context as CaveatContext;
 pub use error::Error;
@@ -52,6 +54,11 @@ pub const MAX_DEPTH_CEILING: u32 = 250;
 /// LookupResources returning 3,713 documents 52,000 (so about 140,000 for 10,000); the
 /// conformance scenarios at most 95.
 pub const DEFAULT_MAX_DISPATCHES: u64 = 1_000_000;
+
+/// Default limit on the length of a delegation chain (the actors of a delegated check).
+/// Agent frameworks nest two or three agents; eight leaves room without letting one request
+/// ask for hundreds of hops.
+pub const DEFAULT_MAX_ACTORS: usize = 8;
 
 /// Default caveat cost budget of a request: steps of caveat expressions plus the size of the
 /// values they work on, for all the caveats one request evaluates. A conformance caveat costs
@@ -91,6 +98,9 @@ pub struct Options {
     /// Largest request context accepted, in bytes of canonical JSON; past it the call fails
     /// with [`Error::InvalidContext`].
     pub max_context_bytes: usize,
+    /// Longest delegation chain accepted (actors of a [`DelegatedCheck`]); past it the call
+    /// fails with [`Error::InvalidChain`].
+    pub max_actors: usize,
 }
 
 impl Options {
@@ -106,6 +116,7 @@ impl Options {
             context: None,
             max_caveat_cost: DEFAULT_MAX_CAVEAT_COST,
             max_context_bytes: DEFAULT_MAX_CONTEXT_BYTES,
+            max_actors: DEFAULT_MAX_ACTORS,
         }
     }
 
@@ -180,6 +191,9 @@ impl CheckRequest {
 pub struct Engine {
     schema: Arc<Schema>,
     strata: Arc<strata::Strata>,
+    /// For each type, the relations `D` such that the subject set `type:id#D` is allowed by
+    /// some relation of the schema: the delegate sets a delegated check may go through.
+    delegate_sets: Arc<std::collections::BTreeMap<String, Vec<String>>>,
     max_relationship_context_bytes: usize,
 }
 
@@ -187,9 +201,11 @@ impl Engine {
     /// The engine over `schema`; analyses its recursion once (linear in its size).
     pub fn new(schema: Arc<Schema>) -> Self {
         let strata = Arc::new(strata::Strata::new(&schema));
+        let delegate_sets = Arc::new(delegate::delegate_sets(&schema));
         Engine {
             schema,
             strata,
+            delegate_sets,
             max_relationship_context_bytes: DEFAULT_MAX_RELATIONSHIP_CONTEXT_BYTES,
         }
     }

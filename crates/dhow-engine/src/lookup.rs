@@ -74,12 +74,30 @@ impl Engine {
         opts.check_context(opts.context.as_ref())?;
         self.validate_ref(resource_type, Some(permission))?;
         self.validate_ref(&subject.object.object_type, subject.relation.as_deref())?;
+        let opts = Options {
+            explain: false,
+            ..opts
+        };
+        let meter = Meter::new(&opts);
+        self.lookup_with(reader, resource_type, permission, subject, &opts, &meter)
+    }
+
+    /// LookupResources within a request's meter (the delegated lookup shares it); `opts` is
+    /// validated and has proofs off.
+    pub(crate) fn lookup_with<R: SnapshotReader>(
+        &self,
+        reader: &R,
+        resource_type: &str,
+        permission: &str,
+        subject: &Subject,
+        opts: &Options,
+        meter: &Meter,
+    ) -> Result<Vec<FoundResource>, Error> {
         let mut seen: HashSet<ObjectRef> = HashSet::new();
         let mut wild_types: HashSet<String> = HashSet::new();
         let mut queue = VecDeque::new();
         seen.insert(subject.object.clone());
         queue.push_back(subject.object.clone());
-        let meter = Meter::new(&opts);
         while let Some(obj) = queue.pop_front() {
             meter.dispatch(|| format!("relationships of {obj}"))?;
             let mut rels = reader.by_subject_object(&obj)?;
@@ -101,12 +119,8 @@ impl Engine {
             .iter()
             .filter(|o| o.object_type == resource_type && !o.is_wildcard())
             .collect();
-        let opts = Options {
-            explain: false,
-            ..opts
-        };
         let context = opts.context.clone();
-        let mut evaluator = Evaluator::new(self, reader, &opts, &meter, subject.clone(), context);
+        let mut evaluator = Evaluator::new(self, reader, opts, meter, subject.clone(), context);
         let mut out = Vec::new();
         for c in candidates {
             let o = evaluator.query(c, permission)?;

@@ -5,7 +5,7 @@ use std::fmt;
 
 use dhow_caveat::Context;
 use dhow_schema::ArrowMode;
-use dhow_tuples::{ObjectRef, Relationship};
+use dhow_tuples::{ObjectRef, Relationship, Subject};
 
 use crate::caveat::{Permissionship, Tri};
 
@@ -66,6 +66,20 @@ pub enum Step {
     /// parameters that the relationship and the request supplied (the relationship's win).
     /// The node's value is the caveat's result.
     Caveat { name: String, context: Context },
+    /// One hop of a delegated check: `actor`, acting for `acting_for`, may use `permission`
+    /// on the resource. Its children are the ways tried (docs/agents.md): the delegation on
+    /// the actor (`actor#permission`, evaluated for `acting_for`), then one [`Step::DelegateSet`]
+    /// per delegate set of `acting_for`. No children: the actor's type declares no such
+    /// permission and `acting_for` has no delegate set.
+    Hop {
+        actor: ObjectRef,
+        acting_for: Subject,
+        permission: String,
+    },
+    /// A delegate set of the one the actor acts for: the subject set `subject_set`
+    /// (`user:alice#delegate`) has the permission on the resource (first child) and the actor
+    /// is in it (second child, absent when the first denies).
+    DelegateSet { subject_set: Subject },
 }
 
 impl Proof {
@@ -186,6 +200,17 @@ impl fmt::Display for Step {
                 write!(f, "{resource}#{relation} again (cycle, adds nothing)")
             }
             Step::Caveat { name, context } => write!(f, "caveat {name} with {context}"),
+            Step::Hop {
+                actor,
+                acting_for,
+                permission,
+            } => write!(f, "{actor} acting for {acting_for} may use {permission}"),
+            Step::DelegateSet { subject_set } => {
+                write!(
+                    f,
+                    "delegate set {subject_set} (has it on the resource, and holds the actor)"
+                )
+            }
         }
     }
 }

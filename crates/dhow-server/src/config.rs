@@ -33,6 +33,18 @@
 //! | `peer_tls_key_file` | `DHOW_PEER_TLS_KEY_FILE` | none |
 //! | `insecure_allow_unauthenticated_public_access` | `DHOW_INSECURE_ALLOW_UNAUTHENTICATED_PUBLIC_ACCESS` | `false` |
 //! | `[auth]` (a table, file only) | `DHOW_PRESHARED_KEY` adds one key in clear | none (open on loopback) |
+//! | `[audit]` (a table, file only) | none | `mode = "off"` |
+//!
+//! The `[audit]` table keeps the decision audit log in `DATA_DIR/audit` (docs/agents.md):
+//!
+//! ```toml
+//! [audit]
+//! mode = "denied"          # off, all, denied, or sampled:0.01 (that share of the allowed, every denial)
+//! proofs = false           # record every decision's proof, not only those a request asked for
+//! max_bytes = "256MiB"     # the oldest segments go first past it
+//! max_age = "30d"          # and once their newest record is older
+//! queue = 65536            # records waiting for the writer; past it they are dropped and counted
+//! ```
 //!
 //! The `[auth]` table (preshared keys, JWT issuers, client certificates) is described in
 //! `auth/settings.rs`. A node whose `grpc_addr` is not a loopback address refuses to start
@@ -98,6 +110,8 @@ pub struct Config {
     pub insecure_allow_unauthenticated_public_access: bool,
     /// The node below the API.
     pub node: NodeConfig,
+    /// The decision audit log (in `node.data_dir/audit`).
+    pub audit: dhow_audit::AuditSettings,
 }
 
 impl Default for Config {
@@ -120,6 +134,7 @@ impl Default for Config {
             tls_client_ca_file: None,
             insecure_allow_unauthenticated_public_access: false,
             node,
+            audit: dhow_audit::AuditSettings::default(),
         }
     }
 }
@@ -206,6 +221,18 @@ struct FileConfig {
     peer_tls_key_file: Option<PathBuf>,
     insecure_allow_unauthenticated_public_access: Option<bool>,
     auth: Option<AuthSettings>,
+    audit: Option<AuditFile>,
+}
+
+/// The `[audit]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditFile {
+    mode: Option<String>,
+    proofs: Option<bool>,
+    max_bytes: Option<NumOrText>,
+    max_age: Option<NumOrText>,
+    queue: Option<u64>,
 }
 
 /// The environment variables read, with the key each sets.
@@ -445,6 +472,26 @@ impl Config {
         }
         if let Some(v) = f.insecure_allow_unauthenticated_public_access {
             self.insecure_allow_unauthenticated_public_access = v;
+        }
+        if let Some(a) = f.audit {
+            let au = &mut self.audit;
+            if let Some(m) = a.mode {
+                au.mode = dhow_audit::Mode::parse(&m).map_err(|m| format!("`audit.mode`: {m}"))?;
+            }
+            if let Some(p) = a.proofs {
+                au.proofs = p;
+            }
+            if let Some(v) = a.max_bytes {
+                au.max_bytes =
+                    parse_size(&text_of(v)).map_err(|m| format!("`audit.max_bytes`: {m}"))? as u64;
+            }
+            if let Some(v) = a.max_age {
+                au.max_age =
+                    parse_duration(&text_of(v)).map_err(|m| format!("`audit.max_age`: {m}"))?;
+            }
+            if let Some(q) = a.queue {
+                au.queue = q.clamp(1, 1 << 24) as usize;
+            }
         }
         if let Some(a) = f.auth {
             self.auth = AuthSettings {

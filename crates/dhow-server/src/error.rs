@@ -17,7 +17,8 @@ pub const DOMAIN: &str = "dhow.dev";
 /// The stable reasons, in `google.rpc.ErrorInfo.reason`. Clients branch on these, never on
 /// messages. Adding a reason is fine; renaming one is a breaking change. Retired (nothing
 /// sends them since caveats are evaluated): `CAVEAT_UNSUPPORTED` (a write of a caveated
-/// relationship) and `CAVEAT_EVALUATION_UNSUPPORTED` (an evaluation that met one).
+/// relationship), `CAVEAT_EVALUATION_UNSUPPORTED` (an evaluation that met one) and
+/// `DELEGATION_UNSUPPORTED` (a request with `actors`, before delegated checks).
 pub mod reason {
     /// INVALID_ARGUMENT: a request field is missing or malformed (metadata `field`).
     pub const INVALID_FIELD: &str = "INVALID_FIELD";
@@ -85,8 +86,18 @@ pub mod reason {
     pub const REVISION_NOT_APPLIED: &str = "REVISION_NOT_APPLIED";
     /// UNAVAILABLE: a write or read index did not complete in time.
     pub const TIMEOUT: &str = "TIMEOUT";
-    /// UNIMPLEMENTED: delegated checks (`actors`) arrive with the agents feature.
-    pub const DELEGATION_UNSUPPORTED: &str = "DELEGATION_UNSUPPORTED";
+    /// INVALID_ARGUMENT: a delegation chain longer than the limit, with a repeated actor, a
+    /// wildcard, or the principal as an actor (metadata `field`: `actors[i]`, absent for the
+    /// length; docs/agents.md).
+    pub const INVALID_DELEGATION_CHAIN: &str = "INVALID_DELEGATION_CHAIN";
+    /// PERMISSION_DENIED: the request's principal or actors differ from those the caller's
+    /// token carries (docs/agents.md).
+    pub const DELEGATION_CHAIN_MISMATCH: &str = "DELEGATION_CHAIN_MISMATCH";
+    /// PERMISSION_DENIED: the caller's token names a principal or actor its issuer's
+    /// `delegation` settings do not map to an object.
+    pub const DELEGATION_CLAIMS_INVALID: &str = "DELEGATION_CLAIMS_INVALID";
+    /// FAILED_PRECONDITION: an audit query to a node whose `[audit]` mode is off.
+    pub const AUDIT_OFF: &str = "AUDIT_OFF";
     /// INTERNAL: the server or its storage failed.
     pub const INTERNAL: &str = "INTERNAL";
 }
@@ -298,6 +309,12 @@ impl From<dhow_engine::Error> for ApiError {
             E::InvalidRelationship(_) => {
                 ApiError::new(Code::InvalidArgument, reason::INVALID_RELATIONSHIP, message)
             }
+            // The handler names the field (`actors[i]`, under the item's prefix).
+            E::InvalidChain { .. } => ApiError::new(
+                Code::InvalidArgument,
+                reason::INVALID_DELEGATION_CHAIN,
+                message,
+            ),
             E::Store(s) => s.into(),
         }
     }

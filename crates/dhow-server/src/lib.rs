@@ -10,6 +10,7 @@ pub mod checks;
 pub mod config;
 pub mod consistency;
 pub mod cursor;
+pub mod delegation;
 pub mod error;
 pub mod server;
 pub mod service;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use dhow_node::Node;
+use dhow_proto::v1::audit_service_server::AuditServiceServer;
 use dhow_proto::v1::cluster_service_server::ClusterServiceServer;
 use dhow_proto::v1::permission_service_server::PermissionServiceServer;
 use dhow_proto::v1::relationship_service_server::RelationshipServiceServer;
@@ -17,7 +18,9 @@ use tonic_health::ServingStatus;
 
 use crate::auth::{AuthLayer, Authenticator};
 use crate::config::Config;
-use crate::service::{ClusterSvc, Limits, PermissionSvc, RelationshipSvc, SchemaSvc, State};
+use crate::service::{
+    AuditSvc, ClusterSvc, Limits, PermissionSvc, RelationshipSvc, SchemaSvc, State,
+};
 
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +37,17 @@ pub enum ServerError {
     /// The TLS files do not load.
     #[error("{0}")]
     Tls(#[from] dhow_tls::TlsError),
+    /// The audit log's directory cannot be opened.
+    #[error("audit log {path}: {error}")]
+    Audit {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// The fully-qualified names of the public services (for health and reflection).
-pub const SERVICE_NAMES: [&str; 4] = [
+pub const SERVICE_NAMES: [&str; 5] = [
+    dhow_proto::v1::audit_service_server::SERVICE_NAME,
     dhow_proto::v1::cluster_service_server::SERVICE_NAME,
     dhow_proto::v1::permission_service_server::SERVICE_NAME,
     dhow_proto::v1::relationship_service_server::SERVICE_NAME,
@@ -75,7 +85,15 @@ pub async fn serve<N: Node>(
         consistency_timeout: config.consistency_timeout,
     };
     let fault = node.fault();
-    let state = Arc::new(State::new(node, limits, stop_rx.clone()));
+    let mut state = State::new(node, limits, stop_rx.clone());
+    state.node_id = config.node.node_id;
+    if config.audit.mode != dhow_audit::Mode::Off {
+        let path = config.node.data_dir.join("audit");
+        let log = dhow_audit::AuditLog::open(&path, config.audit.clone())
+            .map_err(|error| ServerError::Audit { path, error })?;
+        state.audit = Some(Arc::new(log));
+    }
+    let state = Arc::new(state);
     let max = config.max_message_bytes;
 
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -103,6 +121,8 @@ pub async fn serve<N: Node>(
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let cluster = ClusterServiceServer::new(ClusterSvc::new(state.clone()));
+    let audit =
+        AuditServiceServer::new(AuditSvc::new(state.clone())).max_encoding_message_size(max);
     let schema = SchemaServiceServer::new(SchemaSvc::new(state))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -136,7 +156,8 @@ pub async fn serve<N: Node>(
         .add_service(permission)
         .add_service(relationship)
         .add_service(schema)
-        .add_service(cluster);
+        .add_service(cluster)
+        .add_service(audit);
     match tls {
         Some(tls) => {
             router

@@ -46,6 +46,7 @@ fn issuer(name: &str, algorithms: &[&str], pems: &[&str], hmac: bool) -> IssuerS
         default_roles: vec![],
         leeway: Some("5s".into()),
         jwks_refresh: None,
+        delegation: None,
     }
 }
 

@@ -153,12 +153,15 @@ async fn write_then_check_with_explain_and_the_other_permission_calls() {
     assert_eq!(r.permissionship, pb::Permissionship::HasPermission as i32);
     assert!(r.proof.is_none());
 
-    // Delegation is not there yet.
-    let mut delegated = check_req("document:doc1", "view", "user:alice", None);
+    // A delegated check: `user` declares no `view` and no delegate set, so no user may act
+    // for alice; the hop of actors[0] is the first link that denies.
+    let mut delegated = check_req("document:doc1", "view", "user:alice", fresh(&t));
     delegated.actors = vec![subj("user", "agent1").unwrap()];
-    let e = s.perm().check(delegated).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("agents feature"));
+    let r = s.perm().check(delegated).await.unwrap().into_inner();
+    assert_eq!(r.permissionship, pb::Permissionship::NoPermission as i32);
+    let link = r.denied_at.unwrap();
+    assert_eq!(link.kind, pb::chain_link::Kind::Actor as i32);
+    assert_eq!(link.actor_index, 0);
 
     // Unknown relation: FAILED_PRECONDITION naming the field.
     let e = s
@@ -254,6 +257,7 @@ async fn write_then_check_with_explain_and_the_other_permission_calls() {
         optional_limit: 3,
         optional_cursor: cursor,
         context: None,
+        actors: Vec::new(),
     };
     let mut ids = Vec::new();
     let mut cursor = None;
@@ -943,6 +947,7 @@ async fn bad_input_on_every_rpc_names_the_field() {
             optional_limit: 0,
             optional_cursor: None,
             context: None,
+            actors: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -959,6 +964,7 @@ async fn bad_input_on_every_rpc_names_the_field() {
                 token: "%%%".into(),
             }),
             context: None,
+            actors: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -1720,6 +1726,7 @@ async fn caveats_are_evaluated_with_the_request_context() {
         optional_limit: 0,
         optional_cursor: None,
         context: ctx.and_then(context),
+        actors: Vec::new(),
     };
     let found = |req: pb::LookupResourcesRequest| {
         let s = &s;

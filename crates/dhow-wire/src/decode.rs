@@ -3,7 +3,7 @@
 //! panics on any message.
 
 use dhow_engine::{
-    CaveatContext, ExpandNode, ExpandTree, FoundResource, FoundSubject, LeafSubject,
+    CaveatContext, ChainLink, ExpandNode, ExpandTree, FoundResource, FoundSubject, LeafSubject,
     Permissionship, Proof, Step,
 };
 use dhow_proto::v1 as pb;
@@ -388,6 +388,18 @@ pub fn proof(p: &pb::Proof, field: &str) -> WireResult<Proof> {
                     .unwrap_or_default(),
             }
         }
+        Some(S::Hop(h)) => Step::Hop {
+            actor: object(h.actor.as_ref(), &join(field, "hop.actor"), false)?,
+            acting_for: subject(h.acting_for.as_ref(), &join(field, "hop.acting_for"), false)?,
+            permission: relation_name(&h.permission, &join(field, "hop.permission"))?,
+        },
+        Some(S::DelegateSet(d)) => Step::DelegateSet {
+            subject_set: subject(
+                d.subject_set.as_ref(),
+                &join(field, "delegate_set.subject_set"),
+                false,
+            )?,
+        },
     };
     Ok(Proof {
         step,
@@ -400,6 +412,38 @@ pub fn proof(p: &pb::Proof, field: &str) -> WireResult<Proof> {
             .map(|(i, c)| proof(c, &format!("{field}.children[{i}]")))
             .collect::<WireResult<_>>()?,
     })
+}
+
+/// A delegation chain: objects, outermost first (`CheckRequest.actors`). An actor is never a
+/// subject set or a wildcard.
+pub fn actors(a: &[pb::SubjectReference], field: &str) -> WireResult<Vec<ObjectRef>> {
+    a.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let f = format!("{field}[{i}]");
+            let s = subject(Some(s), &f, false)?;
+            if s.relation.is_some() {
+                return Err(WireError::invalid(
+                    join(&f, "optional_relation"),
+                    "an actor is an object, not a subject set",
+                ));
+            }
+            Ok(s.object)
+        })
+        .collect()
+}
+
+/// A link of a delegation chain (`denied_at`).
+pub fn chain_link(l: &pb::ChainLink, field: &str) -> WireResult<ChainLink> {
+    use pb::chain_link::Kind;
+    match Kind::try_from(l.kind) {
+        Ok(Kind::Principal) => Ok(ChainLink::Principal),
+        Ok(Kind::Actor) => Ok(ChainLink::Actor(l.actor_index as usize)),
+        _ => Err(WireError::invalid(
+            join(field, "kind"),
+            format!("unknown chain link kind {}", l.kind),
+        )),
+    }
 }
 
 /// An expand tree, as the engine built it.

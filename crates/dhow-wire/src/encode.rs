@@ -1,7 +1,8 @@
 //! Domain types to `dhow.v1` messages. Encoding cannot fail: every domain value has a message.
 
 use dhow_engine::{
-    CaveatContext, ExpandNode, ExpandTree, FoundResource, FoundSubject, Permissionship, Proof, Step,
+    CaveatContext, ChainLink, ExpandNode, ExpandTree, FoundResource, FoundSubject, Permissionship,
+    Proof, Step,
 };
 use dhow_proto::v1 as pb;
 use dhow_schema::ArrowMode;
@@ -182,7 +183,45 @@ fn step_pb(p: &Proof) -> pb::proof::Step {
             context: Some(context_pb(context)),
             result: permissionship_pb(&p.permissionship()).0,
         }),
+        Step::Hop {
+            actor,
+            acting_for,
+            permission,
+        } => s::Step::Hop(s::HopStep {
+            actor: Some(object_pb(actor)),
+            acting_for: Some(subject_pb(acting_for)),
+            permission: permission.clone(),
+        }),
+        Step::DelegateSet { subject_set } => s::Step::DelegateSet(s::DelegateSetStep {
+            subject_set: Some(subject_pb(subject_set)),
+        }),
     }
+}
+
+/// A link of a delegation chain (`denied_at`).
+pub fn chain_link_pb(l: ChainLink) -> pb::ChainLink {
+    use pb::chain_link::Kind;
+    match l {
+        ChainLink::Principal => pb::ChainLink {
+            kind: Kind::Principal as i32,
+            actor_index: 0,
+        },
+        ChainLink::Actor(i) => pb::ChainLink {
+            kind: Kind::Actor as i32,
+            actor_index: i as u32,
+        },
+    }
+}
+
+/// A delegation chain's actors (objects), for requests.
+pub fn actors_pb(actors: &[ObjectRef]) -> Vec<pb::SubjectReference> {
+    actors
+        .iter()
+        .map(|a| pb::SubjectReference {
+            object: Some(object_pb(a)),
+            optional_relation: String::new(),
+        })
+        .collect()
 }
 
 pub fn expand_pb(n: &ExpandNode) -> pb::ExpandNode {
@@ -319,6 +358,36 @@ mod tests {
             ],
         };
         assert_eq!(decode::proof(&proof_pb(&p), "proof").unwrap(), p);
+        let hop = Proof {
+            step: Step::Hop {
+                actor: ObjectRef::new("agent", "a"),
+                acting_for: Subject::object("user", "alice"),
+                permission: "view".into(),
+            },
+            allowed: false,
+            missing: vec![],
+            children: vec![Proof {
+                step: Step::DelegateSet {
+                    subject_set: Subject::set("user", "alice", "delegate"),
+                },
+                allowed: false,
+                missing: vec![],
+                children: vec![p.clone()],
+            }],
+        };
+        assert_eq!(decode::proof(&proof_pb(&hop), "proof").unwrap(), hop);
+        for l in [
+            ChainLink::Principal,
+            ChainLink::Actor(0),
+            ChainLink::Actor(7),
+        ] {
+            assert_eq!(decode::chain_link(&chain_link_pb(l), "l").unwrap(), l);
+        }
+        let actors = vec![ObjectRef::new("agent", "a"), ObjectRef::new("agent", "b")];
+        assert_eq!(
+            decode::actors(&actors_pb(&actors), "actors").unwrap(),
+            actors
+        );
         let leaf = |rel: &str| ExpandNode {
             resource: ObjectRef::new("document", "a"),
             relation: rel.into(),

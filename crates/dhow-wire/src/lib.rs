@@ -7,18 +7,21 @@
 //! knows gRPC statuses: a [`WireError`] carries the field and what is wrong with it, and the
 //! server maps it to a status in its one place.
 
+mod audit;
 mod decode;
 mod encode;
 mod json;
 
+pub use audit::{audit_query, audit_query_pb, audit_record, audit_record_pb};
 pub use decode::{
-    caveat, context, expand_tree, found_resource, found_subject, object, object_id, permissionship,
-    proof, relation_name, relationship, relationship_filter, subject, subject_relation, timestamp,
-    type_name,
+    actors, caveat, chain_link, context, expand_tree, found_resource, found_subject, object,
+    object_id, permissionship, proof, relation_name, relationship, relationship_filter, subject,
+    subject_relation, timestamp, type_name,
 };
 pub use encode::{
-    caveat_pb, context_pb, expand_pb, filter_pb, found_resource_pb, found_subject_pb, object_pb,
-    partial_caveat_info_pb, permissionship_pb, proof_pb, relationship_pb, subject_pb, timestamp_pb,
+    actors_pb, caveat_pb, chain_link_pb, context_pb, expand_pb, filter_pb, found_resource_pb,
+    found_subject_pb, object_pb, partial_caveat_info_pb, permissionship_pb, proof_pb,
+    relationship_pb, subject_pb, timestamp_pb,
 };
 pub use json::{json_text_to_struct, struct_to_json, struct_to_json_text};
 /// The wire form of caveat contexts, `google.protobuf.Struct`, for callers that build

@@ -14,7 +14,7 @@ use dhow_server::{Config, ConfigOverrides};
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Configuration file (TOML).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "DHOW_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where the node keeps its data (default ./data).
     #[arg(long, value_name = "DIR")]

@@ -463,3 +463,110 @@ fn caveats_through_the_cli() {
     assert_eq!(code, Some(2), "{e}");
     assert!(e.ends_with("(reason: INVALID_RELATIONSHIP)\n"), "{e}");
 }
+
+const AGENT_SCHEMA: &str = "definition user {
+    relation delegate: agent
+}
+definition agent {
+    relation delegator: user | agent
+    relation reader_for: user | agent
+    permission view = delegator + reader_for
+    permission edit = delegator
+}
+definition folder {
+    relation viewer: user | user#delegate
+    relation editor: user
+    permission view = viewer + editor
+    permission edit = editor
+}
+definition document {
+    relation folder: folder
+    permission view = folder->view
+    permission edit = folder->edit
+}
+";
+
+#[test]
+fn delegated_checks_through_the_cli() {
+    let ep = start();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.zed");
+    std::fs::write(&schema, AGENT_SCHEMA).unwrap();
+    ok(&ep, &["schema", "write", schema.to_str().unwrap()]);
+    ok(
+        &ep,
+        &[
+            "rel",
+            "create",
+            "folder:f#editor@user:alice",
+            "document:1#folder@folder:f",
+            "agent:assistant#delegator@user:alice",
+            "agent:researcher#reader_for@agent:assistant",
+        ],
+    );
+    let chain = ["--actor", "agent:researcher", "--actor", "agent:assistant"];
+    let args = |check: &'static str, explain: bool| {
+        let mut a = vec!["check", check];
+        a.extend(chain);
+        if explain {
+            a.push("--explain");
+        }
+        a
+    };
+    let (out, _) = ok(&ep, &args("document:1#view@user:alice", false));
+    assert_eq!(out, "true\n");
+    // Edit: the researcher only reads for the assistant; the tree names its hop.
+    let (out, _) = ok(&ep, &args("document:1#edit@user:alice", true));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "false", "{out}");
+    assert!(
+        lines[1].starts_with(
+            "✗ document:1#edit: agent:researcher for agent:assistant for user:alice at revision "
+        ),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("├─ ✓ principal user:alice has edit on document:1")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("├─ ✓ hop 1: actors[1] agent:assistant acting for user:alice")),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "└─ ✗ hop 2: actors[0] agent:researcher acting for agent:assistant   ← first link that denies"
+        )),
+        "{out}"
+    );
+    // The lookup with the chain; a chain with a repeated actor is refused.
+    let (out, _) = ok(
+        &ep,
+        &[
+            "lookup-resources",
+            "document",
+            "view",
+            "user:alice",
+            "--actor",
+            "agent:assistant",
+        ],
+    );
+    assert_eq!(out, "1\n");
+    let (code, e) = refused(
+        &ep,
+        &[
+            "check",
+            "document:1#view@user:alice",
+            "--actor",
+            "agent:a",
+            "--actor",
+            "agent:a",
+        ],
+    );
+    assert_eq!(code, Some(2));
+    assert!(e.contains("INVALID_DELEGATION_CHAIN"), "{e}");
+}

@@ -5,6 +5,10 @@
 //! Keys come from PEM files or a JWKS file read again when it changes (rotation without a
 //! restart). Verified tokens are remembered, bounded in number and never past their `exp`,
 //! so that a token costs one hash and one lookup after its first use.
+//!
+//! An issuer with `delegation` settings also maps its tokens' `sub` and nested RFC 8693 `act`
+//! claims to the principal and the actors of a delegated check (docs/agents.md), once, when
+//! the token is verified: [`Verified::chain`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +23,10 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 
-use super::settings::{roles, AuthSettings, IssuerSettings};
+use dhow_tuples::validate::{check_id, check_type};
+use dhow_tuples::{ObjectRef, Subject};
+
+use super::settings::{roles, AuthSettings, DelegationSettings, IssuerSettings};
 use super::{reason, AuthError, Credential, Identity, Role, Roles};
 
 /// A verified token: who it says the caller is, and the claims the agents feature reads
@@ -33,6 +40,92 @@ pub struct Verified {
     pub expires_at: u64,
     /// Every claim, as JSON.
     pub claims: serde_json::Value,
+    /// The delegation chain the token carries, when its issuer maps claims to objects:
+    /// `None` for an issuer without `delegation` settings, `Err` (why) for claims that do
+    /// not map.
+    pub chain: Option<Result<TokenChain, String>>,
+}
+
+/// Who a token says is acting for whom: `sub` mapped to the principal, the nested `act`
+/// claims to the actors, outermost (the current actor) first, as `CheckRequest.actors`.
+/// A token without `act` has no actors: its subject acts for itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenChain {
+    pub principal: Subject,
+    pub actors: Vec<ObjectRef>,
+}
+
+/// How deeply `act` claims may nest before the token is refused for delegation (the
+/// engine's chain limit, 8 by default, refuses long chains anyway; this only bounds the
+/// parsing of a hostile token).
+pub const MAX_ACT_NESTING: usize = 64;
+
+impl DelegationSettings {
+    /// The object a claim value names: by the type claim beside it, a `type:id` prefix, or
+    /// the default type.
+    fn object(
+        &self,
+        holder: &serde_json::Value,
+        default: Option<&str>,
+        what: &str,
+    ) -> Result<ObjectRef, String> {
+        let value = holder
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("{what} has no `sub` string"))?;
+        let typed = self
+            .type_claim
+            .as_ref()
+            .and_then(|c| holder.get(c))
+            .and_then(|t| t.as_str());
+        let (t, id) = if let Some(t) = typed {
+            (t, value)
+        } else if let Some((t, id)) = value.split_once(':') {
+            if !self.prefix_types.is_empty() && !self.prefix_types.iter().any(|p| p == t) {
+                return Err(format!(
+                    "{what} `{}` names type `{}`, which the issuer may not name (prefix_types)",
+                    clip(value),
+                    clip(t)
+                ));
+            }
+            (t, id)
+        } else if let Some(t) = default {
+            (t, value)
+        } else {
+            return Err(format!(
+                "{what} `{}` has no type: no type claim, no `type:` prefix and no default type",
+                clip(value)
+            ));
+        };
+        check_type(t).map_err(|m| format!("{what}: {m}"))?;
+        check_id(id).map_err(|m| format!("{what}: {m}"))?;
+        Ok(ObjectRef::new(t, id))
+    }
+
+    /// The chain of `claims`.
+    pub fn chain(&self, claims: &serde_json::Value) -> Result<TokenChain, String> {
+        let principal = self.object(claims, self.subject_type.as_deref(), "the token's `sub`")?;
+        let mut actors = Vec::new();
+        let mut act = claims.get("act");
+        while let Some(a) = act {
+            if actors.len() >= MAX_ACT_NESTING {
+                return Err(format!("`act` claims nest deeper than {MAX_ACT_NESTING}"));
+            }
+            if !a.is_object() {
+                return Err("an `act` claim is not an object".into());
+            }
+            let what = format!("`act` claim {} (outermost first)", actors.len());
+            actors.push(self.object(a, self.actor_type.as_deref(), &what)?);
+            act = a.get("act");
+        }
+        Ok(TokenChain {
+            principal: Subject {
+                object: principal,
+                relation: None,
+            },
+            actors,
+        })
+    }
 }
 
 struct Key {
@@ -48,6 +141,7 @@ struct Issuer {
     roles_claim: Option<String>,
     role_map: Vec<(String, Role)>,
     default_roles: Roles,
+    delegation: Option<DelegationSettings>,
     /// Keys from PEM files and the HMAC secret (fixed), and from the JWKS file (swapped when
     /// the file changes).
     fixed: Vec<Key>,
@@ -226,6 +320,20 @@ impl Issuer {
             roles_claim: s.roles_claim.clone(),
             role_map,
             default_roles: roles(&s.default_roles, &what)?,
+            delegation: match &s.delegation {
+                Some(d) => {
+                    for t in d
+                        .subject_type
+                        .iter()
+                        .chain(&d.actor_type)
+                        .chain(&d.prefix_types)
+                    {
+                        check_type(t).map_err(|m| format!("{what}: delegation: {m}"))?;
+                    }
+                    Some(d.clone())
+                }
+                None => None,
+            },
             fixed,
             jwks,
         })
@@ -482,6 +590,7 @@ impl JwtVerifier {
         Ok(Verified {
             issuer: issuer.name.clone(),
             roles: issuer.roles_of(&claims),
+            chain: issuer.delegation.as_ref().map(|d| d.chain(&claims)),
             expires_at: claims.get("exp").and_then(|e| e.as_u64()).unwrap_or(0),
             subject,
             claims,
@@ -500,5 +609,73 @@ fn clip(s: &str) -> String {
             end -= 1;
         }
         format!("{}…", &s[..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings() -> DelegationSettings {
+        DelegationSettings {
+            subject_type: Some("user".into()),
+            actor_type: Some("agent".into()),
+            type_claim: Some("dhow_type".into()),
+            prefix_types: vec!["user".into(), "agent".into()],
+        }
+    }
+
+    #[test]
+    fn act_claims_become_actors_outermost_first() {
+        let c = json!({"sub": "alice", "act": {"sub": "sub-agent", "act": {"sub": "assistant"}}});
+        let chain = settings().chain(&c).unwrap();
+        assert_eq!(chain.principal, Subject::object("user", "alice"));
+        assert_eq!(
+            chain.actors,
+            [
+                ObjectRef::new("agent", "sub-agent"),
+                ObjectRef::new("agent", "assistant")
+            ]
+        );
+        // No `act`: the subject acts for itself.
+        assert!(settings()
+            .chain(&json!({"sub": "alice"}))
+            .unwrap()
+            .actors
+            .is_empty());
+    }
+
+    #[test]
+    fn types_from_a_claim_or_a_prefix() {
+        let c = json!({"sub": "svc", "dhow_type": "agent", "act": {"sub": "user:bob"}});
+        let chain = settings().chain(&c).unwrap();
+        assert_eq!(chain.principal, Subject::object("agent", "svc"));
+        assert_eq!(chain.actors, [ObjectRef::new("user", "bob")]);
+    }
+
+    #[test]
+    fn claims_that_do_not_map() {
+        let s = settings();
+        for (c, needle) in [
+            (json!({"sub": "robot:x"}), "may not name"),
+            (json!({"sub": "alice", "act": "agent"}), "not an object"),
+            (json!({"sub": "alice", "act": {"name": "x"}}), "no `sub`"),
+            (json!({"sub": "a b"}), "sub"),
+        ] {
+            let e = s.chain(&c).unwrap_err();
+            assert!(e.contains(needle), "{c}: {e}");
+        }
+        let none = DelegationSettings::default();
+        assert!(none
+            .chain(&json!({"sub": "alice"}))
+            .unwrap_err()
+            .contains("no type"));
+        let mut deep = json!({"sub": "a0"});
+        for i in 0..=MAX_ACT_NESTING {
+            deep = json!({"sub": format!("a{i}"), "act": deep});
+        }
+        let deep = json!({"sub": "alice", "act": deep});
+        assert!(s.chain(&deep).unwrap_err().contains("nest deeper"));
     }
 }

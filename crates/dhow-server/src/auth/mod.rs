@@ -33,7 +33,7 @@ pub enum Role {
     Write,
     /// ClusterService: membership and leadership.
     Admin,
-    /// The decision audit log.
+    /// The decision audit log (AuditService; `admin` may read it too).
     Audit,
 }
 

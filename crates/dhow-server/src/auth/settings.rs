@@ -18,6 +18,14 @@
 //! roles = { "dhow.read" = "read", "dhow.write" = "write", "dhow.admin" = "admin" }
 //! leeway = "30s"
 //!
+//! # Delegated checks (docs/agents.md): `sub` names the principal, the nested RFC 8693 `act`
+//! # claims the actors, outermost first. How a claim value becomes an object:
+//! [auth.jwt_issuers.delegation]
+//! subject_type = "user"                   # `sub` = "alice"   → user:alice
+//! actor_type = "agent"                    # `act.sub` = "summariser" → agent:summariser
+//! type_claim = "dhow_type"                # or a claim beside each `sub` naming its type
+//! prefix_types = ["user", "agent"]        # `sub` = "agent:x" → agent:x (only these types)
+//!
 //! [[auth.client_certificates]]
 //! identity = "CN=billing"                 # or "DNS:billing.svc", "URI:spiffe://prod/billing"
 //! roles = ["read"]
@@ -101,6 +109,34 @@ pub struct IssuerSettings {
     /// How often the JWKS file is looked at for changes (default 2s).
     #[serde(default)]
     pub jwks_refresh: Option<String>,
+    /// How its tokens' `sub` and nested `act` claims map to the principal and the actors of a
+    /// delegated check; without it, its tokens carry no delegation chain.
+    #[serde(default)]
+    pub delegation: Option<DelegationSettings>,
+}
+
+/// How the claim values of an issuer's tokens become objects (docs/agents.md). A value is
+/// mapped by the first rule that applies: the type claim beside it (`type_claim`), a
+/// `type:id` prefix (of a type in `prefix_types`, when that list is not empty), the default
+/// type (`subject_type` for `sub`, `actor_type` for each `act.sub`). A value no rule maps
+/// makes a delegated request with that token fail with PERMISSION_DENIED
+/// `DELEGATION_CLAIMS_INVALID`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelegationSettings {
+    /// The object type of a `sub` without a prefix or type claim (`user`).
+    #[serde(default)]
+    pub subject_type: Option<String>,
+    /// The object type of an actor's `sub` without a prefix or type claim (`agent`).
+    #[serde(default)]
+    pub actor_type: Option<String>,
+    /// A claim naming the object type, beside `sub` at the top of the token and beside
+    /// `sub` in each `act` object.
+    #[serde(default)]
+    pub type_claim: Option<String>,
+    /// The types a `type:id` value may name; empty: any (the schema must still define it).
+    #[serde(default)]
+    pub prefix_types: Vec<String>,
 }
 
 /// One client-certificate identity.

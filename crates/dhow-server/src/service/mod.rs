@@ -2,6 +2,7 @@
 //! request, resolve the revision, call the engine, store or node (store reads in
 //! `spawn_blocking`), map the error in `error.rs`, attach the token.
 
+mod audit;
 mod cluster;
 mod permission;
 mod relationship;
@@ -24,6 +25,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::token;
 use dhow_node::{CompiledSchema, Node};
 
+pub use audit::AuditSvc;
 pub use cluster::ClusterSvc;
 pub use permission::PermissionSvc;
 pub use relationship::RelationshipSvc;
@@ -53,6 +55,10 @@ pub struct State<N: Node> {
     pub stop: watch::Receiver<bool>,
     /// The one reader of the change log that every Watch shares.
     pub watch: Arc<WatchHub>,
+    /// This node's id (audit records name it).
+    pub node_id: u64,
+    /// The decision audit log, when `[audit]` turns it on.
+    pub audit: Option<Arc<dhow_audit::AuditLog>>,
 }
 
 impl<N: Node> State<N> {
@@ -63,6 +69,8 @@ impl<N: Node> State<N> {
             write_gate: RwLock::new(()),
             stop,
             watch: Arc::new(WatchHub::default()),
+            node_id: 0,
+            audit: None,
         }
     }
 

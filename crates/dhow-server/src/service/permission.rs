@@ -5,16 +5,22 @@
 
 use std::sync::Arc;
 
-use dhow_engine::{Cancel, CaveatContext, CheckRequest as EngineCheck, Options};
+use dhow_engine::{
+    Cancel, CaveatContext, CheckRequest as EngineCheck, DelegatedCheck, DelegatedResult, Options,
+};
 use dhow_proto::v1 as pb;
 use dhow_proto::v1::permission_service_server::PermissionService;
-use dhow_tuples::{Subject, Timestamp};
-use tonic::{Code, Request, Response, Status};
+use dhow_tuples::{ObjectRef, Revision, Subject, Timestamp};
+use tonic::{Request, Response, Status};
 
+use super::audit::Decision;
 use super::{evaluate, status, ResponseStream, State};
+use crate::auth::jwt::TokenChain;
+use crate::auth::Identity;
 use crate::checks::check_ref;
 use crate::cursor::{fingerprint, CursorKind, Position, ResumePoint};
-use crate::error::{reason, ApiError, ApiResult};
+use crate::delegation;
+use crate::error::{ApiError, ApiResult};
 use dhow_node::Node;
 use dhow_wire::join;
 
@@ -40,33 +46,28 @@ fn opts(explain: bool, cancel: &Cancel, context: Option<&CaveatContext>) -> Opti
     .with_cancel(cancel.clone())
 }
 
-/// An engine error, naming the request's `context` field when the context is at fault.
-fn engine_error(e: dhow_engine::Error, context_field: &str) -> ApiError {
-    let context = matches!(e, dhow_engine::Error::InvalidContext { .. });
+/// An engine error, naming the field at fault under `prefix`: the request's `context`, or
+/// the actor a refused chain names.
+fn engine_error(e: dhow_engine::Error, prefix: &str) -> ApiError {
+    let field = match &e {
+        dhow_engine::Error::InvalidContext { .. } => Some(join(prefix, "context")),
+        dhow_engine::Error::InvalidChain { index: Some(i), .. } => {
+            Some(join(prefix, &format!("actors[{i}]")))
+        }
+        _ => None,
+    };
     let e = ApiError::from(e);
-    if context {
-        e.at(context_field)
-    } else {
-        e
-    }
-}
-
-fn no_actors(actors: &[pb::SubjectReference], field: &str) -> ApiResult<()> {
-    if actors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            Code::Unimplemented,
-            reason::DELEGATION_UNSUPPORTED,
-            "delegated checks arrive with the agents feature",
-        )
-        .at(field))
+    match field {
+        Some(f) => e.at(f),
+        None => e,
     }
 }
 
 /// A checked item, validated against the request's shape.
 struct Item {
     check: EngineCheck,
+    /// The delegation chain, outermost first; empty for a plain check.
+    actors: Vec<ObjectRef>,
     explain: bool,
     /// The field prefix of the item (`""` for Check, `items[3]` for CheckBulk).
     field: String,
@@ -82,18 +83,75 @@ struct ItemFields<'a> {
     context: Option<&'a prost_types::Struct>,
 }
 
-fn check_item(prefix: &str, f: ItemFields<'_>) -> ApiResult<Item> {
+fn check_item(
+    prefix: &str,
+    f: ItemFields<'_>,
+    token: Option<TokenChainRef<'_>>,
+) -> ApiResult<Item> {
     let resource = dhow_wire::object(f.resource, &join(prefix, "resource"), false)?;
     let permission = dhow_wire::relation_name(f.permission, &join(prefix, "permission"))?;
-    let subject = dhow_wire::subject(f.subject, &join(prefix, "subject"), false)?;
-    no_actors(f.actors, &join(prefix, "actors"))?;
+    let (subject, actors) = delegation::resolve(prefix, f.subject, f.actors, token)?;
     let mut check = EngineCheck::new(resource, permission, subject);
     check.context = dhow_wire::context(f.context, &join(prefix, "context"))?;
     Ok(Item {
         check,
+        actors,
         explain: f.explain,
         field: prefix.to_string(),
     })
+}
+
+type TokenChainRef<'a> = Result<&'a TokenChain, &'a str>;
+
+/// The answer to one check, plain or delegated.
+struct Answer {
+    permissionship: dhow_engine::Permissionship,
+    proof: Option<dhow_engine::Proof>,
+    actor_proofs: Vec<dhow_engine::Proof>,
+    denied_at: Option<dhow_engine::ChainLink>,
+}
+
+/// The proof of an answer as text: the chain's tree for a delegated check.
+fn proof_text(item: &Item, a: &Answer, rev: Revision) -> String {
+    if item.actors.is_empty() {
+        return a.proof.as_ref().map(|p| p.to_string()).unwrap_or_default();
+    }
+    let request = DelegatedCheck::new(item.check.clone(), item.actors.clone());
+    let result = DelegatedResult {
+        permissionship: a.permissionship.clone(),
+        allowed: a.permissionship.is_allowed(),
+        revision: rev,
+        proof: a.proof.clone(),
+        actor_proofs: a.actor_proofs.clone(),
+        denied_at: a.denied_at,
+    };
+    dhow_engine::ChainProof {
+        request: &request,
+        result: &result,
+    }
+    .to_string()
+}
+
+impl From<dhow_engine::CheckResult> for Answer {
+    fn from(r: dhow_engine::CheckResult) -> Self {
+        Answer {
+            permissionship: r.permissionship,
+            proof: r.proof,
+            actor_proofs: Vec::new(),
+            denied_at: None,
+        }
+    }
+}
+
+impl From<DelegatedResult> for Answer {
+    fn from(r: DelegatedResult) -> Self {
+        Answer {
+            permissionship: r.permissionship,
+            proof: r.proof,
+            actor_proofs: r.actor_proofs,
+            denied_at: r.denied_at,
+        }
+    }
 }
 
 /// Checks the item's names against the schema, naming its fields.
@@ -123,8 +181,52 @@ fn bulk_error(e: ApiError) -> pb::check_bulk_response_item::Response {
     })
 }
 
+/// Evaluates `item` (validated, its names checked against the schema): the plain check, or
+/// the delegated check when it has actors.
+fn answer<R: dhow_tuples::SnapshotReader>(
+    engine: &dhow_engine::Engine,
+    reader: &R,
+    item: &Item,
+    cancel: &Cancel,
+    audit_proofs: bool,
+) -> ApiResult<Answer> {
+    let o = opts(item.explain || audit_proofs, cancel, None);
+    let r = if item.actors.is_empty() {
+        engine.check(reader, &item.check, o).map(Answer::from)
+    } else {
+        let d = DelegatedCheck::new(item.check.clone(), item.actors.clone());
+        engine.check_delegated(reader, &d, o).map(Answer::from)
+    };
+    r.map_err(|e| engine_error(e, &item.field))
+}
+
 impl<N: Node> PermissionSvc<N> {
-    async fn do_check(&self, req: pb::CheckRequest) -> ApiResult<pb::CheckResponse> {
+    /// Hands the decision to the audit log, then drops the proofs the request did not ask
+    /// for (computed for the log only).
+    fn audit(&self, caller: Option<&Identity>, item: &Item, a: &mut Answer, rev: Revision) {
+        if self.st.audit.is_some() {
+            let proof = (item.explain || self.st.audit_proofs()).then(|| proof_text(item, a, rev));
+            self.st.audit(Decision {
+                caller,
+                check: &item.check,
+                actors: &item.actors,
+                permissionship: &a.permissionship,
+                denied_at: a.denied_at,
+                revision: rev,
+                proof: proof.filter(|p| !p.is_empty()),
+            });
+        }
+        if !item.explain {
+            a.proof = None;
+            a.actor_proofs.clear();
+        }
+    }
+
+    async fn do_check(
+        &self,
+        req: pb::CheckRequest,
+        id: Option<Identity>,
+    ) -> ApiResult<pb::CheckResponse> {
         let item = check_item(
             "",
             ItemFields {
@@ -135,32 +237,42 @@ impl<N: Node> PermissionSvc<N> {
                 explain: req.explain,
                 context: req.context.as_ref(),
             },
+            delegation::token_chain(id.as_ref()),
         )?;
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
-        let result = evaluate(move |cancel| {
+        let audit_proofs = self.st.audit_proofs();
+        let (item, mut result) = evaluate(move |cancel| {
             let store = st.node.store();
             let schema = st.require_schema(rev)?;
             check_item_schema(&schema.engine, &item)?;
             let reader = store.reader(rev)?;
-            schema
-                .engine
-                .check(&reader, &item.check, opts(item.explain, &cancel, None))
-                .map_err(|e| engine_error(e, "context"))
+            let a = answer(&schema.engine, &reader, &item, &cancel, audit_proofs)?;
+            Ok((item, a))
         })
         .await?;
+        self.audit(id.as_ref(), &item, &mut result, rev);
         let (permissionship, partial_caveat_info) =
             dhow_wire::permissionship_pb(&result.permissionship);
         Ok(pb::CheckResponse {
             checked_at: Some(self.st.token(rev)),
             permissionship,
             proof: result.proof.as_ref().map(dhow_wire::proof_pb),
-            actor_proofs: Vec::new(),
+            actor_proofs: result
+                .actor_proofs
+                .iter()
+                .map(dhow_wire::proof_pb)
+                .collect(),
             partial_caveat_info,
+            denied_at: result.denied_at.map(dhow_wire::chain_link_pb),
         })
     }
 
-    async fn do_check_bulk(&self, req: pb::CheckBulkRequest) -> ApiResult<pb::CheckBulkResponse> {
+    async fn do_check_bulk(
+        &self,
+        req: pb::CheckBulkRequest,
+        id: Option<Identity>,
+    ) -> ApiResult<pb::CheckBulkResponse> {
         let max = self.st.limits.max_check_bulk_items;
         if req.items.len() > max {
             return Err(ApiError::new(
@@ -175,6 +287,7 @@ impl<N: Node> PermissionSvc<N> {
             .at("items"));
         }
         // Shape errors fail their item only, as a unary Check would have failed.
+        let token = delegation::token_chain(id.as_ref());
         let items: Vec<ApiResult<Item>> = req
             .items
             .iter()
@@ -190,45 +303,72 @@ impl<N: Node> PermissionSvc<N> {
                         explain: it.explain,
                         context: it.context.as_ref(),
                     },
+                    token,
                 )
             })
             .collect();
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
-        let outcomes = evaluate(move |cancel| {
+        let audit_proofs = self.st.audit_proofs();
+        let (items, mut outcomes) = evaluate(move |cancel| {
             let store = st.node.store();
             let schema = st.require_schema(rev)?;
             let engine = &schema.engine;
             let reader = store.reader(rev)?;
-            let mut out: Vec<Option<ApiResult<dhow_engine::CheckResult>>> = items
+            let mut out: Vec<Option<ApiResult<Answer>>> = items
                 .iter()
                 .map(|it| match it {
                     Err(e) => Some(Err(e.clone())),
                     Ok(it) => check_item_schema(engine, it).err().map(Err),
                 })
                 .collect();
-            // The valid items, evaluated in two bulk calls (with and without proofs).
-            for explain in [false, true] {
+            // The valid items, evaluated in bulk calls (plain and delegated, with and without
+            // proofs), each sharing its memo.
+            for (explain, delegated) in [(false, false), (true, false), (false, true), (true, true)]
+            {
                 let idx: Vec<usize> = items
                     .iter()
                     .enumerate()
                     .filter(|(i, it)| {
-                        out[*i].is_none() && matches!(it, Ok(x) if x.explain == explain)
+                        out[*i].is_none()
+                            && matches!(it, Ok(x) if x.explain == explain
+                                && x.actors.is_empty() != delegated)
                     })
                     .map(|(i, _)| i)
                     .collect();
-                let reqs: Vec<EngineCheck> = idx
-                    .iter()
-                    .filter_map(|i| items[*i].as_ref().ok().map(|it| it.check.clone()))
-                    .collect();
-                let results = engine.check_bulk(&reader, &reqs, opts(explain, &cancel, None));
+                let valid: Vec<&Item> =
+                    idx.iter().filter_map(|i| items[*i].as_ref().ok()).collect();
+                let o = opts(explain || audit_proofs, &cancel, None);
+                let results: Vec<Result<Answer, dhow_engine::Error>> = if delegated {
+                    let reqs: Vec<DelegatedCheck> = valid
+                        .iter()
+                        .map(|it| DelegatedCheck::new(it.check.clone(), it.actors.clone()))
+                        .collect();
+                    engine
+                        .check_bulk_delegated(&reader, &reqs, o)
+                        .into_iter()
+                        .map(|r| r.map(Answer::from))
+                        .collect()
+                } else {
+                    let reqs: Vec<EngineCheck> = valid.iter().map(|it| it.check.clone()).collect();
+                    engine
+                        .check_bulk(&reader, &reqs, o)
+                        .into_iter()
+                        .map(|r| r.map(Answer::from))
+                        .collect()
+                };
                 for (i, r) in idx.into_iter().zip(results) {
-                    out[i] = Some(r.map_err(|e| engine_error(e, &format!("items[{i}].context"))));
+                    out[i] = Some(r.map_err(|e| engine_error(e, &format!("items[{i}]"))));
                 }
             }
-            Ok(out)
+            Ok((items, out))
         })
         .await?;
+        for (it, o) in items.iter().zip(outcomes.iter_mut()) {
+            if let (Ok(it), Some(Ok(a))) = (it, o) {
+                self.audit(id.as_ref(), it, a, rev);
+            }
+        }
         let items = req
             .items
             .into_iter()
@@ -241,8 +381,9 @@ impl<N: Node> PermissionSvc<N> {
                         pb::check_bulk_response_item::Response::Result(pb::CheckBulkResult {
                             permissionship,
                             proof: r.proof.as_ref().map(dhow_wire::proof_pb),
-                            actor_proofs: Vec::new(),
+                            actor_proofs: r.actor_proofs.iter().map(dhow_wire::proof_pb).collect(),
                             partial_caveat_info,
+                            denied_at: r.denied_at.map(dhow_wire::chain_link_pb),
                         })
                     }
                     Some(Err(e)) => bulk_error(e),
@@ -290,18 +431,26 @@ impl<N: Node> PermissionSvc<N> {
     async fn do_lookup_resources(
         &self,
         req: pb::LookupResourcesRequest,
+        id: Option<Identity>,
     ) -> ApiResult<Vec<pb::LookupResourcesResponse>> {
         let rtype = dhow_wire::type_name(&req.resource_object_type, "resource_object_type")?;
         let permission = dhow_wire::relation_name(&req.permission, "permission")?;
-        let subject = dhow_wire::subject(req.subject.as_ref(), "subject", false)?;
+        let (subject, actors) = delegation::resolve(
+            "",
+            req.subject.as_ref(),
+            &req.actors,
+            delegation::token_chain(id.as_ref()),
+        )?;
         let context = dhow_wire::context(req.context.as_ref(), "context")?;
         let cluster = self.st.node.cluster_id();
-        // A cursor continues the same request: with another context, conditional results
-        // (and the order they were sent in) could differ.
+        // A cursor continues the same request: with another context or chain, conditional
+        // results (and the order they were sent in) could differ.
         let subject_text = subject.to_string();
         let context_text = context.as_ref().map(CaveatContext::to_json);
+        let actors_text: Vec<String> = actors.iter().map(|a| format!("actor {a}")).collect();
         let mut parts: Vec<&str> = vec![&rtype, &permission, &subject_text];
         parts.extend(context_text.as_deref());
+        parts.extend(actors_text.iter().map(String::as_str));
         let fp = fingerprint(&parts);
         let resume = req
             .optional_cursor
@@ -332,16 +481,17 @@ impl<N: Node> PermissionSvc<N> {
             let schema = st.require_schema(rev)?;
             lookup_refs(&schema.engine, &rt, &perm, &subj)?;
             let reader = store.reader(rev)?;
-            schema
-                .engine
-                .lookup_found_resources(
-                    &reader,
-                    &rt,
-                    &perm,
-                    &subj,
-                    opts(false, &cancel, context.as_ref()),
-                )
-                .map_err(|e| engine_error(e, "context"))
+            let o = opts(false, &cancel, context.as_ref());
+            if actors.is_empty() {
+                schema
+                    .engine
+                    .lookup_found_resources(&reader, &rt, &perm, &subj, o)
+            } else {
+                schema
+                    .engine
+                    .lookup_resources_delegated(&reader, &rt, &perm, &subj, &actors, o)
+            }
+            .map_err(|e| engine_error(e, ""))
         })
         .await?;
         let mut found: Vec<dhow_engine::FoundResource> = found
@@ -414,7 +564,7 @@ impl<N: Node> PermissionSvc<N> {
                 srel.as_deref(),
                 opts(false, &cancel, context.as_ref()),
             )
-            .map_err(|e| engine_error(e, "context"))
+            .map_err(|e| engine_error(e, ""))
         })
         .await?;
         let max = self.st.limits.max_lookup_subjects_results;
@@ -472,7 +622,8 @@ impl<N: Node> PermissionService for PermissionSvc<N> {
         &self,
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
-        self.do_check(request.into_inner())
+        let id = request.extensions().get::<Identity>().cloned();
+        self.do_check(request.into_inner(), id)
             .await
             .map(Response::new)
             .map_err(status)
@@ -482,7 +633,8 @@ impl<N: Node> PermissionService for PermissionSvc<N> {
         &self,
         request: Request<pb::CheckBulkRequest>,
     ) -> Result<Response<pb::CheckBulkResponse>, Status> {
-        self.do_check_bulk(request.into_inner())
+        let id = request.extensions().get::<Identity>().cloned();
+        self.do_check_bulk(request.into_inner(), id)
             .await
             .map(Response::new)
             .map_err(status)
@@ -504,7 +656,8 @@ impl<N: Node> PermissionService for PermissionSvc<N> {
         &self,
         request: Request<pb::LookupResourcesRequest>,
     ) -> Result<Response<Self::LookupResourcesStream>, Status> {
-        self.do_lookup_resources(request.into_inner())
+        let id = request.extensions().get::<Identity>().cloned();
+        self.do_lookup_resources(request.into_inner(), id)
             .await
             .map(|v| Response::new(stream_of(v)))
             .map_err(status)

@@ -3,6 +3,7 @@
 //! conversions to and from the wire are `dhow_wire`'s.
 
 pub mod args;
+mod audit;
 mod cluster;
 pub mod format;
 mod permission;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+pub use audit::AuditArgs;
 pub use cluster::ClusterCommand;
 pub use permission::{CheckArgs, ExpandArgs, LookupResourcesArgs, LookupSubjectsArgs};
 pub use rel::RelCommand;
@@ -51,6 +53,8 @@ pub enum ClientCommand {
     /// Show and change the cluster's membership and leadership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Print the decision audit log of one or more nodes, merged by time.
+    Audit(AuditArgs),
 }
 
 /// Runs a client command to completion and reports its error, if any, on stderr.
@@ -64,6 +68,7 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::LookupSubjects(a) => permission::lookup_subjects(a),
         ClientCommand::Watch(a) => watch::run(a),
         ClientCommand::Cluster(c) => cluster::run(c),
+        ClientCommand::Audit(a) => audit::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,9 @@ use dhow_proto::v1 as pb;
 use dhow_client::{
     block_on, print_read_token, token_text, CliError, Conn, ConnArgs, ConsistencyArgs, Out,
 };
+use dhow_engine::{
+    ChainProof, CheckRequest as EngineCheck, DelegatedCheck, DelegatedResult, Permissionship,
+};
 use dhow_wire::{object_pb, subject_pb};
 
 use super::args::{
@@ -25,9 +28,15 @@ pub struct CheckArgs {
     /// as separate arguments: `document:1 view user:alice`.
     #[arg(required = true, num_args = 1..=3, value_name = "CHECK")]
     pub check: Vec<String>,
-    /// Also print the proof of the answer, one node per line (✓ granted, ✗ not, ? conditional).
+    /// Also print the proof of the answer, one node per line (✓ granted, ✗ not, ? conditional);
+    /// with --actor, the chain as a tree: the principal's proof, then each hop's.
     #[arg(long)]
     pub explain: bool,
+    /// A delegated check (docs/agents.md): an actor acting for the subject, e.g.
+    /// `--actor agent:summariser`. Repeat it for a chain, outermost first: the actor that
+    /// makes the request, then the one it acts for, ..., the last acting for the subject.
+    #[arg(long = "actor", value_name = "TYPE:ID")]
+    pub actors: Vec<String>,
     /// Print a JSON object {"permissionship", "allowed", "missing"?, "token", "proof"?}
     /// instead (`permissionship` is `allowed`, `denied` or `conditional`).
     #[arg(long)]
@@ -63,6 +72,10 @@ pub struct LookupResourcesArgs {
     /// At most this many results (0 for all).
     #[arg(long, default_value_t = 0)]
     pub limit: u32,
+    /// Only the resources these actors, acting for the subject, may reach (a delegation chain,
+    /// outermost first, as `dhow check --actor`).
+    #[arg(long = "actor", value_name = "TYPE:ID")]
+    pub actors: Vec<String>,
     /// Values of caveat parameters, a JSON object, e.g. `{"user_ip": "10.1.2.3"}`.
     #[arg(long, value_name = "JSON")]
     pub context: Option<String>,
@@ -101,9 +114,71 @@ pub fn check_request(a: &CheckArgs) -> Result<pb::CheckRequest, CliError> {
         permission,
         subject: Some(subject_pb(&subject)),
         explain: a.explain,
-        actors: Vec::new(),
+        actors: actors_arg(&a.actors)?,
         context: context_arg(a.context.as_deref())?,
     })
+}
+
+/// `--actor` values: objects, outermost first.
+fn actors_arg(actors: &[String]) -> Result<Vec<pb::SubjectReference>, CliError> {
+    let objects = actors
+        .iter()
+        .map(|a| object_arg(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(dhow_wire::actors_pb(&objects))
+}
+
+/// A delegated check's answer as a tree (the principal's proof, then each hop's), from the
+/// request that was sent and the response.
+fn chain_tree(req: &pb::CheckRequest, resp: &pb::CheckResponse, answer: &Permissionship) -> String {
+    let decoded = (|| {
+        let resource = dhow_wire::object(req.resource.as_ref(), "resource", false)?;
+        let subject = dhow_wire::subject(req.subject.as_ref(), "subject", false)?;
+        let actors = dhow_wire::actors(&req.actors, "actors")?;
+        let proof = resp
+            .proof
+            .as_ref()
+            .map(|p| dhow_wire::proof(p, "proof"))
+            .transpose()?;
+        let actor_proofs = resp
+            .actor_proofs
+            .iter()
+            .map(|p| dhow_wire::proof(p, "actor_proofs"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let denied_at = resp
+            .denied_at
+            .as_ref()
+            .map(|l| dhow_wire::chain_link(l, "denied_at"))
+            .transpose()?;
+        Ok::<_, dhow_wire::WireError>((resource, subject, actors, proof, actor_proofs, denied_at))
+    })();
+    let (resource, subject, actors, proof, actor_proofs, denied_at) = match decoded {
+        Ok(d) => d,
+        Err(e) => return format!("(the server sent an invalid chain: {e})\n"),
+    };
+    let revision = resp
+        .checked_at
+        .as_ref()
+        .and_then(|t| dhow_server::token::Token::decode(&t.token).ok())
+        .map(|t| t.revision)
+        .unwrap_or(dhow_tuples::Revision(0));
+    let request = DelegatedCheck::new(
+        EngineCheck::new(resource, req.permission.clone(), subject),
+        actors,
+    );
+    let result = DelegatedResult {
+        permissionship: answer.clone(),
+        allowed: answer.is_allowed(),
+        revision,
+        proof,
+        actor_proofs,
+        denied_at,
+    };
+    ChainProof {
+        request: &request,
+        result: &result,
+    }
+    .to_string()
 }
 
 pub fn check(a: CheckArgs) -> Result<(), CliError> {
@@ -112,7 +187,7 @@ pub fn check(a: CheckArgs) -> Result<(), CliError> {
         let c = Conn::connect(&a.conn).await?;
         let resp = c
             .permissions()
-            .check(req)
+            .check(req.clone())
             .await
             .map_err(|s| c.err(s))?
             .into_inner();
@@ -130,7 +205,9 @@ pub fn check(a: CheckArgs) -> Result<(), CliError> {
             return out.flush();
         }
         out.line(format::permissionship(&answer))?;
-        if a.explain {
+        if a.explain && !req.actors.is_empty() {
+            out.text(&chain_tree(&req, &resp, &answer))?;
+        } else if a.explain {
             match &resp.proof {
                 Some(p) => out.text(&format::proof(p))?,
                 None => out.line("(the server sent no proof)")?,
@@ -176,6 +253,7 @@ pub fn lookup_resources(a: LookupResourcesArgs) -> Result<(), CliError> {
         optional_limit: a.limit,
         optional_cursor: None,
         context: context_arg(a.context.as_deref())?,
+        actors: actors_arg(&a.actors)?,
     };
     block_on(async {
         let c = Conn::connect(&a.conn).await?;
@@ -265,6 +343,7 @@ mod tests {
             check: vec![check.into()],
             explain: true,
             json: false,
+            actors: vec![],
             context: context.map(str::to_string),
             consistency: ConsistencyArgs::default(),
             conn: ConnArgs {
