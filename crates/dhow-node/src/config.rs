@@ -24,6 +24,9 @@ pub struct NodeConfig {
     pub initial_cluster_token: Option<String>,
     /// Applied Raft entries kept in the log; a peer further behind is sent a snapshot.
     pub raft_log_retain: u64,
+    /// The most bytes one Raft entry may hold: a larger write or schema is refused before
+    /// it reaches the log (at least [`MIN_ENTRY_BYTES`]).
+    pub max_entry_bytes: usize,
     /// How long old revisions stay readable (at_exact_snapshot, cursors, Watch).
     pub gc_window: Duration,
     /// How long a write or membership change may take to commit before the caller is told it
@@ -58,6 +61,10 @@ pub enum ClusterState {
     Existing,
 }
 
+/// The least `max_entry_bytes` may be: room for a large schema or a write of the most
+/// updates allowed.
+pub const MIN_ENTRY_BYTES: usize = 1024 * 1024;
+
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
@@ -68,6 +75,7 @@ impl Default for NodeConfig {
             initial_cluster_state: ClusterState::New,
             initial_cluster_token: None,
             raft_log_retain: 50_000,
+            max_entry_bytes: dhow_raft::DEFAULT_MAX_ENTRY_BYTES,
             gc_window: Duration::from_secs(24 * 3600),
             write_timeout: Duration::from_secs(30),
             peer_tls: None,
@@ -94,6 +102,15 @@ impl NodeConfig {
         }
         if self.raft_log_retain == 0 {
             return invalid("raft_log_retain", zero);
+        }
+        if self.max_entry_bytes < MIN_ENTRY_BYTES {
+            return invalid(
+                "max_entry_bytes",
+                format!(
+                    "{} is below the least allowed, {MIN_ENTRY_BYTES} bytes (1MiB): a schema or a full write must fit one entry",
+                    self.max_entry_bytes
+                ),
+            );
         }
         if self.write_timeout.is_zero() {
             return invalid("request_timeout", zero);

@@ -235,6 +235,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         initial_peers: peers,
         join: config.initial_cluster_state == ClusterState::Existing,
         log_retain: config.raft_log_retain,
+        max_entry_bytes: config.max_entry_bytes,
         stage: Some(Arc::new(stage)),
         ..RaftConfig::default()
     };

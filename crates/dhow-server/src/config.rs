@@ -10,6 +10,8 @@
 //! | `data_dir` | `DHOW_DATA_DIR` | `./data` |
 //! | `max_message_bytes` | `DHOW_MAX_MESSAGE_BYTES` | `4MiB` |
 //! | `max_updates_per_write` | `DHOW_MAX_UPDATES_PER_WRITE` | `1000` |
+//! | `max_entry_bytes` | `DHOW_MAX_ENTRY_BYTES` | `8MiB` (at least `1MiB`) |
+//! | `max_preconditions_per_write` | `DHOW_MAX_PRECONDITIONS_PER_WRITE` | `1000` |
 //! | `max_check_bulk_items` | `DHOW_MAX_CHECK_BULK_ITEMS` | `1000` |
 //! | `max_lookup_subjects_results` | `DHOW_MAX_LOOKUP_SUBJECTS_RESULTS` | `100000` |
 //! | `consistency_timeout` | `DHOW_CONSISTENCY_TIMEOUT` | `2s` |
@@ -81,6 +83,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Most updates in one Write (and per write of an Import or Delete by filter).
     pub max_updates_per_write: usize,
+    /// Most preconditions in one Write (each is checked on the apply path).
+    pub max_preconditions_per_write: usize,
     /// Most items in one CheckBulk.
     pub max_check_bulk_items: usize,
     /// Most subjects one LookupSubjects returns; past it the call fails (narrow it).
@@ -121,6 +125,7 @@ impl Default for Config {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             max_message_bytes: 4 * 1024 * 1024,
             max_updates_per_write: 1000,
+            max_preconditions_per_write: 1000,
             max_check_bulk_items: 1000,
             max_lookup_subjects_results: 100_000,
             consistency_timeout: Duration::from_secs(2),
@@ -197,7 +202,9 @@ struct FileConfig {
     grpc_addr: Option<String>,
     data_dir: Option<PathBuf>,
     max_message_bytes: Option<NumOrText>,
+    max_entry_bytes: Option<NumOrText>,
     max_updates_per_write: Option<u64>,
+    max_preconditions_per_write: Option<u64>,
     max_check_bulk_items: Option<u64>,
     max_lookup_subjects_results: Option<u64>,
     consistency_timeout: Option<NumOrText>,
@@ -240,7 +247,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("DHOW_GRPC_ADDR", "grpc_addr"),
     ("DHOW_DATA_DIR", "data_dir"),
     ("DHOW_MAX_MESSAGE_BYTES", "max_message_bytes"),
+    ("DHOW_MAX_ENTRY_BYTES", "max_entry_bytes"),
     ("DHOW_MAX_UPDATES_PER_WRITE", "max_updates_per_write"),
+    (
+        "DHOW_MAX_PRECONDITIONS_PER_WRITE",
+        "max_preconditions_per_write",
+    ),
     ("DHOW_MAX_CHECK_BULK_ITEMS", "max_check_bulk_items"),
     (
         "DHOW_MAX_LOOKUP_SUBJECTS_RESULTS",
@@ -389,6 +401,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         positive("max_message_bytes", self.max_message_bytes)?;
         positive("max_updates_per_write", self.max_updates_per_write)?;
+        positive(
+            "max_preconditions_per_write",
+            self.max_preconditions_per_write,
+        )?;
         positive("max_check_bulk_items", self.max_check_bulk_items)?;
         positive(
             "max_lookup_subjects_results",
@@ -511,6 +527,9 @@ impl Config {
                 self.set("max_message_bytes", &text_of(v)),
             )?;
         }
+        if let Some(v) = f.max_entry_bytes {
+            with_key("max_entry_bytes", self.set("max_entry_bytes", &text_of(v)))?;
+        }
         if let Some(v) = f.max_updates_per_write {
             with_key(
                 "max_updates_per_write",
@@ -520,6 +539,7 @@ impl Config {
         for (key, v) in [
             ("max_connections", f.max_connections),
             ("max_concurrent_streams", f.max_concurrent_streams),
+            ("max_preconditions_per_write", f.max_preconditions_per_write),
             ("max_check_bulk_items", f.max_check_bulk_items),
             ("max_lookup_subjects_results", f.max_lookup_subjects_results),
         ] {
@@ -600,6 +620,7 @@ impl Config {
             }
             "data_dir" => self.node.data_dir = PathBuf::from(v),
             "max_message_bytes" => self.max_message_bytes = parse_size(v)?,
+            "max_entry_bytes" => self.node.max_entry_bytes = parse_size(v)?,
             "max_updates_per_write" => {
                 self.max_updates_per_write = v
                     .trim()
@@ -608,6 +629,12 @@ impl Config {
             }
             "consistency_timeout" => self.consistency_timeout = parse_duration(v)?,
             "request_timeout" => self.request_timeout = parse_duration(v)?,
+            "max_preconditions_per_write" => {
+                self.max_preconditions_per_write = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid number `{v}`"))?
+            }
             "max_check_bulk_items" => {
                 self.max_check_bulk_items = v
                     .trim()
@@ -730,6 +757,17 @@ mod tests {
         env.insert("DHOW_MAX_UPDATES_PER_WRITE".to_string(), "lots".to_string());
         let e = Config::load(None, &env, &ConfigOverrides::default()).unwrap_err();
         assert!(e.to_string().contains("DHOW_MAX_UPDATES_PER_WRITE"), "{e}");
+    }
+
+    #[test]
+    fn the_entry_bound_is_a_setting_with_a_floor() {
+        let p = write_tmp("entry.toml", "max_entry_bytes = \"2MiB\"\n");
+        let c = Config::load(Some(&p), &HashMap::new(), &ConfigOverrides::default()).unwrap();
+        assert_eq!(c.node.max_entry_bytes, 2 << 20);
+        let mut env = HashMap::new();
+        env.insert("DHOW_MAX_ENTRY_BYTES".to_string(), "64KiB".to_string());
+        let e = Config::load(None, &env, &ConfigOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("max_entry_bytes"), "{e}");
     }
 
     #[test]

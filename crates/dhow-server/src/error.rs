@@ -31,6 +31,9 @@ pub mod reason {
     pub const DUPLICATE_RELATIONSHIP: &str = "DUPLICATE_RELATIONSHIP";
     /// INVALID_ARGUMENT: more updates in one write than the server allows.
     pub const TOO_MANY_UPDATES: &str = "TOO_MANY_UPDATES";
+    /// INVALID_ARGUMENT: more preconditions in one write than the server allows (metadata
+    /// `max_preconditions_per_write`).
+    pub const TOO_MANY_PRECONDITIONS: &str = "TOO_MANY_PRECONDITIONS";
     /// More items in one CheckBulk than `max_check_bulk_items` (metadata
     /// `max_check_bulk_items`).
     pub const TOO_MANY_ITEMS: &str = "TOO_MANY_ITEMS";

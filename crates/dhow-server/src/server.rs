@@ -80,6 +80,7 @@ pub async fn serve<N: Node>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = Limits {
         max_updates_per_write: config.max_updates_per_write,
+        max_preconditions_per_write: config.max_preconditions_per_write,
         max_check_bulk_items: config.max_check_bulk_items,
         max_lookup_subjects_results: config.max_lookup_subjects_results,
         consistency_timeout: config.consistency_timeout,

@@ -175,3 +175,73 @@ async fn lookup_subjects_past_its_result_limit_is_refused() {
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert_eq!(reason(&e), "TOO_MANY_RESULTS");
 }
+
+/// Each precondition is a read on the apply path, where every write on the node waits: one
+/// write with 1,000 of them over 100,000 relationships stalled the node for 42 s. Their number
+/// is bounded, on Write and on Delete alike.
+#[tokio::test]
+async fn preconditions_past_their_limit_are_refused() {
+    let config = Config {
+        max_preconditions_per_write: 10,
+        ..Config::default()
+    };
+    let s = TestServer::start_with(config).await;
+    s.with_schema().await;
+    let pre = |n: usize| -> Vec<pb::Precondition> {
+        (0..n)
+            .map(|i| pb::Precondition {
+                operation: pb::precondition::Operation::MustNotMatch as i32,
+                filter: Some(pb::RelationshipFilter {
+                    resource_type: "document".into(),
+                    optional_relation: "viewer".into(),
+                    optional_subject_filter: Some(pb::SubjectFilter {
+                        subject_type: "user".into(),
+                        optional_subject_id: format!("u{i}"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .collect()
+    };
+    let update = pb::RelationshipUpdate {
+        operation: pb::relationship_update::Operation::Touch as i32,
+        relationship: Some(pb::Relationship {
+            resource: obj("document", "d"),
+            relation: "viewer".into(),
+            subject: subj("user", "ann"),
+            ..Default::default()
+        }),
+    };
+    let e = s
+        .rel()
+        .write(pb::WriteRequest {
+            updates: vec![update.clone()],
+            optional_preconditions: pre(11),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert_eq!(reason(&e), "TOO_MANY_PRECONDITIONS");
+    assert_eq!(field(&e), "optional_preconditions");
+    let e = s
+        .rel()
+        .delete(pb::DeleteRequest {
+            filter: Some(pb::RelationshipFilter {
+                resource_type: "document".into(),
+                ..Default::default()
+            }),
+            optional_preconditions: pre(11),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "TOO_MANY_PRECONDITIONS");
+    s.rel()
+        .write(pb::WriteRequest {
+            updates: vec![update],
+            optional_preconditions: pre(10),
+        })
+        .await
+        .expect("ten preconditions are allowed");
+}

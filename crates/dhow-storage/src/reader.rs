@@ -227,7 +227,13 @@ impl<'a> RocksReader<'a> {
             return Ok(out);
         }
         let after_key = after.map(forward_key);
-        if filter.resource_type.is_some() || filter.subject_type.is_none() {
+        // The reverse index when the subject object is given and the resource id is not: the
+        // forward prefix would then be the resource type alone, a scan of the whole type (a
+        // MUST_NOT_MATCH precondition on `document#viewer@user:alice` read every document).
+        let by_subject = filter.subject_type.is_some()
+            && (filter.resource_type.is_none()
+                || (filter.subject_id.is_some() && filter.resource_id.is_none()));
+        if !by_subject {
             // The forward index, from the longest prefix of leading fields given (the whole
             // column family when there is none).
             let prefix = forward_prefix_of(
@@ -252,8 +258,8 @@ impl<'a> RocksReader<'a> {
                 out.len() < limit
             })?;
         } else {
-            // Only subject fields: the reverse index gives the candidates, which are then
-            // put in forward key order and resolved until the page is full.
+            // The reverse index gives the candidates, which are then put in forward key order
+            // (the order of every page) and resolved until the page is full.
             let prefix = reverse_prefix_of(
                 filter.subject_type.as_deref(),
                 filter.subject_id.as_deref(),

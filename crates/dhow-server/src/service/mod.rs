@@ -39,6 +39,7 @@ pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_updates_per_write: usize,
+    pub max_preconditions_per_write: usize,
     pub max_check_bulk_items: usize,
     pub max_lookup_subjects_results: usize,
     pub consistency_timeout: Duration,

@@ -88,8 +88,21 @@ fn validate_deleted(engine: &dhow_engine::Engine, r: &Relationship, field: &str)
     )
 }
 
-fn preconditions(pre: &[pb::Precondition]) -> ApiResult<Vec<Precondition>> {
+fn preconditions(pre: &[pb::Precondition], max: usize) -> ApiResult<Vec<Precondition>> {
     use pb::precondition::Operation;
+    // Each precondition is a read on the apply path, where every write waits for it.
+    if pre.len() > max {
+        return Err(ApiError::new(
+            Code::InvalidArgument,
+            reason::TOO_MANY_PRECONDITIONS,
+            format!(
+                "{} preconditions in one write; at most {max} are allowed",
+                pre.len()
+            ),
+        )
+        .with("max_preconditions_per_write", max)
+        .at("optional_preconditions"));
+    }
     pre.iter()
         .enumerate()
         .map(|(i, p)| {
@@ -239,7 +252,10 @@ impl<N: Node> RelationshipSvc<N> {
             }
             ops.push(op);
         }
-        let pre = preconditions(&req.optional_preconditions)?;
+        let pre = preconditions(
+            &req.optional_preconditions,
+            self.st.limits.max_preconditions_per_write,
+        )?;
 
         let _gate = self.st.write_gate.read().await;
         // Validation hands the write back whatever its outcome, so a retry needs no copy.
@@ -311,7 +327,10 @@ impl<N: Node> RelationshipSvc<N> {
 
     async fn do_delete(&self, req: pb::DeleteRequest) -> ApiResult<pb::DeleteResponse> {
         let filter = dhow_wire::relationship_filter(req.filter.as_ref(), "filter")?;
-        let pre = preconditions(&req.optional_preconditions)?;
+        let pre = preconditions(
+            &req.optional_preconditions,
+            self.st.limits.max_preconditions_per_write,
+        )?;
         // One delete is one write, so at most `max_updates_per_write` relationships: a larger
         // delete is done in chunks, each call deleting one and reporting `partial` until none
         // match (with `optional_allow_partial_deletions`; refused without).

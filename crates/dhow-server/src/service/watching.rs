@@ -301,6 +301,7 @@ mod tests {
         let (stop_tx, stop_rx) = watch::channel(false);
         let limits = Limits {
             max_updates_per_write: 1000,
+            max_preconditions_per_write: 1000,
             max_check_bulk_items: 1000,
             max_lookup_subjects_results: 1000,
             consistency_timeout: Duration::from_secs(2),
