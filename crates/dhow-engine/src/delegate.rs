@@ -27,7 +27,7 @@ use dhow_tuples::{ObjectRef, Revision, SnapshotReader, Subject};
 use crate::budget::Meter;
 use crate::caveat::{Permissionship, Tri};
 use crate::check::{Evaluator, Outcome};
-use crate::lookup::FoundResource;
+use crate::lookup::{FoundResource, LookupPage};
 use crate::proof::{Proof, Step};
 use crate::{CheckRequest, Engine, Error, Options};
 
@@ -388,6 +388,30 @@ impl Engine {
         actors: &[ObjectRef],
         opts: Options,
     ) -> Result<Vec<FoundResource>, Error> {
+        self.lookup_resources_delegated_page(
+            reader,
+            resource_type,
+            permission,
+            principal,
+            actors,
+            &LookupPage::all(),
+            opts,
+        )
+    }
+
+    /// One page of [`Engine::lookup_resources_delegated`]: the results after `page.after`, at
+    /// most `page.limit`, checking only as many candidates as the page needs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lookup_resources_delegated_page<R: SnapshotReader>(
+        &self,
+        reader: &R,
+        resource_type: &str,
+        permission: &str,
+        principal: &Subject,
+        actors: &[ObjectRef],
+        page: &LookupPage,
+        opts: Options,
+    ) -> Result<Vec<FoundResource>, Error> {
         let probe = DelegatedCheck::new(
             CheckRequest::new(
                 ObjectRef::new(resource_type, "lookup"),
@@ -405,32 +429,31 @@ impl Engine {
             ..opts
         };
         let meter = Meter::new(&opts);
-        // The principal's resources first (the reverse walk), then each hop per candidate.
-        let candidates =
-            self.lookup_with(reader, resource_type, permission, principal, &opts, &meter)?;
-        if actors.is_empty() {
-            return Ok(candidates);
-        }
         let context = opts.context.clone();
         let mut pool = Pool::new(self, reader, &opts, &meter);
-        let mut out = Vec::new();
-        'candidates: for f in candidates {
-            let resource = ObjectRef::new(resource_type, f.id.clone());
-            let mut value = Tri::from_permissionship(&f.permissionship);
-            for i in (0..actors.len()).rev() {
-                let delegator = probe.acting_for(i);
-                let h = pool.hop(&resource, permission, &actors[i], &delegator, &context)?;
-                value = value.and(h.value);
-                if value.is_false() {
-                    continue 'candidates;
+        // The principal's resources (the reverse walk), each then through every hop, from the
+        // principal outward, until the page is full.
+        self.lookup_with(
+            reader,
+            resource_type,
+            permission,
+            principal,
+            &opts,
+            &meter,
+            page,
+            |resource, principal_value| {
+                let mut value = Tri::from_permissionship(&principal_value);
+                for i in (0..actors.len()).rev() {
+                    let delegator = probe.acting_for(i);
+                    let h = pool.hop(resource, permission, &actors[i], &delegator, &context)?;
+                    value = value.and(h.value);
+                    if value.is_false() {
+                        return Ok(None);
+                    }
                 }
-            }
-            out.push(FoundResource {
-                id: f.id,
-                permissionship: value.permissionship(),
-            });
-        }
-        Ok(out)
+                Ok(Some(value.permissionship()))
+            },
+        )
     }
 }
 

@@ -31,7 +31,7 @@ pub use delegate::{ChainLink, ChainProof, DelegatedCheck, DelegatedResult};
 pub use dhow_caveat::Context as CaveatContext;
 pub use error::Error;
 pub use expand::{ExpandNode, ExpandTree, LeafSubject};
-pub use lookup::FoundResource;
+pub use lookup::{FoundResource, LookupPage};
 pub use proof::{Proof, Step};
 pub use subjects::{FoundSubject, SubjectSet};
 

@@ -5,6 +5,14 @@
 //! candidate of the asked type is checked with one shared memo (caveats are evaluated by the
 //! checks, so the walk over-approximates). A later issue makes it fast.
 //! The walk's reads and the checks share the request's budgets.
+//!
+//! Paging by work: candidates are checked in id order, only those after the page's cursor,
+//! and the checks stop when the page is full: a page of 1 out of 100,000 results checks one
+//! candidate, not 100,000. The walk is still done whole, but it reads the relationships of an
+//! object only if its type can lead to the asked type at all (some chain of relations allows
+//! it, directly or through others): the candidates themselves, and every object of a type no
+//! relation leads from, are collected without a read. This is sound because a stored
+//! relationship always fits the schema (a schema that would orphan one is refused).
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
@@ -14,6 +22,25 @@ use crate::budget::Meter;
 use crate::caveat::Permissionship;
 use crate::check::Evaluator;
 use crate::{Engine, Error, Options};
+
+/// Which results of a lookup to return: those with an id after `after`, at most `limit` of
+/// them (0: all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LookupPage {
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+impl LookupPage {
+    /// Every result.
+    pub fn all() -> LookupPage {
+        LookupPage::default()
+    }
+
+    fn full(&self, n: usize) -> bool {
+        self.limit > 0 && n >= self.limit
+    }
+}
 
 /// One result of LookupResources: a resource id, allowed or conditional.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,6 +98,27 @@ impl Engine {
         subject: &Subject,
         opts: Options,
     ) -> Result<Vec<FoundResource>, Error> {
+        self.lookup_found_resources_page(
+            reader,
+            resource_type,
+            permission,
+            subject,
+            &LookupPage::all(),
+            opts,
+        )
+    }
+
+    /// One page of [`Engine::lookup_found_resources`]: the results after `page.after`, at
+    /// most `page.limit`, checking only as many candidates as the page needs.
+    pub fn lookup_found_resources_page<R: SnapshotReader>(
+        &self,
+        reader: &R,
+        resource_type: &str,
+        permission: &str,
+        subject: &Subject,
+        page: &LookupPage,
+        opts: Options,
+    ) -> Result<Vec<FoundResource>, Error> {
         opts.check_context(opts.context.as_ref())?;
         self.validate_ref(resource_type, Some(permission))?;
         self.validate_ref(&subject.object.object_type, subject.relation.as_deref())?;
@@ -79,11 +127,48 @@ impl Engine {
             ..opts
         };
         let meter = Meter::new(&opts);
-        self.lookup_with(reader, resource_type, permission, subject, &opts, &meter)
+        self.lookup_with(
+            reader,
+            resource_type,
+            permission,
+            subject,
+            &opts,
+            &meter,
+            page,
+            |_, p| Ok(Some(p)),
+        )
+    }
+
+    /// The types whose objects can be subjects of a chain of relationships that ends at a
+    /// resource of `resource_type`: those some relation of `resource_type` allows, those
+    /// some relation of theirs allows, and so on. Linear in the schema's size.
+    fn types_leading_to<'s>(&'s self, resource_type: &'s str) -> HashSet<&'s str> {
+        let mut leads: HashSet<&str> = HashSet::new();
+        let mut queue = vec![resource_type];
+        let mut expanded: HashSet<&str> = HashSet::new();
+        while let Some(t) = queue.pop() {
+            if !expanded.insert(t) {
+                continue;
+            }
+            let Some(def) = self.schema().definitions.get(t) else {
+                continue;
+            };
+            for rel in def.relations.values() {
+                for a in &rel.allowed {
+                    if leads.insert(a.type_name.as_str()) {
+                        queue.push(a.type_name.as_str());
+                    }
+                }
+            }
+        }
+        leads
     }
 
     /// LookupResources within a request's meter (the delegated lookup shares it); `opts` is
-    /// validated and has proofs off.
+    /// validated and has proofs off. `keep` sees each candidate the subject has the permission
+    /// on (in id order, after the page's cursor) and says what to return for it, if anything;
+    /// the walk stops when the page is full.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn lookup_with<R: SnapshotReader>(
         &self,
         reader: &R,
@@ -92,13 +177,19 @@ impl Engine {
         subject: &Subject,
         opts: &Options,
         meter: &Meter,
+        page: &LookupPage,
+        mut keep: impl FnMut(&ObjectRef, Permissionship) -> Result<Option<Permissionship>, Error>,
     ) -> Result<Vec<FoundResource>, Error> {
+        let leads = self.types_leading_to(resource_type);
         let mut seen: HashSet<ObjectRef> = HashSet::new();
         let mut wild_types: HashSet<String> = HashSet::new();
         let mut queue = VecDeque::new();
         seen.insert(subject.object.clone());
         queue.push_back(subject.object.clone());
         while let Some(obj) = queue.pop_front() {
+            if !leads.contains(obj.object_type.as_str()) {
+                continue;
+            }
             meter.dispatch(|| format!("relationships of {obj}"))?;
             let mut rels = reader.by_subject_object(&obj)?;
             if !obj.is_wildcard() && wild_types.insert(obj.object_type.clone()) {
@@ -118,16 +209,23 @@ impl Engine {
         let candidates: BTreeSet<&ObjectRef> = seen
             .iter()
             .filter(|o| o.object_type == resource_type && !o.is_wildcard())
+            .filter(|o| page.after.as_ref().is_none_or(|a| o.object_id > *a))
             .collect();
         let context = opts.context.clone();
         let mut evaluator = Evaluator::new(self, reader, opts, meter, subject.clone(), context);
         let mut out = Vec::new();
         for c in candidates {
+            if page.full(out.len()) {
+                break;
+            }
             let o = evaluator.query(c, permission)?;
-            if !o.value.is_false() {
+            if o.value.is_false() {
+                continue;
+            }
+            if let Some(permissionship) = keep(c, o.value.permissionship())? {
                 out.push(FoundResource {
                     id: c.object_id.clone(),
-                    permissionship: o.value.permissionship(),
+                    permissionship,
                 });
             }
         }

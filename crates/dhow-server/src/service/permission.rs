@@ -11,7 +11,7 @@ use dhow_engine::{
 use dhow_proto::v1 as pb;
 use dhow_proto::v1::permission_service_server::PermissionService;
 use dhow_tuples::{ObjectRef, Revision, Subject, Timestamp};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::audit::Decision;
 use super::{evaluate, status, ResponseStream, State};
@@ -20,7 +20,7 @@ use crate::auth::Identity;
 use crate::checks::check_ref;
 use crate::cursor::{fingerprint, CursorKind, Position, ResumePoint};
 use crate::delegation;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{reason, ApiError, ApiResult};
 use dhow_node::Node;
 use dhow_wire::join;
 
@@ -474,7 +474,12 @@ impl<N: Node> PermissionSvc<N> {
             .resolve_with_cursor(req.consistency.as_ref(), resume.as_ref(), "optional_cursor")
             .await?;
         let st = self.st.clone();
-        let limit = req.optional_limit as usize;
+        // The engine checks only the candidates this page needs, after the cursor, in id
+        // order: a page costs in proportion to the page, not to every result.
+        let page = dhow_engine::LookupPage {
+            after,
+            limit: req.optional_limit as usize,
+        };
         let (rt, perm, subj) = (rtype.clone(), permission.clone(), subject.clone());
         let found = evaluate(move |cancel| {
             let store = st.node.store();
@@ -485,23 +490,15 @@ impl<N: Node> PermissionSvc<N> {
             if actors.is_empty() {
                 schema
                     .engine
-                    .lookup_found_resources(&reader, &rt, &perm, &subj, o)
+                    .lookup_found_resources_page(&reader, &rt, &perm, &subj, &page, o)
             } else {
                 schema
                     .engine
-                    .lookup_resources_delegated(&reader, &rt, &perm, &subj, &actors, o)
+                    .lookup_resources_delegated_page(&reader, &rt, &perm, &subj, &actors, &page, o)
             }
             .map_err(|e| engine_error(e, ""))
         })
         .await?;
-        let mut found: Vec<dhow_engine::FoundResource> = found
-            .into_iter()
-            .filter(|f| after.as_ref().is_none_or(|a| &f.id > a))
-            .collect();
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        if limit > 0 {
-            found.truncate(limit);
-        }
         let token = self.st.token(rev);
         Ok(found
             .iter()
