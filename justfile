@@ -130,6 +130,12 @@ bench-caveats duration="10s" rounds="2": deps ghz
     cargo build --release -p dhow -p dhow-benches --bins
     PATH="$(go env GOPATH)/bin:$PATH" scripts/bench-caveats.sh {{duration}} {{rounds}}
 
+# What a delegation chain (1, 3, 8 agents), explain and the audit log (off, denied, all)
+# cost a Check, from a Go client (ghz) over gRPC (numbers go into docs/benchmarks.md).
+bench-agents duration="10s" rounds="2": deps ghz
+    cargo build --release -p dhow -p dhow-benches --bins
+    PATH="$(go env GOPATH)/bin:$PATH" scripts/bench-agents.sh {{duration}} {{rounds}}
+
 # Golden files of the schema compiler, regenerated from the current output.
 golden:
     UPDATE_GOLDEN=1 cargo test -p dhow-schema --test golden
@@ -218,3 +224,13 @@ soak pairs="10000" kills="100": build
     # The test binary `just build` made (a narrower cargo command would build RocksDB again).
     bin=$(cargo test --workspace --no-run -q --message-format=json 2>/dev/null | python3 -c 'import json,sys; print(next(m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cluster" and m.get("executable")))')
     cd tests && DHOW_SOAK_PAIRS={{pairs}} DHOW_SOAK_KILLS={{kills}} "$bin" --nocapture --test-threads 1
+
+# At the sizes of the issue: 100,000 relationships under a write of 1,000 preconditions,
+# 4,000 watchers, a lookup over 100,000 results (CI runs the short form of the same tests).
+# The hostile-client suite of issue 11, long form.
+hostile: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The test binary `just build` made (a narrower cargo command would build RocksDB again).
+    bin=$(cargo test --workspace --no-run -q --message-format=json 2>/dev/null | python3 -c 'import json,sys; print(next(m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "hostile" and m.get("executable")))')
+    cd tests && DHOW_HOSTILE_LONG=1 "$bin" --nocapture --test-threads 1

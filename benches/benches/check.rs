@@ -1,8 +1,9 @@
 //! Criterion micro-benchmarks of the engine on the synthetic graph of about 100k relationships
 //! (check allowed through the deepest path, denied, direct hit, with explain, check_bulk of 100,
 //! lookup_resources for one user), of caveats (a check through one and through three caveated
-//! relationships against the same without caveats) and of schema compilation (a realistic
-//! schema and every schema of the SpiceDB conformance suite).
+//! relationships against the same without caveats), of delegated checks (an agent chain of 1,
+//! 3 and 8 hops against the plain check, explain on and off) and of schema compilation (a
+//! realistic schema and every schema of the SpiceDB conformance suite).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -176,6 +177,81 @@ fn caveat_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// The agents example's schema (docs/agents.md).
+const AGENTS_SCHEMA: &str = include_str!("../../examples/agents/schema.zed");
+
+/// A delegated check through a chain of 1, 3 and 8 agents against the plain check of the
+/// user, each without and with explain (a proof per hop): what a hop costs.
+fn delegation_benches(c: &mut Criterion) {
+    use dhow_engine::{CheckRequest, DelegatedCheck};
+    use dhow_tuples::{ObjectRef, Subject};
+    let schema = dhow_schema::compile(AGENTS_SCHEMA).expect("agents schema compiles");
+    let engine = Engine::new(Arc::new(schema));
+    // document:d in folder:f, which user:u may view; agent:a1 acts for u, a{i+1} for a{i}.
+    let mut rels = vec![
+        "document:d#folder@folder:f".to_string(),
+        "folder:f#viewer@user:u".to_string(),
+        "agent:a1#delegator@user:u".to_string(),
+    ];
+    for i in 1..8 {
+        rels.push(format!("agent:a{}#delegator@agent:a{i}", i + 1));
+    }
+    let mut store = dhow_tuples::MemStore::new();
+    let ops: Vec<dhow_tuples::WriteOp> = rels
+        .iter()
+        .map(|r| {
+            let r = dhow_tuples::parse_relationship(r).expect("relationship parses");
+            engine.validate_relationship(&r).expect("relationship fits");
+            dhow_tuples::WriteOp::Touch(r)
+        })
+        .collect();
+    store.write(&ops).expect("write");
+    let reader = store.latest();
+    let check = CheckRequest::new(
+        ObjectRef::new("document", "d"),
+        "view",
+        Subject::object("user", "u"),
+    );
+    // Outermost first: a{hops} made the request, a1 acts for the user.
+    let chain = |hops: usize| -> DelegatedCheck {
+        DelegatedCheck::new(
+            check.clone(),
+            (1..=hops)
+                .rev()
+                .map(|i| ObjectRef::new("agent", format!("a{i}")))
+                .collect(),
+        )
+    };
+    let mut g = c.benchmark_group("delegation");
+    for hops in [0, 1, 3, 8] {
+        let req = chain(hops);
+        for (explain, opts) in [
+            (false, Options::now()),
+            (true, Options::now().with_explain()),
+        ] {
+            let got = engine
+                .check_delegated(&reader, &req, opts.clone())
+                .expect("delegated check");
+            assert!(got.allowed, "{hops} hops must be allowed");
+            assert_eq!(got.actor_proofs.len(), if explain { hops } else { 0 });
+            let name = match (hops, explain) {
+                (0, false) => "plain".to_string(),
+                (0, true) => "plain_explain".to_string(),
+                (h, false) => format!("hops_{h}"),
+                (h, true) => format!("hops_{h}_explain"),
+            };
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    engine
+                        .check_delegated(&reader, black_box(&req), opts.clone())
+                        .unwrap()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 /// Prints the reader work one engine call did, once, outside timing.
 fn report<R>(name: &str, r: &CountingReader<R>) {
     eprintln!(
@@ -243,7 +319,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = engine_benches, caveat_benches, schema_benches
+    targets = engine_benches, caveat_benches, delegation_benches, schema_benches
 }
 criterion_main!(benches);
 
