@@ -305,6 +305,11 @@ def check_kubernetes(report, help_, where, docs, replicas, namespace="NAMESPACE"
             report.check(str(grpc.get("port")) == ports.get("grpc"), cw,
                          f"{probe} checks port {grpc.get('port')}, not the grpc port "
                          f"{ports.get('grpc')}")
+            # Readiness is health "" (NOT_SERVING without a leader); liveness must ask
+            # "liveness", or a node without a quorum would be restarted in a loop.
+            want = "liveness" if probe == "livenessProbe" else None
+            report.check(grpc.get("service") == want, cw,
+                         f"{probe} asks health service {grpc.get('service')!r}, not {want!r}")
     requests = (c.get("resources") or {}).get("requests") or {}
     report.check("cpu" in requests and "memory" in requests, cw,
                  "resources.requests lacks cpu or memory")

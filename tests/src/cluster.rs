@@ -257,6 +257,18 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM to node index `i` (a graceful stop), then waits up to `timeout` for it to
+    /// exit: its exit status, or `None` if it still runs (it is then left running).
+    pub fn terminate(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.nodes[i].child.as_ref()?.id();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(sent.success(), "kill -TERM {pid}: {sent}");
+        self.wait_exit(i, timeout)
+    }
+
     /// Restarts node index `i` on its data dir (same flags).
     pub fn restart(&mut self, i: usize) {
         self.kill9(i);

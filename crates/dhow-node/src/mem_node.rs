@@ -11,7 +11,7 @@ use std::time::Duration;
 use dhow_tuples::{Batch, Revision, SharedMemStore, TupleStore, WriteRequest};
 use tokio::sync::watch;
 
-use crate::node::{ClusterStatus, Member, MemberChange, Node, NodeError, Role};
+use crate::node::{ClusterStatus, Leadership, Member, MemberChange, Node, NodeError, Role};
 use crate::schema::SchemaCache;
 
 /// An in-memory node. Cheap to share behind an `Arc`.
@@ -24,6 +24,8 @@ pub struct MemNode {
     available: AtomicBool,
     schemas: SchemaCache,
     fault: watch::Sender<Option<String>>,
+    /// Always led by itself (node 1), with its term's entry committed.
+    leadership: watch::Sender<Leadership>,
 }
 
 impl MemNode {
@@ -43,6 +45,12 @@ impl MemNode {
             available: AtomicBool::new(true),
             schemas: SchemaCache::new(),
             fault: watch::channel(None).0,
+            leadership: watch::channel(Leadership {
+                leader: 1,
+                committed_in_term: true,
+                restoring: None,
+            })
+            .0,
         }
     }
 
@@ -190,6 +198,14 @@ impl Node for MemNode {
 
     fn fault(&self) -> watch::Receiver<Option<String>> {
         self.fault.subscribe()
+    }
+
+    fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.subscribe()
+    }
+
+    fn election_timeout(&self) -> Duration {
+        Duration::from_secs(1)
     }
 }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use dhow_raft::{Member, MemberChange, Role, Status as ClusterStatus};
+pub use dhow_raft::{Leadership, Member, MemberChange, Role, Status as ClusterStatus};
 use dhow_tuples::{Revision, TupleStore, WriteRequest};
 
 use crate::schema::SchemaCache;
@@ -84,4 +84,13 @@ pub trait Node: Send + Sync + 'static {
     /// What is wrong with this node, as it changes: `None` while it serves, or why it
     /// cannot (health reports NOT_SERVING meanwhile).
     fn fault(&self) -> tokio::sync::watch::Receiver<Option<String>>;
+    /// What this node knows of its leader, as it changes: whether one is known and has
+    /// committed an entry of its term (until then writes and fully consistent reads fail or
+    /// wait), and whether a snapshot is being restored. Health reports NOT_SERVING while no
+    /// leader is established (past [`Node::election_timeout`] once one was) or a snapshot is
+    /// being restored.
+    fn leadership(&self) -> tokio::sync::watch::Receiver<Leadership>;
+    /// One election timeout: how long a normal election may leave the node without a leader
+    /// before health says so.
+    fn election_timeout(&self) -> Duration;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use dhow_raft::{RaftError, RaftHandle};
 use dhow_tuples::{Revision, TupleStore, WriteRequest};
 
-use crate::node::{ClusterStatus, MemberChange, Node, NodeError};
+use crate::node::{ClusterStatus, Leadership, MemberChange, Node, NodeError};
 use crate::schema::SchemaCache;
 
 /// A running Raft node, the store it applies to, and the cluster id its tokens carry.
@@ -147,5 +147,13 @@ impl Node for RaftNode {
 
     fn fault(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.handle.fault()
+    }
+
+    fn leadership(&self) -> tokio::sync::watch::Receiver<Leadership> {
+        self.handle.leadership()
+    }
+
+    fn election_timeout(&self) -> Duration {
+        self.handle.election_timeout()
     }
 }

@@ -293,6 +293,17 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         });
         (stop, task)
     });
+    // A sole voter elected itself as its Raft node started: wait (briefly) until its first
+    // entry of the term is committed, so that the API starts ready (health SERVING, fully
+    // consistent reads answered) rather than a few milliseconds later.
+    let mut leadership = handle.leadership();
+    if leadership.borrow().leader == config.node_id {
+        let _ = tokio::time::timeout(
+            handle.election_timeout(),
+            leadership.wait_for(|l| l.established()),
+        )
+        .await;
+    }
     let gc = spawn_gc(store as Arc<dyn TupleStore>, config.gc_window);
     Ok(RunningNode {
         node,

@@ -23,7 +23,7 @@ use crate::codec::Body;
 use crate::config::RaftConfig;
 use crate::error::StorageKind;
 use crate::log::{LogStore, Membership, RaftStorage};
-use crate::membership::{initial_membership, MemberChange, Status};
+use crate::membership::{initial_membership, Leadership, MemberChange, Status};
 use crate::propose::{Proposals, Waiter};
 use crate::repair::repair;
 use crate::restore::Restoring;
@@ -99,6 +99,12 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     /// What is wrong with this node while it cannot apply (its health: `None` when fine),
     /// published for the health service.
     pub(crate) fault_tx: watch::Sender<Option<String>>,
+    /// What this node knows of its leader, published at the end of every iteration (for
+    /// readiness: health NOT_SERVING while no leader is established).
+    leadership_tx: watch::Sender<Leadership>,
+    /// ReadIndex requests that came while this node leads but has not yet committed an entry
+    /// of its term (raft-rs would drop them): asked once it has.
+    deferred_reads: Vec<oneshot::Sender<Result<Revision, RaftError>>>,
     /// The disk is below its free-space reserve: the loop writes nothing until it is not.
     pub(crate) paused: bool,
 }
@@ -156,6 +162,9 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         let wake = reporter.tx.clone();
         transport.attach(reporter);
         transport.set_peers(&membership.peers);
+        // What raft-rs already knows (a sole voter elected itself above): no change of leader
+        // to report at the first iteration.
+        let (was_leader, leader) = (raw.raft.state == StateRole::Leader, raw.raft.leader_id);
         let core = Core {
             raw,
             storage,
@@ -171,10 +180,16 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             wake,
             restoring: None,
             applied_index: applied.0,
-            was_leader: false,
-            leader: 0,
+            was_leader,
+            leader,
             failed: None,
             fault_tx: watch::channel(None).0,
+            leadership_tx: watch::channel(Leadership {
+                leader,
+                ..Leadership::default()
+            })
+            .0,
+            deferred_reads: Vec::new(),
             paused: false,
         };
         Ok((core, applied_rx))
@@ -247,6 +262,13 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     /// writes, loudly: an error in the log and a fault its health reports), then answers
     /// waiters if the leader changed.
     pub(crate) fn ready(&mut self) {
+        self.ready_once();
+        if self.ask_deferred_reads() {
+            self.ready_once();
+        }
+    }
+
+    fn ready_once(&mut self) {
         if let Err(e) = self.on_ready() {
             tracing::error!(
                 error = %e,
@@ -326,6 +348,12 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             let _ = tx.send(Err(RaftError::Unavailable(
                 "no leader is known to this node (election in progress, or cut off from the majority)".into(),
             )));
+            return;
+        }
+        if self.raw.raft.state == StateRole::Leader && !self.raw.raft.commit_to_current_term() {
+            // raft-rs drops a ReadIndex on a leader that has not committed an entry of its
+            // term yet: ask once it has (see `ask_deferred_reads`).
+            self.deferred_reads.push(tx);
             return;
         }
         let id = self.proposals.next_id();
@@ -413,11 +441,45 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         }
         self.was_leader = leader;
         self.leader = known;
+        let committed_in_term = self.raw.raft.commit_to_current_term();
+        let now = Leadership {
+            leader: known,
+            committed_in_term,
+            restoring: self.restoring.as_ref().map(|r| r.index),
+        };
+        self.leadership_tx.send_if_modified(|was| {
+            let changed = *was != now;
+            *was = now;
+            changed
+        });
+    }
+
+    /// Asks the ReadIndex requests deferred until this leader committed an entry of its term,
+    /// once it has; true if it asked any (their read states come with the next Ready).
+    fn ask_deferred_reads(&mut self) -> bool {
+        if self.deferred_reads.is_empty()
+            || self.raw.raft.state != StateRole::Leader
+            || !self.raw.raft.commit_to_current_term()
+        {
+            return false;
+        }
+        for tx in std::mem::take(&mut self.deferred_reads) {
+            self.read_index(tx);
+        }
+        true
+    }
+
+    /// What this node knows of its leader, as it changes.
+    pub(crate) fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership_tx.subscribe()
     }
 
     /// Answers every waiting proposal and read with `err`.
     pub(crate) fn fail_all(&mut self, err: impl Fn() -> RaftError) {
-        self.proposals.fail_all(err);
+        self.proposals.fail_all(&err);
+        for tx in std::mem::take(&mut self.deferred_reads) {
+            let _ = tx.send(Err(err()));
+        }
     }
 
     fn send(&mut self, msgs: Vec<Message>) {

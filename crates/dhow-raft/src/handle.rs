@@ -15,7 +15,7 @@ use crate::config::RaftConfig;
 use crate::core::Request;
 use crate::error::{RaftError, StorageError, StorageKind};
 use crate::log::LogStore;
-use crate::membership::{MemberChange, Status};
+use crate::membership::{Leadership, MemberChange, Status};
 use crate::restore::snapshot_index;
 use crate::snapshot::{MemStage, SnapshotStage, StagedSnapshot};
 use crate::thread;
@@ -29,6 +29,10 @@ pub struct RaftHandle {
     thread: Option<JoinHandle<()>>,
     /// What is wrong with the node (`None`: nothing).
     fault: watch::Receiver<Option<String>>,
+    /// What the node knows of its leader.
+    leadership: watch::Receiver<Leadership>,
+    /// One election timeout (the shortest: raft-rs draws each from one to two of them).
+    election_timeout: Duration,
     /// Restores snapshots into the store while the Raft thread goes on.
     restorer: Option<JoinHandle<()>>,
     /// Where an incoming snapshot's data is kept before its message is stepped.
@@ -49,11 +53,14 @@ impl RaftHandle {
             .get_or_insert_with(|| Arc::new(MemStage::default()))
             .clone();
         let id = config.id;
+        let election_timeout = config.tick * config.election_tick as u32;
         let threads = thread::spawn(config, log, store.clone(), transport)?;
         Ok(RaftHandle {
             tx: threads.tx,
             applied: threads.applied,
             fault: threads.fault,
+            leadership: threads.leadership,
+            election_timeout,
             store,
             thread: Some(threads.raft),
             restorer: Some(threads.restorer),
@@ -82,6 +89,18 @@ impl RaftHandle {
     /// storage write), naming the entry.
     pub fn fault(&self) -> watch::Receiver<Option<String>> {
         self.fault.clone()
+    }
+
+    /// What the node knows of its leader, as it changes (the loop publishes it at the end of
+    /// every iteration): cheap, for readiness.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// One election timeout of this node (ticks times the tick): a follower that hears from
+    /// no leader for one to two of them starts an election.
+    pub fn election_timeout(&self) -> Duration {
+        self.election_timeout
     }
 
     /// A receiver that sees every newly applied revision.

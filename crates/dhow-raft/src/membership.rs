@@ -46,6 +46,29 @@ pub struct Member {
     pub matched: Option<u64>,
 }
 
+/// What a node knows of its leader, published by the loop as it changes (see
+/// [`crate::RaftHandle::leadership`]): cheap to read, for readiness.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leadership {
+    /// The leader this node knows (0: none: an election in progress, or cut off from the
+    /// majority).
+    pub leader: u64,
+    /// An entry of the current term is committed, as far as this node knows. A leader refuses
+    /// ReadIndex until then, so a new leader (and a one-node cluster just started) cannot
+    /// serve fully consistent reads yet.
+    pub committed_in_term: bool,
+    /// The index of the snapshot whose store restore is running, if any: the node applies
+    /// nothing until it ends.
+    pub restoring: Option<u64>,
+}
+
+impl Leadership {
+    /// A leader is known and has committed an entry of its term.
+    pub fn established(&self) -> bool {
+        self.leader != 0 && self.committed_in_term
+    }
+}
+
 /// What a node knows of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::config::RaftConfig;
 use crate::core::{Core, Job, Request, Runner};
 use crate::log::LogStore;
+use crate::membership::Leadership;
 use crate::transport::{Reporter, Transport};
 use crate::RaftError;
 
@@ -25,6 +26,8 @@ pub(crate) struct Threads {
     pub applied: watch::Receiver<Revision>,
     /// What is wrong with the node (`None`: nothing).
     pub fault: watch::Receiver<Option<String>>,
+    /// What the node knows of its leader.
+    pub leadership: watch::Receiver<Leadership>,
     /// The Raft loop.
     pub raft: JoinHandle<()>,
     /// Restores snapshots into the store while the Raft thread goes on; it ends when the
@@ -65,6 +68,7 @@ pub(crate) fn spawn<L: LogStore, T: Transport>(
         runner,
     )?;
     let fault = core.fault();
+    let leadership = core.leadership();
     let mut driver = Driver { core, rx };
     let raft = std::thread::Builder::new()
         .name(format!("raft-{id}"))
@@ -74,6 +78,7 @@ pub(crate) fn spawn<L: LogStore, T: Transport>(
         tx,
         applied,
         fault,
+        leadership,
         raft,
         restorer,
     })
@@ -91,6 +96,9 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
         let rx = &self.rx;
         let tick = core.config().tick;
         let mut next_tick = Instant::now() + tick;
+        // A sole voter elected itself when the core was made: its first entry is committed
+        // now, not at the first request or tick.
+        core.ready();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {

@@ -398,3 +398,36 @@ async fn an_entry_over_the_size_bound_is_refused_and_batches_are_split() {
         );
     }
 }
+
+/// A sole voter elects itself as it starts, and publishes its leadership once its first entry
+/// of the term is committed: a ReadIndex and a write sent right after the start (and after a
+/// restart on the same log) are answered, never refused with "the leader changed" (before its
+/// first Ready the loop took its own election for a change of leader), and never dropped (a
+/// leader that has not committed an entry of its term defers ReadIndex until it has).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sole_voter_answers_its_first_read_at_once_and_publishes_its_leadership() {
+    for run in 0..20 {
+        let log = SharedLog::default();
+        let store = Arc::new(SharedMemStore::new());
+        for restart in [false, true] {
+            let node = start(&log, &store);
+            let read = tokio::time::timeout(Duration::from_secs(2), node.read_index()).await;
+            assert!(
+                matches!(read, Ok(Ok(_))),
+                "run {run} (restart: {restart}): first ReadIndex {read:?}"
+            );
+            node.write(touch(&format!("document:{run}#viewer@user:alice")))
+                .await
+                .unwrap_or_else(|e| panic!("run {run} (restart: {restart}): first write: {e}"));
+            let mut watch = node.leadership();
+            let now =
+                *tokio::time::timeout(Duration::from_secs(2), watch.wait_for(|l| l.established()))
+                    .await
+                    .expect("leadership published within 2 s")
+                    .expect("the loop runs");
+            assert_eq!(now.leader, node.id());
+            assert_eq!(now.restoring, None);
+            assert_eq!(node.election_timeout(), config().tick * 10);
+        }
+    }
+}

@@ -4,8 +4,9 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use dhow_node::Node;
+use dhow_node::{Leadership, Node};
 use dhow_proto::v1::audit_service_server::AuditServiceServer;
 use dhow_proto::v1::cluster_service_server::ClusterServiceServer;
 use dhow_proto::v1::permission_service_server::PermissionServiceServer;
@@ -54,6 +55,13 @@ pub const SERVICE_NAMES: [&str; 5] = [
     dhow_proto::v1::schema_service_server::SERVICE_NAME,
 ];
 
+/// The health entry of liveness (`grpc.health.v1` service name `liveness`, as Kubernetes
+/// suggests for a liveness probe beside a readiness one on the same port): SERVING while the
+/// server runs, whatever the cluster does, NOT_SERVING only once it shuts down. A probe that
+/// restarts the process must ask this one: `""` and the `dhow.v1` services are readiness
+/// (NOT_SERVING without a leader), and restarting a node does not bring a quorum back.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 /// Serves the public API of `node` on `listener` until `shutdown` completes, then stops
 /// accepting, marks every service NOT_SERVING, ends Watch streams and drains in-flight calls.
 pub async fn serve<N: Node>(
@@ -86,6 +94,8 @@ pub async fn serve<N: Node>(
         consistency_timeout: config.consistency_timeout,
     };
     let fault = node.fault();
+    let leadership = node.leadership();
+    let election_timeout = node.election_timeout();
     let mut state = State::new(node, limits, stop_rx.clone());
     state.node_id = config.node.node_id;
     if config.audit.mode != dhow_audit::Mode::Off {
@@ -97,14 +107,34 @@ pub async fn serve<N: Node>(
     let state = Arc::new(state);
     let max = config.max_message_bytes;
 
+    // Health is right before the first call can ask: NOT_SERVING until a leader is
+    // established (a one-node cluster elects itself before the server starts).
     let (health, health_svc) = tonic_health::server::health_reporter();
-    for name in SERVICE_NAMES {
-        health
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
+    let mut readiness = Readiness {
+        grace: election_timeout,
+        had_leader: false,
+        leaderless_since: None,
+    };
+    let (why, _) = readiness.evaluate(
+        fault.borrow().as_deref(),
+        *leadership.borrow(),
+        Instant::now(),
+    );
+    if let Some(reason) = &why {
+        tracing::warn!(%reason, "health NOT_SERVING");
     }
-
-    tokio::spawn(report_faults(fault, health.clone(), stop_rx));
+    set_health(&health, status_of(&why)).await;
+    health
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
+    tokio::spawn(report_readiness(
+        fault,
+        leadership,
+        readiness,
+        why,
+        health.clone(),
+        stop_rx,
+    ));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dhow_proto::FILE_DESCRIPTOR_SET)
@@ -131,15 +161,12 @@ pub async fn serve<N: Node>(
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: draining gRPC calls");
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        for name in SERVICE_NAMES {
-            health
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
+        // Stop the readiness task first, so that it cannot set SERVING again.
         let _ = stop_tx.send(true);
+        set_health(&health, ServingStatus::NotServing).await;
+        health
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::NotServing)
+            .await;
     };
 
     let addr = listener.local_addr().ok();
@@ -183,39 +210,191 @@ pub async fn serve<N: Node>(
     Ok(())
 }
 
-/// Health follows the node: NOT_SERVING (the server and every service) while the node reports
-/// a fault (it cannot apply what is committed), SERVING again once it clears; ends when the
-/// server stops (shutdown has the last word) or the node is gone.
-async fn report_faults(
+/// Why this node cannot serve, if it cannot (health NOT_SERVING meanwhile): a fault (it
+/// cannot apply what is committed), a snapshot being restored, or no established leader
+/// (writes and fully consistent reads would fail): at start until the first one is known,
+/// later once none has been for longer than `grace` (one election timeout, so that a normal
+/// election does not flap it).
+struct Readiness {
+    grace: Duration,
+    /// A leader was established once since the server started.
+    had_leader: bool,
+    /// Since when no leader is established (after one was).
+    leaderless_since: Option<Instant>,
+}
+
+impl Readiness {
+    /// Why not serving now (`None`: serving), and when to look again if that may change
+    /// without a new value from the node (the grace ends).
+    fn evaluate(
+        &mut self,
+        fault: Option<&str>,
+        leadership: Leadership,
+        now: Instant,
+    ) -> (Option<String>, Option<Instant>) {
+        let mut wake = None;
+        let leaderless = if leadership.established() {
+            self.had_leader = true;
+            self.leaderless_since = None;
+            None
+        } else if !self.had_leader {
+            Some(if leadership.leader == 0 {
+                "no leader known yet (the first election has not ended)".to_string()
+            } else {
+                format!(
+                    "leader {} known, but no entry of its term committed here yet (a new leader, or this node is catching up)",
+                    leadership.leader
+                )
+            })
+        } else {
+            let since = *self.leaderless_since.get_or_insert(now);
+            if now.duration_since(since) < self.grace {
+                wake = Some(since + self.grace);
+                None
+            } else if leadership.leader == 0 {
+                Some(format!(
+                    "no leader known for longer than {:?} (cut off from the majority, or an election that does not end)",
+                    self.grace
+                ))
+            } else {
+                Some(format!(
+                    "leader {} known, but no entry of its term committed here for longer than {:?} (this node is behind, or the leader has no quorum)",
+                    leadership.leader, self.grace
+                ))
+            }
+        };
+        let why = if let Some(f) = fault {
+            Some(format!("this node cannot apply: {f}"))
+        } else if let Some(index) = leadership.restoring {
+            Some(format!("restoring the snapshot at {index}"))
+        } else {
+            leaderless
+        };
+        (why, wake)
+    }
+}
+
+/// Health follows the node (see [`Readiness`]): NOT_SERVING (the server and every service)
+/// while it cannot serve, SERVING again once it can; each change logged once at warn with its
+/// reason (a fault at error). Ends when the server stops (shutdown has the last word) or the
+/// node is gone.
+async fn report_readiness(
     mut fault: watch::Receiver<Option<String>>,
+    mut leadership: watch::Receiver<Leadership>,
+    mut readiness: Readiness,
+    mut why: Option<String>,
     health: tonic_health::server::HealthReporter,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut serving = true;
     loop {
-        let now = fault.borrow_and_update().clone();
+        let now_fault = fault.borrow_and_update().clone();
+        let now_leadership = *leadership.borrow_and_update();
         if *stopping.borrow() {
             return;
         }
-        let status = match &now {
-            Some(why) => {
-                tracing::error!(fault = %why, "this node cannot apply: health NOT_SERVING");
-                ServingStatus::NotServing
+        let (now_why, wake) =
+            readiness.evaluate(now_fault.as_deref(), now_leadership, Instant::now());
+        if now_why != why {
+            match (&now_why, now_fault.is_some()) {
+                (Some(reason), true) => {
+                    tracing::error!(%reason, "health NOT_SERVING");
+                }
+                (Some(reason), false) => {
+                    tracing::warn!(%reason, "health NOT_SERVING");
+                }
+                (None, _) => {
+                    let was = why.as_deref().unwrap_or_default();
+                    tracing::warn!(
+                        leader = now_leadership.leader,
+                        was,
+                        "health SERVING: a leader is established and the node applies"
+                    );
+                }
             }
-            None if !serving => {
-                tracing::warn!("the node applies again: health SERVING");
-                ServingStatus::Serving
+            if now_why.is_some() != why.is_some() {
+                set_health(&health, status_of(&now_why)).await;
             }
-            None => ServingStatus::Serving,
-        };
-        serving = now.is_none();
-        health.set_service_status("", status).await;
-        for name in SERVICE_NAMES {
-            health.set_service_status(name, status).await;
+            why = now_why;
         }
+        let grace_ends = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = fault.changed() => if changed.is_err() { return },
+            changed = leadership.changed() => if changed.is_err() { return },
             _ = stopping.changed() => return,
+            _ = grace_ends => {}
         }
+    }
+}
+
+fn status_of(why: &Option<String>) -> ServingStatus {
+    match why {
+        Some(_) => ServingStatus::NotServing,
+        None => ServingStatus::Serving,
+    }
+}
+
+/// Sets the server's ("") and every public service's status.
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn led(leader: u64) -> Leadership {
+        Leadership {
+            leader,
+            committed_in_term: leader != 0,
+            restoring: None,
+        }
+    }
+
+    #[test]
+    fn readiness_waits_for_the_first_leader_then_allows_one_election_timeout_without_one() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(1);
+        let mut r = Readiness {
+            grace,
+            had_leader: false,
+            leaderless_since: None,
+        };
+        // At start: not ready until a leader is established (no grace).
+        let (why, wake) = r.evaluate(None, led(0), t0);
+        assert!(why.unwrap().contains("no leader known yet"));
+        assert_eq!(wake, None);
+        let elected_not_committed = Leadership {
+            leader: 2,
+            committed_in_term: false,
+            restoring: None,
+        };
+        assert!(r.evaluate(None, elected_not_committed, t0).0.is_some());
+        assert_eq!(r.evaluate(None, led(2), t0), (None, None));
+        // The leader is lost: still serving within the grace, with a wake-up at its end.
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(r.evaluate(None, led(0), t1), (None, Some(t1 + grace)));
+        let (why, _) = r.evaluate(None, led(0), t1 + grace);
+        assert!(why.unwrap().contains("no leader known for longer than"));
+        // A leader again: serving, and the next loss starts a new grace.
+        assert_eq!(r.evaluate(None, led(3), t1 + grace * 2), (None, None));
+        let t2 = t1 + grace * 3;
+        assert_eq!(r.evaluate(None, led(0), t2), (None, Some(t2 + grace)));
+        // A fault or a restore wins, whatever the leader.
+        let (why, _) = r.evaluate(Some("disk full"), led(3), t2);
+        assert!(why.unwrap().contains("disk full"));
+        let restoring = Leadership {
+            restoring: Some(42),
+            ..led(3)
+        };
+        let (why, _) = r.evaluate(None, restoring, t2);
+        assert!(why.unwrap().contains("restoring the snapshot at 42"));
     }
 }

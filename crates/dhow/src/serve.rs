@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use dhow_node::{parse_cluster_state, parse_initial_cluster, ClusterState, Node};
+use dhow_node::{parse_cluster_state, parse_initial_cluster, ClusterState, Node, Role};
 use dhow_server::{Config, ConfigOverrides};
 
 /// Flags of `dhow serve`; each overrides the config file and `DHOW_*` variables.
@@ -125,6 +125,52 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// On the way out, a leader hands leadership to its most up-to-date voter and waits (at most
+/// two election timeouts) until that one leads, so that the cluster does not wait an election
+/// timeout for a new leader (a rolling restart). Anything else (a follower, a cluster of one,
+/// no voter to take over) goes at once.
+async fn hand_over_leadership<N: Node>(node: &N) {
+    let Ok(status) = node.cluster_status().await else {
+        return;
+    };
+    if status.role != Role::Leader {
+        return;
+    }
+    let Some(to) = status
+        .members
+        .iter()
+        .filter(|m| m.id != status.id && !m.learner)
+        .max_by_key(|m| m.matched.unwrap_or(0))
+        .map(|m| m.id)
+    else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    if let Err(e) = node.transfer_leader(to).await {
+        tracing::warn!(to, error = %e, "stopping: cannot hand leadership over");
+        return;
+    }
+    let within = node.election_timeout() * 2;
+    let mut leadership = node.leadership();
+    let moved = tokio::time::timeout(
+        within,
+        leadership.wait_for(|l| l.leader != 0 && l.leader != status.id),
+    )
+    .await;
+    match moved {
+        Ok(Ok(l)) => tracing::warn!(
+            to = l.leader,
+            took = ?started.elapsed(),
+            "stopping: leadership handed over"
+        ),
+        _ => tracing::warn!(
+            to,
+            ?within,
+            "stopping: leadership not handed over in time; the others elect a leader"
+        ),
+    }
+}
+
 async fn serve(config: Config) -> Result<(), String> {
     // Bind first: a port in use is reported before anything is written.
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
@@ -156,7 +202,8 @@ async fn serve(config: Config) -> Result<(), String> {
     );
     println!("      dhow check 'document:readme#view@user:alice' --endpoint {scheme}://{addr}");
     tracing::info!(%addr, cluster_id = running.cluster_id, "serving");
-    let shutdown = async {
+    let leaving = node.clone();
+    let shutdown = async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
@@ -176,6 +223,7 @@ async fn serve(config: Config) -> Result<(), String> {
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
         tracing::info!("shutting down");
+        hand_over_leadership(&*leaving).await;
     };
     let served = dhow_server::serve(node, &config, listener, shutdown)
         .await
