@@ -234,3 +234,17 @@ hostile: build
     # The test binary `just build` made (a narrower cargo command would build RocksDB again).
     bin=$(cargo test --workspace --no-run -q --message-format=json 2>/dev/null | python3 -c 'import json,sys; print(next(m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "hostile" and m.get("executable")))')
     cd tests && DHOW_HOSTILE_LONG=1 "$bin" --nocapture --test-threads 1
+
+# Random schemas, relationships and requests against one debug `dhow serve`, every answer
+# compared with the in-memory engine, for `secs` seconds from a random seed (or `seed=N` to
+# replay one; a failure prints the seed and case). CI runs 30 s from a fixed seed.
+# The structured fuzzer of the public API, long form.
+fuzz-api secs="600" seed="random": build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The test binary `just build` made (a narrower cargo command would build RocksDB again).
+    bin=$(cargo test --workspace --no-run -q --message-format=json 2>/dev/null | python3 -c 'import json,sys; print(next(m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "fuzz_api" and m.get("executable")))')
+    seed="{{seed}}"
+    if [ "$seed" = random ]; then seed=$(od -An -N8 -tu8 /dev/urandom | tr -d ' '); fi
+    echo "fuzz-api: seed $seed for {{secs}} s"
+    cd tests && DHOW_FUZZ_API_SEED="$seed" DHOW_FUZZ_API_SECS={{secs}} "$bin" --nocapture --test-threads 1

@@ -532,38 +532,36 @@ impl<N: Node> RelationshipSvc<N> {
                 })
                 .collect::<ApiResult<Vec<_>>>()
                 .map_err(status)?;
-            // TOUCH semantics: a later copy of a relationship replaces an earlier one.
-            let mut chunks: Vec<(Vec<Relationship>, u64)> = Vec::new();
-            for chunk in rels.chunks(max) {
+            // TOUCH semantics: a later copy of a relationship replaces an earlier one. Each
+            // kept relationship remembers its index in the request, for the error naming it.
+            let mut chunks: Vec<(Vec<(usize, Relationship)>, u64)> = Vec::new();
+            for (ci, chunk) in rels.chunks(max).enumerate() {
                 let mut index: HashMap<Key, usize> = HashMap::new();
-                let mut out: Vec<Relationship> = Vec::with_capacity(chunk.len());
-                for r in chunk {
+                let mut out: Vec<(usize, Relationship)> = Vec::with_capacity(chunk.len());
+                for (k, r) in chunk.iter().enumerate() {
+                    let at = ci * max + k;
                     match index.get(&key(r)) {
-                        Some(&j) => out[j] = r.clone(),
+                        Some(&j) => out[j] = (at, r.clone()),
                         None => {
                             index.insert(key(r), out.len());
-                            out.push(r.clone());
+                            out.push((at, r.clone()));
                         }
                     }
                 }
                 chunks.push((out, chunk.len() as u64));
             }
-            for (ci, (chunk, n)) in chunks.into_iter().enumerate() {
+            for (chunk, n) in chunks {
                 // The schema cannot change on this node between the check and the submission.
                 let gate = self.st.write_gate.read().await;
                 let rev = self.st.node.applied();
                 let st = self.st.clone();
                 let checked = blocking(move || {
                     let schema = st.require_schema(rev)?;
-                    for (i, r) in chunk.iter().enumerate() {
-                        validate_stored(
-                            &schema.engine,
-                            r,
-                            &format!("relationships[{}]", ci * max + i),
-                        )
-                        .map_err(|e| e.with("batch", batch_no))?;
+                    for (at, r) in &chunk {
+                        validate_stored(&schema.engine, r, &format!("relationships[{at}]"))
+                            .map_err(|e| e.with("batch", batch_no))?;
                     }
-                    Ok(chunk)
+                    Ok(chunk.into_iter().map(|(_, r)| r).collect::<Vec<_>>())
                 })
                 .await;
                 let chunk = match checked {
