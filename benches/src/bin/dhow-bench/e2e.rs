@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand, ValueEnum};
 use dhow_benches::{Synthetic, XorShift};
 use dhow_proto::v1 as pb;
+use hdrhistogram::Histogram;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -447,14 +448,56 @@ struct WritePlan {
     then_check: Option<(Vec<Conn>, BenchConsistency)>,
 }
 
+/// Latencies in nanoseconds, in an HDR histogram (3 significant figures, from 1 µs up to an
+/// hour): constant memory per task and no sort, whatever the number of calls.
+struct Latencies(Histogram<u64>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies(
+            Histogram::new_with_bounds(1_000, 3_600_000_000_000, 3)
+                .expect("valid histogram bounds"),
+        )
+    }
+}
+
+impl Latencies {
+    fn record(&mut self, d: Duration) {
+        // Past the highest trackable value is saturated to it (an hour).
+        self.0
+            .saturating_record(d.as_nanos().min(u64::MAX as u128) as u64);
+    }
+
+    fn add(&mut self, other: &Latencies) {
+        self.0.add(&other.0).expect("histograms of the same bounds");
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The percentile `q` (0 < q <= 1), in milliseconds; 0 when nothing was recorded.
+    fn percentile_ms(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        let ns = if q >= 1.0 {
+            self.0.max()
+        } else {
+            self.0.value_at_quantile(q)
+        };
+        ns as f64 / 1e6
+    }
+}
+
 #[derive(Default)]
 struct TaskOut {
-    latencies_ns: Vec<u64>,
+    latencies_ns: Latencies,
     allowed: u64,
     denied: u64,
     last_done: Option<Instant>,
     /// `write --then-check`: the checks' latencies.
-    check_latencies_ns: Vec<u64>,
+    check_latencies_ns: Latencies,
 }
 
 /// The measured outcome of a loop.
@@ -463,10 +506,9 @@ struct Summary {
     window: Duration,
     allowed: u64,
     denied: u64,
-    /// Sorted, in nanoseconds.
-    latencies_ns: Vec<u64>,
-    /// `write --then-check`: sorted, in nanoseconds.
-    check_latencies_ns: Vec<u64>,
+    latencies_ns: Latencies,
+    /// `write --then-check`.
+    check_latencies_ns: Latencies,
 }
 
 impl Summary {
@@ -474,20 +516,10 @@ impl Summary {
         self.requests as f64 / secs(self.window).max(1e-9)
     }
 
-    /// The nearest-rank percentile `q` (0 < q <= 1), in milliseconds.
+    /// The percentile `q` (0 < q <= 1), in milliseconds.
     fn percentile_ms(&self, q: f64) -> f64 {
-        percentile_ms(&self.latencies_ns, q)
+        self.latencies_ns.percentile_ms(q)
     }
-}
-
-/// The nearest-rank percentile `q` (0 < q <= 1) of sorted nanoseconds, in milliseconds.
-fn percentile_ms(sorted_ns: &[u64], q: f64) -> f64 {
-    let n = sorted_ns.len();
-    if n == 0 {
-        return 0.0;
-    }
-    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-    sorted_ns[rank - 1] as f64 / 1e6
 }
 
 fn permissionship(resp: &pb::CheckResponse) -> Result<bool, CliError> {
@@ -528,7 +560,7 @@ async fn task(
                 let done = Instant::now();
                 let allowed = permissionship(&resp)?;
                 if sent >= measure_from {
-                    out.latencies_ns.push((done - sent).as_nanos() as u64);
+                    out.latencies_ns.record(done - sent);
                     if allowed {
                         out.allowed += 1;
                     } else {
@@ -576,7 +608,7 @@ async fn task(
                     .into_inner();
                 let done = Instant::now();
                 if sent >= measure_from {
-                    out.latencies_ns.push((done - sent).as_nanos() as u64);
+                    out.latencies_ns.record(done - sent);
                     out.last_done = Some(done);
                 }
                 if let Some((check, mode)) = checker.as_mut() {
@@ -610,8 +642,7 @@ async fn task(
                         .into_inner();
                     let answered = Instant::now();
                     if sent >= measure_from {
-                        out.check_latencies_ns
-                            .push((answered - asked).as_nanos() as u64);
+                        out.check_latencies_ns.record(answered - asked);
                         if permissionship(&resp)? {
                             out.allowed += 1;
                         } else {
@@ -647,7 +678,7 @@ async fn task(
                     )));
                 }
                 if sent >= measure_from {
-                    out.latencies_ns.push((done - sent).as_nanos() as u64);
+                    out.latencies_ns.record(done - sent);
                     out.last_done = Some(done);
                 }
             }
@@ -691,8 +722,8 @@ async fn run_loop(conns: &[Conn], work: Work, a: &LoopArgs) -> Result<Summary, C
         window: a.duration,
         allowed: 0,
         denied: 0,
-        latencies_ns: Vec::new(),
-        check_latencies_ns: Vec::new(),
+        latencies_ns: Latencies::default(),
+        check_latencies_ns: Latencies::default(),
     };
     let mut last: Option<Instant> = None;
     let mut first_err = None;
@@ -701,8 +732,8 @@ async fn run_loop(conns: &[Conn], work: Work, a: &LoopArgs) -> Result<Summary, C
             Ok(Ok(o)) => {
                 s.allowed += o.allowed;
                 s.denied += o.denied;
-                s.latencies_ns.extend(o.latencies_ns);
-                s.check_latencies_ns.extend(o.check_latencies_ns);
+                s.latencies_ns.add(&o.latencies_ns);
+                s.check_latencies_ns.add(&o.check_latencies_ns);
                 last = last.max(o.last_done);
             }
             Ok(Err(e)) => {
@@ -716,13 +747,11 @@ async fn run_loop(conns: &[Conn], work: Work, a: &LoopArgs) -> Result<Summary, C
     if let Some(e) = first_err {
         return Err(e);
     }
-    s.requests = s.latencies_ns.len() as u64;
+    s.requests = s.latencies_ns.len();
     if let Some(l) = last {
         // From the start of measurement to the last answer counted.
         s.window = l.saturating_duration_since(measure_from).max(a.duration);
     }
-    s.latencies_ns.sort_unstable();
-    s.check_latencies_ns.sort_unstable();
     Ok(s)
 }
 
@@ -887,10 +916,10 @@ fn write(a: WriteBenchArgs) -> Result<(), CliError> {
 fn report_then_check(a: &WriteBenchArgs, endpoint: &str, s: &Summary) -> Result<(), CliError> {
     let l = &s.check_latencies_ns;
     let (p50, p95, p99, max) = (
-        percentile_ms(l, 0.50),
-        percentile_ms(l, 0.95),
-        percentile_ms(l, 0.99),
-        percentile_ms(l, 1.0),
+        l.percentile_ms(0.50),
+        l.percentile_ms(0.95),
+        l.percentile_ms(0.99),
+        l.percentile_ms(1.0),
     );
     let mut out = Out::new();
     if a.run.json {
@@ -960,19 +989,33 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_are_nearest_rank() {
+    fn percentiles_come_from_the_histogram_within_its_precision() {
+        let mut l = Latencies::default();
+        for i in 1..=100u64 {
+            l.record(Duration::from_millis(i));
+        }
+        let mut other = Latencies::default();
+        other.record(Duration::from_millis(1));
+        l.add(&other);
+        assert_eq!(l.len(), 101);
         let s = Summary {
-            requests: 100,
+            requests: l.len(),
             window: Duration::from_secs(1),
             allowed: 0,
             denied: 0,
-            latencies_ns: (1..=100).map(|i| i * 1_000_000).collect(),
-            check_latencies_ns: Vec::new(),
+            latencies_ns: l,
+            check_latencies_ns: Latencies::default(),
         };
-        assert_eq!(s.percentile_ms(0.50), 50.0);
-        assert_eq!(s.percentile_ms(0.99), 99.0);
-        assert_eq!(s.percentile_ms(1.0), 100.0);
-        assert_eq!(s.per_second(), 100.0);
+        // Three significant figures: within 0.1% of the exact nearest-rank values.
+        for (q, want) in [(0.50, 50.0), (0.99, 99.0), (1.0, 100.0)] {
+            let got = s.percentile_ms(q);
+            assert!(
+                (got - want).abs() <= want * 0.001,
+                "p{q}: {got} ms, want {want}"
+            );
+        }
+        assert_eq!(Latencies::default().percentile_ms(0.5), 0.0);
+        assert_eq!(s.per_second(), 101.0);
     }
 
     #[test]
