@@ -583,7 +583,7 @@ impl Fuzz {
         let slow = &mut self.stats.slowest;
         if slow.len() < 5 || took > slow[slow.len() - 1].0 {
             slow.push((took, format!("case {}: {what}", self.case)));
-            slow.sort_by(|a, b| b.0.cmp(&a.0));
+            slow.sort_by_key(|s| std::cmp::Reverse(s.0));
             slow.truncate(5);
         }
     }

@@ -34,6 +34,7 @@
 //! | `peer_tls_cert_file` | `DHOW_PEER_TLS_CERT_FILE` | none |
 //! | `peer_tls_key_file` | `DHOW_PEER_TLS_KEY_FILE` | none |
 //! | `insecure_allow_unauthenticated_public_access` | `DHOW_INSECURE_ALLOW_UNAUTHENTICATED_PUBLIC_ACCESS` | `false` |
+//! | `log_format` | `DHOW_LOG_FORMAT` | `text` (or `json`: one JSON object a line) |
 //! | `[auth]` (a table, file only) | `DHOW_PRESHARED_KEY` adds one key in clear | none (open on loopback) |
 //! | `[audit]` (a table, file only) | none | `mode = "off"` |
 //!
@@ -116,6 +117,27 @@ pub struct Config {
     pub node: NodeConfig,
     /// The decision audit log (in `node.data_dir/audit`).
     pub audit: dhow_audit::AuditSettings,
+    /// How the log on stderr is written.
+    pub log_format: LogFormat,
+}
+
+/// How `dhow serve` writes its log (on stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line (timestamp, level, target, message and fields).
+    Json,
+}
+
+/// Parses a log format: `text` or `json`.
+pub fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("invalid log format `{other}` (text or json)")),
+    }
 }
 
 impl Default for Config {
@@ -140,6 +162,7 @@ impl Default for Config {
             insecure_allow_unauthenticated_public_access: false,
             node,
             audit: dhow_audit::AuditSettings::default(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -166,6 +189,7 @@ pub struct ConfigOverrides {
     pub peer_tls_cert_file: Option<PathBuf>,
     pub peer_tls_key_file: Option<PathBuf>,
     pub insecure_allow_unauthenticated_public_access: bool,
+    pub log_format: Option<LogFormat>,
 }
 
 /// Why the configuration could not be loaded; says which file, key or variable.
@@ -227,6 +251,7 @@ struct FileConfig {
     peer_tls_cert_file: Option<PathBuf>,
     peer_tls_key_file: Option<PathBuf>,
     insecure_allow_unauthenticated_public_access: Option<bool>,
+    log_format: Option<String>,
     auth: Option<AuthSettings>,
     audit: Option<AuditFile>,
 }
@@ -281,6 +306,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "DHOW_INSECURE_ALLOW_UNAUTHENTICATED_PUBLIC_ACCESS",
         "insecure_allow_unauthenticated_public_access",
     ),
+    ("DHOW_LOG_FORMAT", "log_format"),
     ("DHOW_PRESHARED_KEY", "preshared_key"),
 ];
 
@@ -382,6 +408,7 @@ impl Config {
         if o.insecure_allow_unauthenticated_public_access {
             c.insecure_allow_unauthenticated_public_access = true;
         }
+        c.log_format = o.log_format.unwrap_or(c.log_format);
         // One setting: the deadline of a request bounds how long its write may take to commit.
         c.node.write_timeout = c.request_timeout;
         c.validate()?;
@@ -561,6 +588,7 @@ impl Config {
             ("initial_cluster", f.initial_cluster),
             ("initial_cluster_state", f.initial_cluster_state),
             ("initial_cluster_token", f.initial_cluster_token),
+            ("log_format", f.log_format),
         ] {
             if let Some(v) = v {
                 with_key(key, self.set(key, &v))?;
@@ -697,6 +725,7 @@ impl Config {
                     other => return Err(format!("`{other}` is not true or false")),
                 }
             }
+            "log_format" => self.log_format = parse_log_format(v)?,
             "preshared_key" => self.auth.env_preshared_key = Some(v.to_string()),
             other => return Err(format!("unknown key `{other}`")),
         }
@@ -849,6 +878,39 @@ mod tests {
         let p = write_tmp("tls.toml", "tls_cert_file = \"/x.pem\"\n");
         let e = Config::load(Some(&p), &HashMap::new(), &ConfigOverrides::default()).unwrap_err();
         assert!(e.to_string().contains("tls_key_file"), "{e}");
+    }
+
+    #[test]
+    fn log_format_from_file_env_and_flag() {
+        let none = ConfigOverrides::default();
+        let c = Config::load(None, &HashMap::new(), &none).unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        let p = write_tmp("log.toml", "log_format = \"json\"\n");
+        let c = Config::load(Some(&p), &HashMap::new(), &none).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        // The environment wins over the file, a flag over both.
+        let mut env = HashMap::new();
+        env.insert("DHOW_LOG_FORMAT".to_string(), "text".to_string());
+        let c = Config::load(Some(&p), &env, &none).unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        let flag = ConfigOverrides {
+            log_format: Some(LogFormat::Json),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&p), &env, &flag).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        // A wrong value names the variable or the key, and the choices.
+        env.insert("DHOW_LOG_FORMAT".to_string(), "yaml".to_string());
+        let e = Config::load(None, &env, &none).unwrap_err().to_string();
+        assert!(
+            e.contains("DHOW_LOG_FORMAT") && e.contains("`yaml`") && e.contains("text or json"),
+            "{e}"
+        );
+        let p = write_tmp("log-bad.toml", "log_format = \"JSON\"\n");
+        let e = Config::load(Some(&p), &HashMap::new(), &none)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`log_format`"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub const DOMAIN: &str = "dhow.dev";
 /// relationship), `CAVEAT_EVALUATION_UNSUPPORTED` (an evaluation that met one) and
 /// `DELEGATION_UNSUPPORTED` (a request with `actors`, before delegated checks).
 pub mod reason {
+    use crate::auth::reason as auth;
+
     /// INVALID_ARGUMENT: a request field is missing or malformed (metadata `field`).
     pub const INVALID_FIELD: &str = "INVALID_FIELD";
     /// INVALID_ARGUMENT: the schema text does not compile (metadata `line`, `column`, and `errors`: how many diagnostics).
@@ -103,6 +105,64 @@ pub mod reason {
     pub const AUDIT_OFF: &str = "AUDIT_OFF";
     /// INTERNAL: the server or its storage failed.
     pub const INTERNAL: &str = "INTERNAL";
+
+    /// Every reason the server sends: the constants above, then the refusals of
+    /// authentication (`crate::auth::reason`). Each is a value of the public enum
+    /// `dhow.v1.ErrorReason` (proto/dhow/v1/error_reason.proto) with the prefix
+    /// `ERROR_REASON_`; a test checks the three lists against each other, so a new reason
+    /// goes in its module, here and in the enum.
+    pub const ALL: &[&str] = &[
+        INVALID_FIELD,
+        SCHEMA_PARSE_ERROR,
+        INVALID_RELATIONSHIP,
+        DUPLICATE_RELATIONSHIP,
+        TOO_MANY_UPDATES,
+        TOO_MANY_PRECONDITIONS,
+        TOO_MANY_ITEMS,
+        TOO_MANY_RESULTS,
+        ENTRY_TOO_LARGE,
+        INVALID_CAVEAT_CONTEXT,
+        CAVEAT_EVALUATION_ERROR,
+        TOKEN_MALFORMED,
+        TOKEN_WRONG_CLUSTER,
+        CURSOR_INVALID,
+        TOKEN_EXPIRED,
+        UNKNOWN_TYPE,
+        UNKNOWN_RELATION,
+        NO_SCHEMA,
+        SCHEMA_ORPHANS_RELATIONSHIPS,
+        PRECONDITION_FAILED,
+        DELETE_LIMIT_EXCEEDED,
+        CLUSTER,
+        ALREADY_EXISTS,
+        MAX_DEPTH_EXCEEDED,
+        BUDGET_EXHAUSTED,
+        CANCELLED,
+        UNAVAILABLE,
+        REVISION_NOT_APPLIED,
+        TIMEOUT,
+        INVALID_DELEGATION_CHAIN,
+        DELEGATION_CHAIN_MISMATCH,
+        DELEGATION_CLAIMS_INVALID,
+        AUDIT_OFF,
+        INTERNAL,
+        auth::CREDENTIALS_MISSING,
+        auth::CREDENTIALS_MALFORMED,
+        auth::KEY_UNKNOWN,
+        auth::JWT_MALFORMED,
+        auth::JWT_TOO_LARGE,
+        auth::JWT_ALGORITHM_NOT_ALLOWED,
+        auth::JWT_ISSUER_UNKNOWN,
+        auth::JWT_KEY_UNKNOWN,
+        auth::JWT_SIGNATURE_INVALID,
+        auth::JWT_EXPIRED,
+        auth::JWT_NOT_YET_VALID,
+        auth::JWT_ISSUED_IN_FUTURE,
+        auth::JWT_AUDIENCE_INVALID,
+        auth::JWT_CLAIM_MISSING,
+        auth::CERTIFICATE_UNKNOWN,
+        auth::ROLE_MISSING,
+    ];
 }
 
 /// An error on its way to the client: code, reason, message and optional field and metadata.

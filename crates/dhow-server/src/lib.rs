@@ -6,6 +6,7 @@
 //! tests), a [`Config`], a bound listener and a shutdown future.
 
 pub mod auth;
+pub mod calllog;
 pub mod checks;
 pub mod config;
 pub mod consistency;
@@ -16,6 +17,6 @@ pub mod server;
 pub mod service;
 pub mod token;
 
-pub use config::{Config, ConfigError, ConfigOverrides};
+pub use config::{Config, ConfigError, ConfigOverrides, LogFormat};
 pub use error::{reason, ApiError, DOMAIN};
 pub use server::{serve, ServerError};

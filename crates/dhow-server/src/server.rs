@@ -1,6 +1,7 @@
 //! Serving: the four `dhow.v1` services, gRPC health (`grpc.health.v1`) and server
 //! reflection (v1 and v1alpha) on one listener, with message size limits, a default request
-//! deadline, a tracing span per request and graceful shutdown.
+//! deadline, a tracing span per request, one log line per refused or failed call
+//! (`calllog.rs`) and graceful shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::auth::{AuthLayer, Authenticator};
+use crate::calllog::CallLogLayer;
 use crate::config::Config;
 use crate::service::{
     AuditSvc, ClusterSvc, Limits, PermissionSvc, RelationshipSvc, SchemaSvc, State,
@@ -136,13 +138,17 @@ pub async fn serve<N: Node>(
         stop_rx,
     ));
 
+    // The error details (`google.rpc.ErrorInfo`, `BadRequest`, ... and `google.rpc.Status`)
+    // too, so that grpcurl and other reflection clients decode the details of an error.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dhow_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dhow_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
     let permission = PermissionServiceServer::new(PermissionSvc::new(state.clone()))
@@ -177,6 +183,9 @@ pub async fn serve<N: Node>(
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(crate::config::KEEPALIVE_TIMEOUT))
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        // Outermost: every call that does not end OK is logged once, with its method, code
+        // and reason, authentication's refusals included.
+        .layer(CallLogLayer::new(Some(config.request_timeout)))
         .layer(AuthLayer::new(auth))
         .add_service(health_svc)
         .add_service(reflection_v1)

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use dhow_node::{parse_cluster_state, parse_initial_cluster, ClusterState, Node, Role};
-use dhow_server::{Config, ConfigOverrides};
+use dhow_server::config::parse_log_format;
+use dhow_server::{Config, ConfigOverrides, LogFormat};
 
 /// Flags of `dhow serve`; each overrides the config file and `DHOW_*` variables.
 #[derive(Args, Debug)]
@@ -65,6 +66,10 @@ pub struct ServeArgs {
     /// it may rewrite the schema and every relationship.
     #[arg(long)]
     insecure_allow_unauthenticated_public_access: bool,
+    /// How the log on stderr is written: `text` (colours only on a terminal) or `json` (one
+    /// object a line). RUST_LOG filters it either way.
+    #[arg(long, value_name = "text|json", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -92,21 +97,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
         peer_tls_key_file: args.peer_tls_key_file,
         insecure_allow_unauthenticated_public_access: args
             .insecure_allow_unauthenticated_public_access,
+        log_format: args.log_format,
         ..Default::default()
     };
     let config = match Config::from_env(args.config.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,raft=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: none in log files or under a supervisor.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    init_logging(config.log_format);
     tracing::info!(
         open_files = fd_limit,
         max_connections = config.connections.max_connections,
@@ -123,6 +121,23 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
+}
+
+/// The log on stderr, filtered by RUST_LOG (default `info,raft=warn`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,raft=warn".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        // Colours only on a terminal: none in log files or under a supervisor.
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // An event's fields at the top level of its object, beside `message`.
+        LogFormat::Json => log.json().flatten_event(true).try_init(),
+    };
 }
 
 /// On the way out, a leader hands leadership to its most up-to-date voter and waits (at most

@@ -1,8 +1,8 @@
 //! The tower layer that runs before every handler: the method's required role, the caller's
 //! credential (the `authorization` header, or the TLS client certificate tonic put in the
 //! request's extensions), and the decision. A passed call carries its [`Identity`] in its
-//! extensions; a refused one is answered here, logged once with its reason and never with the
-//! credential.
+//! extensions; a refused one is answered here with its reason, and logged once (never with
+//! the credential) by the call log around this layer (`calllog.rs`).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -104,22 +104,6 @@ where
                 Box::pin(inner.call(req))
             }
             Err(e) => {
-                let peer = req
-                    .extensions()
-                    .get::<TcpConnectInfo>()
-                    .and_then(|i| i.remote_addr())
-                    .or_else(|| {
-                        req.extensions()
-                            .get::<TlsConnectInfo<TcpConnectInfo>>()
-                            .and_then(|i| i.get_ref().remote_addr())
-                    });
-                tracing::info!(
-                    method = %req.uri().path(),
-                    peer = ?peer,
-                    reason = e.reason,
-                    "call refused: {}",
-                    e.message
-                );
                 let status = ApiError::from(e).into_status();
                 Box::pin(async move { Ok(status.into_http()) })
             }

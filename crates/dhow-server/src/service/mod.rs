@@ -163,13 +163,9 @@ where
     tokio::task::spawn_blocking(move || f(cancel)).await?
 }
 
-/// Maps an error for the client, logging server-side failures.
+/// Maps an error for the client. Not logged here: the call's status is logged once, with
+/// its method, by the layer around every service (`calllog.rs`).
 pub fn status(e: ApiError) -> Status {
-    match e.code {
-        tonic::Code::Internal => tracing::error!(reason = e.reason, "{}", e.message),
-        tonic::Code::Unavailable => tracing::warn!(reason = e.reason, "{}", e.message),
-        _ => tracing::debug!(reason = e.reason, "{}", e.message),
-    }
     e.into_status()
 }
 
