@@ -80,9 +80,10 @@ bench: deps
 
 # A release `dhow serve` on a temporary data dir and a free port, `dhow-bench load` of N
 # relationships, `check` at 1, 16 and 64 in flight (and at_least_as_fresh at 16), `health` at
-# 1, 16 and 64; then the server is stopped and its data dir removed.
+# 1, 16 and 64; then ghz (a Go client) sends Check and health at 1, 16 and 64 in flight
+# (scripts/bench-e2e-ghz.sh); then the server is stopped and its data dir removed.
 # End-to-end benchmark over gRPC (numbers go into docs/benchmarks.md).
-bench-e2e n="1000000" duration="10s": deps
+bench-e2e n="1000000" duration="10s": deps ghz
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build --release -p dhow -p dhow-benches --bins
@@ -109,6 +110,8 @@ bench-e2e n="1000000" duration="10s": deps
     for c in 1 16 64; do
         "$bench" health -c $c --duration {{duration}} --endpoint "$ep"
     done
+    # The same server as a Go client sees it: ghz, Check and health at 1, 16 and 64 in flight.
+    PATH="$(go env GOPATH)/bin:$PATH" scripts/bench-e2e-ghz.sh "${ep#http://}" {{duration}}
 
 # ghz, the Go gRPC load generator of the benchmarks measured from a Go client.
 ghz:
