@@ -2591,10 +2591,10 @@ impl Fuzz {
                     self.unary("Check", pc.check(m)).await.map(drop)
                 }),
                 23 => ("Check with a deeply nested context".into(), true, {
-                    // Not past prost's recursion limit (100 nested messages, each list
-                    // level two): that decode error is INTERNAL today, kept as the ignored
-                    // test `a_context_nested_past_the_decoder_limit_is_invalid_argument`.
-                    let depth = self.rng.pick(&[10usize, 30, 40]);
+                    // Below and past prost's recursion limit (100 nested messages, each
+                    // list level two): past it the request does not decode, and gets
+                    // INVALID_ARGUMENT MALFORMED_REQUEST like any other refusal.
+                    let depth = self.rng.pick(&[10usize, 30, 40, 60, 120]);
                     let nested =
                         format!("{{\"deep\": {}1{}}}", "[".repeat(depth), "]".repeat(depth));
                     let m = pb::CheckRequest {
@@ -2743,10 +2743,9 @@ async fn random_schemas_relationships_and_requests_agree_with_the_engine() {
 /// limit (prost's 100 nested messages; here a caveat context of 60 nested lists, two messages
 /// each) cannot be decoded, and tonic answers INTERNAL "failed to decode Protobuf message:
 /// ListValue.values: Value.kind: ... recursion limit reached", without an `ErrorInfo`. A
-/// request the server cannot decode is the client's fault: INVALID_ARGUMENT with a reason.
-/// The fuzzer keeps its contexts shallower until this is fixed.
+/// request the server cannot decode is the client's fault: now INVALID_ARGUMENT
+/// `MALFORMED_REQUEST` (crates/dhow-server/src/malformed.rs). Regression test: it failed before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "INTERNAL without ErrorInfo for a request nested past the protobuf decoder's limit (found by fuzz_api)"]
 async fn a_context_nested_past_the_decoder_limit_is_invalid_argument() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), 0);

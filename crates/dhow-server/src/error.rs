@@ -24,6 +24,9 @@ pub mod reason {
 
     /// INVALID_ARGUMENT: a request field is missing or malformed (metadata `field`).
     pub const INVALID_FIELD: &str = "INVALID_FIELD";
+    /// INVALID_ARGUMENT: the request's bytes do not decode as its protobuf message (nested
+    /// past the decoder's recursion limit, or not the message at all).
+    pub const MALFORMED_REQUEST: &str = "MALFORMED_REQUEST";
     /// INVALID_ARGUMENT: the schema text does not compile (metadata `line`, `column`, and `errors`: how many diagnostics).
     pub const SCHEMA_PARSE_ERROR: &str = "SCHEMA_PARSE_ERROR";
     /// INVALID_ARGUMENT: a relationship the schema does not allow (subject type, caveat,
@@ -146,6 +149,7 @@ pub mod reason {
         DELEGATION_CLAIMS_INVALID,
         AUDIT_OFF,
         INTERNAL,
+        MALFORMED_REQUEST,
         auth::CREDENTIALS_MISSING,
         auth::CREDENTIALS_MALFORMED,
         auth::KEY_UNKNOWN,

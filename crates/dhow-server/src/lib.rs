@@ -13,6 +13,7 @@ pub mod consistency;
 pub mod cursor;
 pub mod delegation;
 pub mod error;
+pub mod malformed;
 pub mod server;
 pub mod service;
 pub mod token;

@@ -186,6 +186,10 @@ pub async fn serve<N: Node>(
         // Outermost: every call that does not end OK is logged once, with its method, code
         // and reason, authentication's refusals included.
         .layer(CallLogLayer::new(Some(config.request_timeout)))
+        // A request that does not decode is the client's error, not INTERNAL.
+        .layer(tower::util::MapResponseLayer::new(
+            crate::malformed::rewrite,
+        ))
         .layer(AuthLayer::new(auth))
         .add_service(health_svc)
         .add_service(reflection_v1)
