@@ -12,7 +12,7 @@ addr=$1
 duration=${2:-10s}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$repo/scripts/bench-lib.sh"
 check='{"resource":{"object_type":"document","object_id":"target"},"permission":"view","subject":{"object":{"object_type":"user","object_id":"u000000"}}}'
 
 # run CALL REQUEST IN_FLIGHT [ghz flags...]: prints "calls/s | p50 | p99 | errors".
@@ -22,16 +22,7 @@ run() {
     conns=$(( c >= 4 ? c / 4 : 1 ))
     "${GHZ:-ghz}" --insecure --call "$call" -d "$request" -c "$c" --connections "$conns" \
         -z "$duration" --format json -o "$work/ghz.json" "$@" "$addr" >/dev/null
-    python3 - "$work/ghz.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-lat = {int(p["percentage"]): p["latency"] / 1e6 for p in r.get("latencyDistribution") or []}
-codes = r.get("statusCodeDistribution") or {}
-errs = r.get("errorDistribution") or {}
-closing = sum(v for k, v in errs.items() if "transport is closing" in k or "Canceled" in k)
-errors = sum(v for k, v in codes.items() if k != "OK") - closing
-print(f'{r["rps"]:,.0f} | {lat.get(50, 0):.3f} ms | {lat.get(99, 0):.3f} ms | {errors}')
-PY
+    ghz_summary "$work/ghz.json"
 }
 
 proto=(--proto "$repo/proto/dhow/v1/permission_service.proto" --import-paths "$repo/proto")

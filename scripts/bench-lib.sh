@@ -41,7 +41,12 @@ ghz_run() {
         --import-paths "$repo/proto" --call "dhow.v1.PermissionService/$method" \
         -d "$request" -c "$c" --connections "$conns" -z "$d" \
         --format json -o "$work/ghz.json" "$@" "$addr" >/dev/null
-    python3 - "$work/ghz.json" <<'PY'
+    ghz_summary "$work/ghz.json"
+}
+
+# ghz_summary FILE: the row of one ghz JSON report: "calls/s | p50 | p99 | errors".
+ghz_summary() {
+    python3 - "$1" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 lat = {int(p["percentage"]): p["latency"] / 1e6 for p in r.get("latencyDistribution") or []}
