@@ -428,7 +428,8 @@ def self_test():
   -h, --help                         Print help"""
     fake = """#!/bin/sh
 case "$*" in
-  "--help") printf 'Usage: dhow <COMMAND>\\n\\nCommands:\\n  serve   Run\\n  cluster  Members\\n\\nOptions:\\n  -h, --help  Print help\\n' ;;
+  "--help") printf 'Usage: dhow <COMMAND>\\n\\nCommands:\\n  serve   Run\\n  cluster  Members\\n  health  Health\\n\\nOptions:\\n  -h, --help  Print help\\n' ;;
+  "health --help") printf 'Options:\\n      --endpoint <URL>  Server\\n      --service <S>  Entry\\n  -h, --help  Print help\\n' ;;
   "cluster --help") printf 'Commands:\\n  status  Show\\n\\nOptions:\\n  -h, --help  Print help\\n' ;;
   "cluster status --help") printf 'Options:\\n      --endpoint <URL>  Server\\n  -h, --help  Print help\\n' ;;
   "serve --help") cat "$(dirname "$0")/serve.txt" ;;

@@ -120,6 +120,20 @@ async fn a_survivor_without_quorum_is_not_serving_and_serves_again_once_the_othe
         .await;
         eprintln!("survivor ({round}): NOT_SERVING {took:?} after the two others were killed");
         assert!(killed.elapsed() < Duration::from_secs(8));
+        // The probe the docker-compose healthcheck runs says so too: exit code 2.
+        let probe = std::process::Command::new(dhow_tests::process::dhow_bin())
+            .args(["health", "--endpoint", &c.nodes[survivor].endpoint()])
+            .output()
+            .expect("run dhow health");
+        assert_eq!(
+            (
+                probe.status.code(),
+                String::from_utf8_lossy(&probe.stdout).trim()
+            ),
+            (Some(2), "NOT_SERVING"),
+            "{}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
         // NOT_SERVING means what it says: a fully consistent read is refused.
         let mut reader = client.clone();
         let refused = reader

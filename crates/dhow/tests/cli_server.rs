@@ -570,3 +570,17 @@ fn delegated_checks_through_the_cli() {
     assert_eq!(code, Some(2));
     assert!(e.contains("INVALID_DELEGATION_CHAIN"), "{e}");
 }
+
+/// `dhow health` prints the node's gRPC health and exits 0 only when it is SERVING (the
+/// docker-compose healthcheck runs it); a health entry the server does not know is the
+/// server's error (exit code 2).
+#[test]
+fn health_for_probes() {
+    let url = start();
+    let (out, _) = ok(&url, &["health"]);
+    assert_eq!(out.trim(), "SERVING");
+    let (out, _) = ok(&url, &["health", "--service", "dhow.v1.PermissionService"]);
+    assert_eq!(out.trim(), "SERVING");
+    let (code, err) = refused(&url, &["health", "--service", "no.such.Service"]);
+    assert_eq!(code, Some(2), "{err}");
+}

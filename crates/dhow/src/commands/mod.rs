@@ -1,11 +1,12 @@
 //! The client commands of the `dhow` binary (zed-like: schema, rel, check, expand, lookups,
-//! watch, cluster). Connecting, errors, exit codes and output are `dhow_client`'s; the
+//! watch, cluster, health). Connecting, errors, exit codes and output are `dhow_client`'s; the
 //! conversions to and from the wire are `dhow_wire`'s.
 
 pub mod args;
 mod audit;
 mod cluster;
 pub mod format;
+mod health;
 mod permission;
 mod rel;
 mod schema;
@@ -18,6 +19,7 @@ use clap::Subcommand;
 
 pub use audit::AuditArgs;
 pub use cluster::ClusterCommand;
+pub use health::HealthArgs;
 pub use permission::{CheckArgs, ExpandArgs, LookupResourcesArgs, LookupSubjectsArgs};
 pub use rel::RelCommand;
 pub use schema::SchemaCommand;
@@ -55,6 +57,8 @@ pub enum ClientCommand {
     Cluster(ClusterCommand),
     /// Print the decision audit log of one or more nodes, merged by time.
     Audit(AuditArgs),
+    /// Print the node's gRPC health; exit 0 only when SERVING (for probes).
+    Health(HealthArgs),
 }
 
 /// Runs a client command to completion and reports its error, if any, on stderr.
@@ -69,6 +73,7 @@ pub fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::Watch(a) => watch::run(a),
         ClientCommand::Cluster(c) => cluster::run(c),
         ClientCommand::Audit(a) => audit::run(a),
+        ClientCommand::Health(a) => health::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
