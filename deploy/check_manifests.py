@@ -425,6 +425,7 @@ def self_test():
       --peer-addr <HOST:PORT>        Address of the node-to-node API
       --initial-cluster <MEMBERS>    ID=HOST:PORT,...
       --initial-cluster-state <S>    new or existing
+      --metrics-addr <HOST:PORT>     Prometheus metrics over HTTP
   -h, --help                         Print help"""
     fake = """#!/bin/sh
 case "$*" in

@@ -3,7 +3,9 @@
 //! call ends with and, unless it is OK, logs it once with the method, the code, the
 //! `google.rpc.ErrorInfo` reason, the message the client got and the peer address. Client
 //! errors at info, UNAVAILABLE at warn, INTERNAL (and UNKNOWN, DATA_LOSS) at error; successful
-//! calls leave no line.
+//! calls leave no line. Every call that ends with a status, OK included, is also counted once
+//! in the metrics (`dhow_grpc_requests_total` and `dhow_grpc_request_duration_seconds`, see
+//! `metrics.rs`).
 //!
 //! A call ends in exactly one of these ways, so it is logged at most once:
 //! - a status in the response headers (a "trailers-only" answer: every unary error, a stream
@@ -107,6 +109,7 @@ impl Call {
         };
         let code = Code::from_bytes(code.as_bytes());
         if code == Code::Ok {
+            self.count(code);
             return;
         }
         // Only the status and message headers: `from_header_map` would panic on details that
@@ -130,9 +133,19 @@ impl Call {
         self.log(code, reason.as_deref(), &message);
     }
 
-    /// Logs a call that ended without a status this layer saw.
+    /// Counts the call in the metrics (`dhow_grpc_requests_total` and its duration).
+    fn count(&self, code: Code) {
+        crate::metrics::global().grpc_call(
+            self.method.path(),
+            code_name(code),
+            self.started.elapsed(),
+        );
+    }
+
+    /// Logs (and counts) a call that did not end OK.
     fn log(self, code: Code, reason: Option<&str>, message: &str) {
         use tracing::field::display;
+        self.count(code);
         let method = display(self.method.path());
         let peer = self.peer.map(display);
         let reason = reason.map(display);

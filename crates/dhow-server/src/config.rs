@@ -35,6 +35,7 @@
 //! | `peer_tls_key_file` | `DHOW_PEER_TLS_KEY_FILE` | none |
 //! | `insecure_allow_unauthenticated_public_access` | `DHOW_INSECURE_ALLOW_UNAUTHENTICATED_PUBLIC_ACCESS` | `false` |
 //! | `log_format` | `DHOW_LOG_FORMAT` | `text` (or `json`: one JSON object a line) |
+//! | `metrics_addr` | `DHOW_METRICS_ADDR` | none (no metrics listener; port 0: any free port, logged) |
 //! | `[auth]` (a table, file only) | `DHOW_PRESHARED_KEY` adds one key in clear | none (open on loopback) |
 //! | `[audit]` (a table, file only) | none | `mode = "off"` |
 //!
@@ -119,6 +120,8 @@ pub struct Config {
     pub audit: dhow_audit::AuditSettings,
     /// How the log on stderr is written.
     pub log_format: LogFormat,
+    /// Where Prometheus metrics are served over HTTP (`GET /metrics`); none: not served.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// How `dhow serve` writes its log (on stderr).
@@ -163,6 +166,7 @@ impl Default for Config {
             node,
             audit: dhow_audit::AuditSettings::default(),
             log_format: LogFormat::Text,
+            metrics_addr: None,
         }
     }
 }
@@ -190,6 +194,7 @@ pub struct ConfigOverrides {
     pub peer_tls_key_file: Option<PathBuf>,
     pub insecure_allow_unauthenticated_public_access: bool,
     pub log_format: Option<LogFormat>,
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Why the configuration could not be loaded; says which file, key or variable.
@@ -252,6 +257,7 @@ struct FileConfig {
     peer_tls_key_file: Option<PathBuf>,
     insecure_allow_unauthenticated_public_access: Option<bool>,
     log_format: Option<String>,
+    metrics_addr: Option<String>,
     auth: Option<AuthSettings>,
     audit: Option<AuditFile>,
 }
@@ -307,6 +313,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "insecure_allow_unauthenticated_public_access",
     ),
     ("DHOW_LOG_FORMAT", "log_format"),
+    ("DHOW_METRICS_ADDR", "metrics_addr"),
     ("DHOW_PRESHARED_KEY", "preshared_key"),
 ];
 
@@ -409,6 +416,7 @@ impl Config {
             c.insecure_allow_unauthenticated_public_access = true;
         }
         c.log_format = o.log_format.unwrap_or(c.log_format);
+        c.metrics_addr = o.metrics_addr.or(c.metrics_addr);
         // One setting: the deadline of a request bounds how long its write may take to commit.
         c.node.write_timeout = c.request_timeout;
         c.validate()?;
@@ -589,6 +597,7 @@ impl Config {
             ("initial_cluster_state", f.initial_cluster_state),
             ("initial_cluster_token", f.initial_cluster_token),
             ("log_format", f.log_format),
+            ("metrics_addr", f.metrics_addr),
         ] {
             if let Some(v) = v {
                 with_key(key, self.set(key, &v))?;
@@ -726,6 +735,11 @@ impl Config {
                 }
             }
             "log_format" => self.log_format = parse_log_format(v)?,
+            "metrics_addr" => {
+                self.metrics_addr = Some(v.trim().parse().map_err(|e| {
+                    format!("invalid address `{v}` (expected host:port, e.g. 0.0.0.0:9090): {e}")
+                })?)
+            }
             "preshared_key" => self.auth.env_preshared_key = Some(v.to_string()),
             other => return Err(format!("unknown key `{other}`")),
         }
@@ -911,6 +925,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`log_format`"), "{e}");
+    }
+
+    #[test]
+    fn metrics_addr_from_file_env_and_flag() {
+        let none = ConfigOverrides::default();
+        let c = Config::load(None, &HashMap::new(), &none).unwrap();
+        assert_eq!(c.metrics_addr, None, "off unless set");
+        let p = write_tmp("metrics.toml", "metrics_addr = \"0.0.0.0:9090\"\n");
+        let c = Config::load(Some(&p), &HashMap::new(), &none).unwrap();
+        assert_eq!(c.metrics_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        // The environment wins over the file, a flag over both.
+        let mut env = HashMap::new();
+        env.insert("DHOW_METRICS_ADDR".to_string(), "127.0.0.1:0".to_string());
+        let c = Config::load(Some(&p), &env, &none).unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:0".parse().unwrap()));
+        let flag = ConfigOverrides {
+            metrics_addr: Some("127.0.0.1:9191".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&p), &env, &flag).unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9191".parse().unwrap()));
+        // A wrong value names the variable or the key.
+        env.insert("DHOW_METRICS_ADDR".to_string(), "nine".to_string());
+        let e = Config::load(None, &env, &none).unwrap_err().to_string();
+        assert!(
+            e.contains("DHOW_METRICS_ADDR") && e.contains("`nine`"),
+            "{e}"
+        );
+        let p = write_tmp("metrics-bad.toml", "metrics_addr = \"x:y\"\n");
+        let e = Config::load(Some(&p), &HashMap::new(), &none)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`metrics_addr`"), "{e}");
     }
 
     #[test]

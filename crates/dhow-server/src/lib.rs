@@ -14,6 +14,7 @@ pub mod cursor;
 pub mod delegation;
 pub mod error;
 pub mod malformed;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod token;

@@ -353,6 +353,7 @@ fn status_of(why: &Option<String>) -> ServingStatus {
 
 /// Sets the server's ("") and every public service's status.
 async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    crate::metrics::global().set_serving(status == ServingStatus::Serving);
     health.set_service_status("", status).await;
     for name in SERVICE_NAMES {
         health.set_service_status(name, status).await;

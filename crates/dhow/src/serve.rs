@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// object a line). RUST_LOG filters it either way.
     #[arg(long, value_name = "text|json", value_parser = parse_log_format)]
     log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics over HTTP at `http://HOST:PORT/metrics` (off unless set; port
+    /// 0: any free port, printed and logged).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -98,6 +102,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         insecure_allow_unauthenticated_public_access: args
             .insecure_allow_unauthenticated_public_access,
         log_format: args.log_format,
+        metrics_addr: args.metrics_addr,
         ..Default::default()
     };
     let config = match Config::from_env(args.config.as_deref(), &overrides) {
@@ -192,6 +197,14 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.grpc_addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match config.metrics_addr {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| format!("cannot listen on {a} (metrics_addr): {e}"))?,
+        ),
+        None => None,
+    };
     let running = dhow_node::start(&config.node)
         .await
         .map_err(|e| e.to_string())?;
@@ -217,6 +230,15 @@ async fn serve(config: Config) -> Result<(), String> {
     );
     println!("      dhow check 'document:readme#view@user:alice' --endpoint {scheme}://{addr}");
     tracing::info!(%addr, cluster_id = running.cluster_id, "serving");
+    let metrics = match metrics_listener {
+        Some(l) => {
+            let at = l.local_addr().map_err(|e| e.to_string())?;
+            println!("metrics on http://{at}/metrics");
+            tracing::info!(metrics_addr = %at, "metrics listening on http://{at}/metrics");
+            Some(tokio::spawn(dhow_server::metrics::serve(node.clone(), l)))
+        }
+        None => None,
+    };
     let leaving = node.clone();
     let shutdown = async move {
         let ctrl_c = tokio::signal::ctrl_c();
@@ -243,6 +265,9 @@ async fn serve(config: Config) -> Result<(), String> {
     let served = dhow_server::serve(node, &config, listener, shutdown)
         .await
         .map_err(|e| e.to_string());
+    if let Some(m) = metrics {
+        m.abort();
+    }
     running.stop().await;
     served
 }

@@ -252,6 +252,7 @@ impl<N: Node> PermissionSvc<N> {
         })
         .await?;
         self.audit(id.as_ref(), &item, &mut result, rev);
+        crate::metrics::global().check(&result.permissionship);
         let (permissionship, partial_caveat_info) =
             dhow_wire::permissionship_pb(&result.permissionship);
         Ok(pb::CheckResponse {
@@ -376,6 +377,7 @@ impl<N: Node> PermissionSvc<N> {
             .map(|(request, o)| {
                 let response = match o {
                     Some(Ok(r)) => {
+                        crate::metrics::global().check(&r.permissionship);
                         let (permissionship, partial_caveat_info) =
                             dhow_wire::permissionship_pb(&r.permissionship);
                         pb::check_bulk_response_item::Response::Result(pb::CheckBulkResult {
