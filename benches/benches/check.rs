@@ -147,16 +147,7 @@ fn caveat_benches(c: &mut Criterion) {
         ("three_plain", three("")),
         ("three_caveated", three(cav)),
     ] {
-        let mut store = dhow_tuples::MemStore::new();
-        let ops: Vec<dhow_tuples::WriteOp> = rels
-            .iter()
-            .map(|r| {
-                let r = dhow_tuples::parse_relationship(r).expect("relationship parses");
-                engine.validate_relationship(&r).expect("relationship fits");
-                dhow_tuples::WriteOp::Touch(r)
-            })
-            .collect();
-        store.write(&ops).expect("write");
+        let store = load(&engine, &rels);
         let reader = store.latest();
         let opts = Options::now().with_context(context.clone());
         assert!(
@@ -196,16 +187,7 @@ fn delegation_benches(c: &mut Criterion) {
     for i in 1..8 {
         rels.push(format!("agent:a{}#delegator@agent:a{i}", i + 1));
     }
-    let mut store = dhow_tuples::MemStore::new();
-    let ops: Vec<dhow_tuples::WriteOp> = rels
-        .iter()
-        .map(|r| {
-            let r = dhow_tuples::parse_relationship(r).expect("relationship parses");
-            engine.validate_relationship(&r).expect("relationship fits");
-            dhow_tuples::WriteOp::Touch(r)
-        })
-        .collect();
-    store.write(&ops).expect("write");
+    let store = load(&engine, &rels);
     let reader = store.latest();
     let check = CheckRequest::new(
         ObjectRef::new("document", "d"),
@@ -250,6 +232,21 @@ fn delegation_benches(c: &mut Criterion) {
         }
     }
     g.finish();
+}
+
+/// An in-memory store of `rels` (text form), each checked against the engine's schema.
+fn load(engine: &Engine, rels: &[String]) -> dhow_tuples::MemStore {
+    let mut store = dhow_tuples::MemStore::new();
+    let ops: Vec<dhow_tuples::WriteOp> = rels
+        .iter()
+        .map(|r| {
+            let r = dhow_tuples::parse_relationship(r).expect("relationship parses");
+            engine.validate_relationship(&r).expect("relationship fits");
+            dhow_tuples::WriteOp::Touch(r)
+        })
+        .collect();
+    store.write(&ops).expect("write");
+    store
 }
 
 /// Prints the reader work one engine call did, once, outside timing.
