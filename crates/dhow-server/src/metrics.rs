@@ -10,6 +10,7 @@
 //! changes. Only this crate knows the metrics crate: engine, storage and Raft stay free of it.
 //! Every metric is listed with its meaning and an alert in docs/operations.md ("Metrics").
 
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -20,11 +21,53 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The labels of a metric: name and value pairs.
 type Labels = Vec<(&'static str, String)>;
+
+/// Every method path a `method` label may name: the rpcs of dhow.v1 (from the descriptor set
+/// the server reflects), gRPC health and reflection. Any other path, whatever its status
+/// (an unauthenticated caller's made-up path is refused before routing), is `unknown`: no
+/// client can grow the label set.
+static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    let mut known: HashSet<String> = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    if let Ok(set) = prost_types::FileDescriptorSet::decode(dhow_proto::FILE_DESCRIPTOR_SET) {
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    known.insert(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    known
+});
+
+/// The `method` label of a call's path: the path if it is a method the server has, else
+/// `unknown`.
+fn method_label(path: &str) -> &str {
+    if KNOWN_METHODS.contains(path) {
+        path
+    } else {
+        "unknown"
+    }
+}
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -141,14 +184,10 @@ impl Metrics {
         }
     }
 
-    /// Counts a call that ended with `code` after `elapsed`. The method of an UNIMPLEMENTED
-    /// call is `unknown`: a client cannot grow the label set with made-up paths.
+    /// Counts a call that ended with `code` after `elapsed`. A path the server does not have
+    /// is counted as `unknown` ([`method_label`]): a client cannot grow the label set.
     pub fn grpc_call(&self, method: &str, code: &str, elapsed: Duration) {
-        let method = if code == "UNIMPLEMENTED" {
-            "unknown".to_string()
-        } else {
-            method.to_string()
-        };
+        let method = method_label(method).to_string();
         self.grpc_requests
             .get_or_create(&vec![
                 ("method", method.clone()),
@@ -322,6 +361,12 @@ mod tests {
             Duration::from_millis(3),
         );
         m.grpc_call("/x.Y/Z", "UNIMPLEMENTED", Duration::from_millis(1));
+        // Refused before routing (no credential): a made-up path must not become a label.
+        m.grpc_call(
+            "/dhow.v1.PermissionService/Made_Up_1",
+            "UNAUTHENTICATED",
+            Duration::from_millis(1),
+        );
         m.check(&dhow_engine::Permissionship::Allowed);
         let text = m.encode();
         for name in [
@@ -340,6 +385,15 @@ mod tests {
         }
         assert!(text.contains("method=\"unknown\""), "{text}");
         assert!(!text.contains("/x.Y/Z"), "{text}");
+        assert!(!text.contains("Made_Up_1"), "{text}");
+        assert_eq!(
+            method_label("/dhow.v1.RelationshipService/Write"),
+            "/dhow.v1.RelationshipService/Write"
+        );
+        assert_eq!(
+            method_label("/grpc.health.v1.Health/Check"),
+            "/grpc.health.v1.Health/Check"
+        );
         assert!(text.contains("# HELP dhow_checks "), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
