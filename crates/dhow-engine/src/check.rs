@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use dhow_caveat::Context;
-use dhow_schema::{ArrowMode, Member, Rewrite};
+use dhow_schema::{AllowedKind, ArrowMode, Member, Relation, Rewrite};
 use dhow_tuples::{ObjectRef, Relationship, Revision, SnapshotReader, Subject, Timestamp};
 
 use crate::budget::{grow, Meter};
@@ -72,6 +72,42 @@ impl Branches {
             value: Tri::T,
             proofs: Vec::new(),
         }
+    }
+}
+
+/// Which reads of a relation can find something for a subject, by the relation's allowed
+/// subject types: the subject itself (`user`, `user:*` or `group#member` allowed as written),
+/// the wildcard of a plain subject's type (`user:*` allowed), and subject sets to follow (any
+/// `type#relation` allowed).
+struct Reads {
+    direct: bool,
+    wildcard: bool,
+    subject_sets: bool,
+}
+
+impl Reads {
+    fn of(def: &Relation, subject: &Subject) -> Reads {
+        let mut reads = Reads {
+            direct: false,
+            wildcard: false,
+            subject_sets: false,
+        };
+        let plain = subject.relation.is_none() && !subject.is_wildcard();
+        for a in &def.allowed {
+            let same_type = a.type_name == subject.object.object_type;
+            match &a.kind {
+                AllowedKind::Object => reads.direct |= same_type && plain,
+                AllowedKind::Wildcard => {
+                    reads.wildcard |= same_type && plain;
+                    reads.direct |= same_type && subject.is_wildcard();
+                }
+                AllowedKind::SubjectSet(rel) => {
+                    reads.subject_sets = true;
+                    reads.direct |= same_type && subject.relation.as_deref() == Some(rel);
+                }
+            }
+        }
+        reads
     }
 }
 
@@ -225,7 +261,7 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
                 .dispatch(at)
                 .map_err(Stop::from)
                 .and_then(|()| match member {
-                    Member::Relation(_) => self.relation(resource, relation, depth),
+                    Member::Relation(r) => self.relation(resource, r, depth),
                     Member::Permission(p) => self.rewrite(resource, &p.rewrite, depth + 1, false),
                 });
             let inner = match inner {
@@ -258,14 +294,26 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
     fn relation(
         &mut self,
         resource: &ObjectRef,
-        relation: &str,
+        def: &Relation,
         depth: u32,
     ) -> Result<Outcome, Stop> {
         // Direct hit, then the wildcard of the subject's type, then subject sets; each
-        // relationship counts only as far as its caveat holds.
+        // relationship counts only as far as its caveat holds. Only the reads the relation's
+        // allowed types can answer are made: every stored relationship fits the schema in
+        // force at its revision (a write that does not fit is refused, and so is a schema
+        // that would orphan one), so a read for a kind the relation does not allow finds
+        // nothing.
+        let relation = def.name.as_str();
+        let reads = Reads::of(def, &self.subject);
         let mut acc = Branches::union();
-        self.read(resource, relation)?;
-        if let Some(r) = self.reader.find(resource, relation, &self.subject)? {
+        if reads.direct {
+            self.read(resource, relation)?;
+        }
+        if let Some(r) = if reads.direct {
+            self.reader.find(resource, relation, &self.subject)?
+        } else {
+            None
+        } {
             if let Some(r) = self.visible(vec![r]).pop() {
                 let (c, cp) = self.caveat(&r)?;
                 let proof = self.proof(|| Step::Direct(r), &c, cp.into_iter().collect());
@@ -274,7 +322,7 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
                 }
             }
         }
-        if self.subject.relation.is_none() && !self.subject.is_wildcard() {
+        if reads.wildcard {
             let wild = Subject::object(
                 self.subject.object.object_type.clone(),
                 dhow_tuples::WILDCARD,
@@ -289,6 +337,9 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
                     }
                 }
             }
+        }
+        if !reads.subject_sets {
+            return Ok(self.finish_union(acc));
         }
         self.read(resource, relation)?;
         let rels = self.visible(self.reader.by_resource(resource, relation)?);
