@@ -251,3 +251,10 @@ fuzz-api secs="600" seed="random": build
     if [ "$seed" = random ]; then seed=$(od -An -N8 -tu8 /dev/urandom | tr -d ' '); fi
     echo "fuzz-api: seed $seed for {{secs}} s"
     cd tests && DHOW_FUZZ_API_SEED="$seed" DHOW_FUZZ_API_SECS={{secs}} "$bin" --nocapture --test-threads 1
+
+# Installs the generators and the examples' dependencies from the registries (Go module proxy,
+# PyPI, npm), generates the Go, Python and TypeScript clients from proto/buf.gen.yaml into
+# proto/gen, and runs examples/{go,python,ts} against one real `dhow serve` (proto/README.md).
+# The generated clients, end to end.
+clients: build
+    scripts/clients-check.sh "$CARGO_TARGET_DIR/debug/dhow"

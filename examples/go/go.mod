@@ -1,0 +1,22 @@
+// The Go example (main.go): the client generated from proto/ with protoc-gen-go and
+// protoc-gen-go-grpc, called with grpc-go. Needs `buf generate` in proto/ first
+// (scripts/clients-check.sh does it).
+module github.com/dhow-authz/dhow/examples/go
+
+go 1.26.0
+
+require (
+	github.com/dhow-authz/dhow/gen/go v0.0.0
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c
+	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+)
+
+// The generated client, made by `buf generate` in proto/ (never committed).
+replace github.com/dhow-authz/dhow/gen/go => ../../proto/gen/go
