@@ -12,6 +12,7 @@ use dhow_tuples::{ObjectRef, Relationship, Revision, SnapshotReader, Subject, Ti
 use crate::budget::{grow, Meter};
 use crate::caveat::{Permissionship, Tri};
 use crate::proof::{Proof, Step};
+use crate::shared::{SharedKey, SharedKeyRef, SharedResults, SharedValue};
 use crate::table::{Enter, Leave, Same, Stop, Table};
 use crate::{CheckRequest, Engine, Error, Options};
 
@@ -122,6 +123,10 @@ pub(crate) struct Evaluator<'a, R: SnapshotReader> {
     subject: Subject,
     context: Option<Context>,
     table: Table<Outcome>,
+    /// Answers shared with other requests, when this evaluation may use them (see
+    /// `shared.rs`), and the revision they are keyed by.
+    shared: Option<std::sync::Arc<dyn SharedResults>>,
+    revision: Revision,
 }
 
 impl<'a, R: SnapshotReader> Evaluator<'a, R> {
@@ -133,6 +138,18 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
         subject: Subject,
         context: Option<Context>,
     ) -> Self {
+        // An answer depends on nothing but its key without a proof, a context or a clock.
+        let shared = opts
+            .shared
+            .as_ref()
+            .filter(|_| !opts.explain && context.is_none() && !engine.schema().uses_expiration)
+            .map(|s| s.0.clone());
+        // Cuts assume what the previous pass found: false, or conditional (an allowed result
+        // is final at once), so a cycle through caveats settles.
+        let mut table = Table::new(true);
+        if shared.is_some() {
+            table.track_final();
+        }
         Evaluator {
             engine,
             reader,
@@ -141,9 +158,9 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
             now: opts.now,
             subject,
             context,
-            // Cuts assume what the previous pass found: false, or conditional (an allowed
-            // result is final at once), so a cycle through caveats settles.
-            table: Table::new(true),
+            table,
+            shared,
+            revision: reader.revision(),
         }
     }
 
@@ -172,6 +189,22 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
         Ok(self
             .engine
             .caveat_of(r, self.context.as_ref(), self.meter, self.explain)?)
+    }
+
+    /// Offers the answers that became final to the other requests.
+    fn share_final(&mut self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        for ((resource, relation), out) in self.table.take_final() {
+            let key = SharedKey {
+                revision: self.revision,
+                resource,
+                relation,
+                subject: self.subject.clone(),
+            };
+            shared.put(key, SharedValue(out.value));
+        }
     }
 
     /// Counts one reader call on `resource#relation`.
@@ -221,6 +254,22 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
         if self.subject.relation.as_deref() == Some(relation) && &self.subject.object == resource {
             let child = self.proof(|| Step::SameSubject, &Tri::T, Vec::new());
             return Ok(self.outcome(member_step, Tri::T, child.into_iter().collect()));
+        }
+        if let Some(shared) = &self.shared {
+            if !self.table.is_conservative() {
+                let key = SharedKeyRef {
+                    revision: self.revision,
+                    resource,
+                    relation,
+                    subject: &self.subject,
+                };
+                if let Some(v) = shared.get(&key) {
+                    return Ok(Outcome {
+                        value: v.0,
+                        proof: None,
+                    });
+                }
+            }
         }
         let engine = self.engine;
         let member = engine.member_of(resource, relation)?;
@@ -274,6 +323,7 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
             let out = self.outcome(member_step, inner.value, inner.proof.into_iter().collect());
             let settled = out.value.is_true();
             if self.table.leave(&out, settled) == Leave::Done {
+                self.share_final();
                 return Ok(out);
             }
         }

@@ -13,6 +13,7 @@ mod error;
 mod expand;
 mod lookup;
 mod proof;
+mod shared;
 mod strata;
 mod subjects;
 mod table;
@@ -33,6 +34,7 @@ pub use error::Error;
 pub use expand::{ExpandNode, ExpandTree, LeafSubject};
 pub use lookup::{FoundResource, LookupPage};
 pub use proof::{Proof, Step};
+pub use shared::{Shared, SharedKey, SharedKeyRef, SharedResults, SharedValue};
 pub use subjects::{FoundSubject, SubjectSet};
 
 /// Default depth budget: how many nested steps (rewrite nodes, computed usersets, arrows,
@@ -101,6 +103,10 @@ pub struct Options {
     /// Longest delegation chain accepted (actors of a [`DelegatedCheck`]); past it the call
     /// fails with [`Error::InvalidChain`].
     pub max_actors: usize,
+    /// Answers shared with other requests (a check cache; see `shared.rs`): looked up before
+    /// a sub-problem is evaluated and offered once it is final, where its answer depends on
+    /// nothing but the revision and the question.
+    pub shared: Option<Shared>,
 }
 
 impl Options {
@@ -117,6 +123,7 @@ impl Options {
             max_caveat_cost: DEFAULT_MAX_CAVEAT_COST,
             max_context_bytes: DEFAULT_MAX_CONTEXT_BYTES,
             max_actors: DEFAULT_MAX_ACTORS,
+            shared: None,
         }
     }
 

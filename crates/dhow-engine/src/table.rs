@@ -110,6 +110,9 @@ pub(crate) struct Table<V> {
     assume_previous: bool,
     /// Every node is treated as dirty (after a step the schema does not allow).
     conservative: bool,
+    /// The keys that became final since the last [`Table::take_final`], when tracked (for
+    /// answers shared with other requests).
+    fresh: Option<Vec<Key>>,
 }
 
 /// Values the memo can compare: the same answer (proofs aside).
@@ -129,7 +132,41 @@ impl<V: Clone + Same> Table<V> {
             next_index: 0,
             assume_previous,
             conservative: false,
+            fresh: None,
         }
+    }
+
+    /// Records from now on which keys become final, for [`Table::take_final`].
+    pub fn track_final(&mut self) {
+        self.fresh = Some(Vec::new());
+    }
+
+    /// The keys that became final since the last call, with their values; none in
+    /// conservative mode (its answers are not offered to other requests).
+    pub fn take_final(&mut self) -> Vec<(Key, V)> {
+        let Some(fresh) = self.fresh.as_mut() else {
+            return Vec::new();
+        };
+        let keys = std::mem::take(fresh);
+        if self.conservative {
+            return Vec::new();
+        }
+        keys.into_iter()
+            .filter_map(|k| self.known.get(&k).cloned().map(|v| (k, v)))
+            .collect()
+    }
+
+    /// True after a step the schema does not allow: every node is treated as dirty.
+    pub fn is_conservative(&self) -> bool {
+        self.conservative
+    }
+
+    /// Keeps `value` as the final value of `key`.
+    fn keep(&mut self, key: Key, value: V) {
+        if let Some(fresh) = self.fresh.as_mut() {
+            fresh.push(key.clone());
+        }
+        self.known.insert(key, value);
     }
 
     /// Looks `key` (of class `class`, reached under an excluded operand when `negative`) up
@@ -201,7 +238,7 @@ impl<V: Clone + Same> Table<V> {
                 parent.low = parent.low.min(f.low);
             }
             if f.low > f.index {
-                self.known.insert(f.key, value.clone());
+                self.keep(f.key, value.clone());
             }
             Leave::Done
         } else {
@@ -215,7 +252,7 @@ impl<V: Clone + Same> Table<V> {
                     parent.unstable |= f.unstable;
                 }
                 if settled {
-                    self.known.insert(f.key, value.clone());
+                    self.keep(f.key, value.clone());
                 } else {
                     self.open.push(f.key.clone());
                     self.provisional.insert(f.key, (value.clone(), f.index));
@@ -229,7 +266,7 @@ impl<V: Clone + Same> Table<V> {
                     for m in members {
                         self.provisional.remove(&m);
                     }
-                    self.known.insert(f.key, value.clone());
+                    self.keep(f.key, value.clone());
                     Leave::Done
                 } else if f.unstable {
                     for m in members {
@@ -243,11 +280,11 @@ impl<V: Clone + Same> Table<V> {
                     for m in members {
                         if let Some((v, _)) = self.provisional.remove(&m) {
                             self.previous.remove(&m);
-                            self.known.insert(m, v);
+                            self.keep(m, v);
                         }
                     }
                     self.previous.remove(&f.key);
-                    self.known.insert(f.key, value.clone());
+                    self.keep(f.key, value.clone());
                     Leave::Done
                 }
             }
