@@ -462,6 +462,18 @@ impl<R: SnapshotReader> SnapshotReader for CountingReader<R> {
         self.scanned(self.inner.by_resource(resource, relation))
     }
 
+    fn by_resource_of_type(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+        subject_type: &str,
+    ) -> Result<Vec<Relationship>, Error> {
+        self.scanned(
+            self.inner
+                .by_resource_of_type(resource, relation, subject_type),
+        )
+    }
+
     fn find(
         &self,
         resource: &ObjectRef,

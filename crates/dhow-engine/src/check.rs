@@ -391,8 +391,34 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
         if !reads.subject_sets {
             return Ok(self.finish_union(acc));
         }
-        self.read(resource, relation)?;
-        let rels = self.visible(self.reader.by_resource(resource, relation)?);
+        // The subject sets, one scan per type the relation allows them of (in key order, as
+        // one scan of the relation would give them), so the plain subjects of other types
+        // beside them are not read.
+        let mut types: Vec<&str> = def
+            .allowed
+            .iter()
+            .filter(|a| matches!(a.kind, AllowedKind::SubjectSet(_)))
+            .map(|a| a.type_name.as_str())
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        for t in types {
+            self.read(resource, relation)?;
+            let rels = self.visible(self.reader.by_resource_of_type(resource, relation, t)?);
+            if self.subject_sets(rels, depth, &mut acc)? {
+                return Ok(self.finish_union(acc));
+            }
+        }
+        Ok(self.finish_union(acc))
+    }
+
+    /// Follows the subject sets among `rels` into the union `acc`; true when one decides it.
+    fn subject_sets(
+        &mut self,
+        rels: Vec<Relationship>,
+        depth: u32,
+        acc: &mut Branches,
+    ) -> Result<bool, Stop> {
         for r in rels {
             let Some(sub_rel) = r.subject.relation.as_deref() else {
                 continue;
@@ -410,11 +436,11 @@ impl<'a, R: SnapshotReader> Evaluator<'a, R> {
                 &value,
                 cp.into_iter().chain(o.proof).collect(),
             );
-            if self.add_union(&mut acc, value, proof) {
-                return Ok(self.finish_union(acc));
+            if self.add_union(acc, value, proof) {
+                return Ok(true);
             }
         }
-        Ok(self.finish_union(acc))
+        Ok(false)
     }
 
     /// The outcome of a relation's branches: the deciding one, `NoMatch`, or a union node

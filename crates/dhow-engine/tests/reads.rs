@@ -1,6 +1,7 @@
 //! The reads a check makes: only those the relation's allowed subject types can answer (no
 //! wildcard lookup where `type:*` is not allowed, no scan for subject sets where none is
-//! allowed), with the same answers as before on every kind of relation.
+//! allowed, and a scan only of the types subject sets are allowed of, not of the plain
+//! subjects beside them), with the same answers as before on every kind of relation.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -43,6 +44,18 @@ impl<R: SnapshotReader> SnapshotReader for Counting<R> {
             .borrow_mut()
             .push(format!("scan {resource}#{relation}"));
         self.inner.by_resource(resource, relation)
+    }
+    fn by_resource_of_type(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+        subject_type: &str,
+    ) -> Result<Vec<Relationship>, Error> {
+        self.log
+            .borrow_mut()
+            .push(format!("scan {resource}#{relation}@{subject_type}"));
+        self.inner
+            .by_resource_of_type(resource, relation, subject_type)
     }
     fn find(
         &self,
@@ -116,9 +129,9 @@ fn a_type_the_relation_does_not_allow_is_not_looked_up() {
     assert_eq!(
         reads,
         [
-            "scan document:d#reader",
+            "scan document:d#reader@group",
             "find group:eng#member@user:alice",
-            "scan group:eng#member"
+            "scan group:eng#member@group"
         ]
     );
     // A subject set of that type is looked up directly.
@@ -152,7 +165,7 @@ fn every_allowed_kind_is_still_read() {
         [
             "find document:a#viewer@user:bob",
             "find document:a#viewer@user:*",
-            "scan document:a#viewer"
+            "scan document:a#viewer@group"
         ]
     );
 }

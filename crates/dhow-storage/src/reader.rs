@@ -307,6 +307,31 @@ impl SnapshotReader for RocksReader<'_> {
         Ok(self.by_resource_inner(resource, relation)?)
     }
 
+    fn by_resource_of_type(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+        subject_type: &str,
+    ) -> Result<Vec<Relationship>, dhow_tuples::Error> {
+        let prefix = forward_prefix_of(
+            [
+                Some(&resource.object_type),
+                Some(&resource.object_id),
+                Some(relation),
+                Some(subject_type),
+                None,
+            ],
+            None,
+        );
+        let mut out = Vec::new();
+        self.scan_forward(&prefix, prefix_end(&prefix), |_, r| {
+            out.push(r);
+            true
+        })
+        .map_err(dhow_tuples::Error::from)?;
+        Ok(out)
+    }
+
     fn find(
         &self,
         resource: &ObjectRef,

@@ -259,6 +259,40 @@ impl SnapshotReader for MemSnapshot<'_> {
         Ok(out)
     }
 
+    fn by_resource_of_type(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+        subject_type: &str,
+    ) -> Result<Vec<Relationship>, Error> {
+        let lo: Key = (
+            resource.object_type.clone(),
+            resource.object_id.clone(),
+            relation.to_string(),
+            subject_type.to_string(),
+            String::new(),
+            None,
+        );
+        let mut out = Vec::new();
+        for (k, vs) in self
+            .store
+            .versions
+            .range((Bound::Included(lo), Bound::Unbounded))
+        {
+            if k.0 != resource.object_type
+                || k.1 != resource.object_id
+                || k.2 != relation
+                || k.3 != subject_type
+            {
+                break;
+            }
+            if let Some(v) = vs.iter().rev().find(|v| v.alive_at(self.rev)) {
+                out.push(v.rel.clone());
+            }
+        }
+        Ok(out)
+    }
+
     fn find(
         &self,
         resource: &ObjectRef,

@@ -23,6 +23,21 @@ pub trait SnapshotReader {
         subject: &Subject,
     ) -> Result<Option<Relationship>, Error>;
 
+    /// The relationships `resource#relation@subject_type:...` (any subject id and subject
+    /// relation): the subject sets of one type to follow, without reading the plain subjects
+    /// of other types beside them. Stores with an ordered index override this with a scan of
+    /// that type's range; the default filters [`SnapshotReader::by_resource`].
+    fn by_resource_of_type(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+        subject_type: &str,
+    ) -> Result<Vec<Relationship>, Error> {
+        let mut rels = self.by_resource(resource, relation)?;
+        rels.retain(|r| r.subject.object.object_type == subject_type);
+        Ok(rels)
+    }
+
     /// All relationships whose subject object is `subject` (any subject relation), through the
     /// reverse index. For `type:*` it returns the wildcard relationships of that type.
     fn by_subject_object(&self, subject: &ObjectRef) -> Result<Vec<Relationship>, Error>;

@@ -94,6 +94,14 @@ impl<T: SnapshotReader + ?Sized> SnapshotReader for Box<T> {
     ) -> Result<Vec<Relationship>, Error> {
         (**self).by_resource(resource, relation)
     }
+    fn by_resource_of_type(
+        &self,
+        resource: &crate::ObjectRef,
+        relation: &str,
+        subject_type: &str,
+    ) -> Result<Vec<Relationship>, Error> {
+        (**self).by_resource_of_type(resource, relation, subject_type)
+    }
     fn find(
         &self,
         resource: &crate::ObjectRef,
@@ -177,6 +185,17 @@ impl SnapshotReader for GuardReader<'_> {
             .store
             .snapshot(self.rev)?
             .by_resource(resource, relation)
+    }
+    fn by_resource_of_type(
+        &self,
+        resource: &crate::ObjectRef,
+        relation: &str,
+        subject_type: &str,
+    ) -> Result<Vec<Relationship>, Error> {
+        self.guard
+            .store
+            .snapshot(self.rev)?
+            .by_resource_of_type(resource, relation, subject_type)
     }
     fn find(
         &self,

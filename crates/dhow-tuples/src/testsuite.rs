@@ -327,6 +327,26 @@ pub fn keys_do_not_collide(s: &impl TupleStore) {
         ],
         "by_resource must return exactly document:a#viewer, in key order"
     );
+    let of_type = |r: &dyn crate::SnapshotReader, t: &str| {
+        strings(
+            r.by_resource_of_type(&ObjectRef::new("document", "a"), "viewer", t)
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        of_type(&*r, "user"),
+        vec![
+            "document:a#viewer@user:b",
+            "document:a#viewer@user:b#member",
+            "document:a#viewer@user:b|c=d+e-f_g",
+        ],
+        "by_resource_of_type must return exactly document:a#viewer@user:..., in key order"
+    );
+    assert_eq!(of_type(&r, "user_x"), vec!["document:a#viewer@user_x:b"]);
+    assert!(
+        of_type(&*r, "use").is_empty(),
+        "a type is not a prefix of another"
+    );
     let all = r.read(&RelationshipFilter::default(), None, 100).unwrap();
     assert_eq!(all.len(), rels.len());
     let mut sorted = all.clone();
@@ -345,6 +365,24 @@ pub fn keys_do_not_collide(s: &impl TupleStore) {
         )
         .unwrap()
         .is_some());
+    // At a later revision, a deleted one is gone; the old revision still has it (a reader
+    // is dropped before a write: the shared memory store's reader holds its lock).
+    drop(r);
+    let del = write(vec![WriteOp::Delete(rel(
+        "document:a#viewer@user:b#member",
+    ))]);
+    assert!(s.apply(Revision(2), &del).unwrap()[0].is_ok());
+    let r2 = s.reader(Revision(2)).unwrap();
+    assert_eq!(
+        of_type(&*r2, "user"),
+        vec![
+            "document:a#viewer@user:b",
+            "document:a#viewer@user:b|c=d+e-f_g"
+        ]
+    );
+    drop(r2);
+    let r1 = s.reader(Revision(1)).unwrap();
+    assert_eq!(of_type(&*r1, "user").len(), 3, "revision 1 is unchanged");
 }
 
 pub fn reverse_index_and_wildcards(s: &impl TupleStore) {
