@@ -42,6 +42,14 @@ for n in 3 5; do
     > "$out/rendered-$n.yaml"
 done
 echo "helm template: rendered with replicaCount=3 and 5"
+# The optional ServiceMonitor (off by default) renders, and selects the metrics port.
+"$HELM" template dhow "$CHART" --namespace "$NAMESPACE" \
+  --set metrics.serviceMonitor.enabled=true > "$out/rendered-sm.yaml"
+grep -q '^kind: ServiceMonitor' "$out/rendered-sm.yaml" \
+  || { echo "helm template: no ServiceMonitor with metrics.serviceMonitor.enabled=true"; exit 1; }
+grep -q 'port: metrics' "$out/rendered-sm.yaml" \
+  || { echo "helm template: the ServiceMonitor does not scrape the metrics port"; exit 1; }
+echo "helm template: the ServiceMonitor renders when enabled"
 
 echo "== flag checker self-test"
 python3 deploy/check_manifests.py --self-test

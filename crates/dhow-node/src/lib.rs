@@ -20,7 +20,10 @@ pub mod start;
 pub use config::{parse_cluster_state, parse_initial_cluster, ClusterState, NodeConfig, PeerTls};
 pub use gc::{spawn_gc, GcHandle};
 pub use mem_node::MemNode;
-pub use node::{ClusterStatus, Leadership, Member, MemberChange, Node, NodeError, Role};
+pub use node::{
+    ClusterStatus, LatencyHistogram, Leadership, Member, MemberChange, Node, NodeError, NodeStats,
+    PeerLinkStats, RaftStats, Role, StorageStats, LATENCY_BOUNDS,
+};
 pub use peer::{discover_cluster_id, serve_peers, PeerService, PeerTransport};
 pub use raft_node::RaftNode;
 pub use schema::{CompiledSchema, SchemaCache, SchemaCacheError};

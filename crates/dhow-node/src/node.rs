@@ -6,7 +6,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use dhow_raft::{Leadership, Member, MemberChange, Role, Status as ClusterStatus};
+pub use dhow_raft::{
+    LatencyHistogram, Leadership, Member, MemberChange, RaftStats, Role, Status as ClusterStatus,
+    LATENCY_BOUNDS,
+};
+pub use dhow_storage::StorageStats;
+
+pub use crate::peer::PeerLinkStats;
 use dhow_tuples::{Revision, TupleStore, WriteRequest};
 
 use crate::schema::SchemaCache;
@@ -33,6 +39,19 @@ pub enum NodeError {
     /// The node itself failed (storage error): the process should be restarted.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// What a node counted and measured, read at one moment without asking the Raft loop: plain
+/// numbers the server turns into metrics. A node without Raft, RocksDB or peers (`MemNode`)
+/// reports zeros and no peers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeStats {
+    /// The Raft loop's counters: proposals waiting, log size, snapshots, latencies.
+    pub raft: RaftStats,
+    /// RocksDB's size, compaction backlog and stall state.
+    pub storage: StorageStats,
+    /// The link to each peer, by peer id.
+    pub peers: Vec<PeerLinkStats>,
 }
 
 /// What the services need from a node. Every write goes through consensus (even on one
@@ -93,4 +112,9 @@ pub trait Node: Send + Sync + 'static {
     /// One election timeout: how long a normal election may leave the node without a leader
     /// before health says so.
     fn election_timeout(&self) -> Duration;
+    /// What the node counted and measured (for the metrics): cheap, no round trip through the
+    /// Raft loop.
+    fn stats(&self) -> NodeStats {
+        NodeStats::default()
+    }
 }

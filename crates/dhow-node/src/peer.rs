@@ -4,6 +4,7 @@
 //! them to the local Raft node, served on the peer listener.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -37,6 +38,33 @@ struct Link {
     addr: String,
     tx: mpsc::Sender<Vec<u8>>,
     task: tokio::task::JoinHandle<()>,
+    counts: Arc<LinkCounts>,
+}
+
+/// What happened on the link to one peer since the process started (kept when the link is
+/// made again for a new address).
+#[derive(Debug, Default)]
+struct LinkCounts {
+    /// Batches of Raft messages that could not be delivered (connect or send failed).
+    errors: AtomicU64,
+    /// Deliveries that succeeded again after a failure.
+    reconnects: AtomicU64,
+    /// Messages dropped because the peer's queue was full.
+    dropped: AtomicU64,
+}
+
+/// What the link to one peer counted, read at one moment (counters since the process
+/// started).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerLinkStats {
+    /// The peer's node id.
+    pub peer: u64,
+    /// Batches of Raft messages that could not be delivered (the peer was unreachable).
+    pub errors: u64,
+    /// Deliveries that succeeded again after one or more failures.
+    pub reconnects: u64,
+    /// Messages dropped because the queue to the peer was full.
+    pub dropped: u64,
 }
 
 impl Drop for Link {
@@ -51,6 +79,8 @@ struct Inner {
     rt: tokio::runtime::Handle,
     store: Arc<dyn TupleStore>,
     links: Mutex<HashMap<u64, Link>>,
+    /// Every peer's counts, by node id, kept across links.
+    counts: Mutex<BTreeMap<u64, Arc<LinkCounts>>>,
     reporter: OnceLock<Reporter>,
     tls: Option<PeerTls>,
 }
@@ -72,6 +102,7 @@ impl PeerTransport {
                 rt: tokio::runtime::Handle::current(),
                 store,
                 links: Mutex::new(HashMap::new()),
+                counts: Mutex::new(BTreeMap::new()),
                 reporter: OnceLock::new(),
                 tls,
             }),
@@ -86,6 +117,27 @@ impl PeerTransport {
         if let Some(r) = self.inner.reporter.get() {
             r.unreachable(to);
         }
+    }
+
+    /// What the link to each peer counted, by peer id (every peer this node has had a link
+    /// to since it started).
+    pub fn stats(&self) -> Vec<PeerLinkStats> {
+        let counts = self.inner.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts
+            .iter()
+            .map(|(&peer, c)| PeerLinkStats {
+                peer,
+                errors: c.errors.load(Relaxed),
+                reconnects: c.reconnects.load(Relaxed),
+                dropped: c.dropped.load(Relaxed),
+            })
+            .collect()
+    }
+
+    /// The counts of the link to `peer`, made at its first link.
+    fn counts(&self, peer: u64) -> Arc<LinkCounts> {
+        let mut counts = self.inner.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.entry(peer).or_default().clone()
     }
 }
 
@@ -120,7 +172,13 @@ fn client(
 }
 
 /// Sends what is queued for one peer, in batches, until the link is dropped.
-async fn run_link(t: PeerTransport, to: u64, addr: String, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn run_link(
+    t: PeerTransport,
+    to: u64,
+    addr: String,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    counts: Arc<LinkCounts>,
+) {
     let mut client = match client(&addr, Some(to), t.inner.tls.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -129,6 +187,7 @@ async fn run_link(t: PeerTransport, to: u64, addr: String, mut rx: mpsc::Receive
         }
     };
     let mut backoff = BACKOFF_MIN;
+    let mut failing = false;
     while let Some(first) = rx.recv().await {
         let mut messages = vec![first];
         while messages.len() < BATCH {
@@ -143,8 +202,15 @@ async fn run_link(t: PeerTransport, to: u64, addr: String, mut rx: mpsc::Receive
             messages,
         };
         match client.send(req).await {
-            Ok(_) => backoff = BACKOFF_MIN,
+            Ok(_) => {
+                backoff = BACKOFF_MIN;
+                if std::mem::take(&mut failing) {
+                    counts.reconnects.fetch_add(1, Relaxed);
+                }
+            }
             Err(status) => {
+                failing = true;
+                counts.errors.fetch_add(1, Relaxed);
                 tracing::debug!(to, %addr, error = %status.message(), "peer unreachable");
                 t.unreachable(to);
                 tokio::time::sleep(backoff).await;
@@ -209,6 +275,7 @@ impl Transport for PeerTransport {
         match links.get(&to) {
             Some(link) => {
                 if link.tx.try_send(message).is_err() {
+                    link.counts.dropped.fetch_add(1, Relaxed);
                     drop(links);
                     self.unreachable(to);
                 }
@@ -243,16 +310,18 @@ impl Transport for PeerTransport {
                 continue;
             }
             let (tx, rx) = mpsc::channel(QUEUE);
-            let task = self
-                .inner
-                .rt
-                .spawn(run_link(self.clone(), id, addr.clone(), rx));
+            let counts = self.counts(id);
+            let task =
+                self.inner
+                    .rt
+                    .spawn(run_link(self.clone(), id, addr.clone(), rx, counts.clone()));
             links.insert(
                 id,
                 Link {
                     addr: addr.clone(),
                     tx,
                     task,
+                    counts,
                 },
             );
         }

@@ -8,7 +8,10 @@ use std::time::Duration;
 use dhow_raft::{RaftError, RaftHandle};
 use dhow_tuples::{Revision, TupleStore, WriteRequest};
 
-use crate::node::{ClusterStatus, Leadership, MemberChange, Node, NodeError};
+use dhow_storage::RocksStore;
+
+use crate::node::{ClusterStatus, Leadership, MemberChange, Node, NodeError, NodeStats};
+use crate::peer::PeerTransport;
 use crate::schema::SchemaCache;
 
 /// A running Raft node, the store it applies to, and the cluster id its tokens carry.
@@ -22,6 +25,9 @@ pub struct RaftNode {
     write_timeout: Duration,
     /// False when the node was started without a peer address: it cannot add members.
     has_peer_addr: bool,
+    /// The RocksDB store and the peer transport, for [`Node::stats`] (none in tests that
+    /// start a node by hand).
+    stats_of: Option<(RocksStore, PeerTransport)>,
 }
 
 impl RaftNode {
@@ -40,7 +46,15 @@ impl RaftNode {
             cluster_id,
             write_timeout,
             has_peer_addr,
+            stats_of: None,
         }
+    }
+
+    /// Reports the statistics of `store` (its RocksDB) and `peers` (its links) in
+    /// [`Node::stats`].
+    pub fn with_stats_of(mut self, store: RocksStore, peers: PeerTransport) -> Self {
+        self.stats_of = Some((store, peers));
+        self
     }
 
     /// The Raft handle (for the peer service).
@@ -155,5 +169,17 @@ impl Node for RaftNode {
 
     fn election_timeout(&self) -> Duration {
         self.handle.election_timeout()
+    }
+
+    fn stats(&self) -> NodeStats {
+        let (storage, peers) = match &self.stats_of {
+            Some((store, peers)) => (store.stats(), peers.stats()),
+            None => Default::default(),
+        };
+        NodeStats {
+            raft: self.handle.stats(),
+            storage,
+            peers,
+        }
     }
 }

@@ -227,6 +227,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
         store.clone() as Arc<dyn TupleStore>,
         config.peer_tls.clone(),
     );
+    let stats_of = ((*store).clone(), transport.clone());
     // Snapshots received from the leader are kept here until the store holds them.
     let stage = FileStage::new(config.data_dir.join("snapshots"))
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -271,14 +272,17 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
             },
         )?,
     );
-    let node = Arc::new(RaftNode::new(
-        handle.clone(),
-        store.clone() as Arc<dyn TupleStore>,
-        schemas,
-        cluster_id,
-        config.write_timeout,
-        peer_listener.is_some(),
-    ));
+    let node = Arc::new(
+        RaftNode::new(
+            handle.clone(),
+            store.clone() as Arc<dyn TupleStore>,
+            schemas,
+            cluster_id,
+            config.write_timeout,
+            peer_listener.is_some(),
+        )
+        .with_stats_of(stats_of.0, stats_of.1),
+    );
     let peer = peer_listener.map(|l| {
         let (stop, stopped) = oneshot::channel::<()>();
         let svc = PeerService::new(handle.clone(), cluster_id, peer_tls.is_some());

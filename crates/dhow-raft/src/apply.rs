@@ -3,7 +3,9 @@
 //! applied to the `TupleStore` at its index in one batch, the revision published, then the
 //! proposer answered by the proposal id the entry carries (see `propose.rs`). Entries the
 //! store already holds (applied before a restart) are skipped. Also the log's compaction
-//! behind the applied index.
+//! behind the applied index. An entry whose context carries trace parents (`propose.rs`) is
+//! applied under a `raft.apply` span in each of their traces, on every node, the leader of a
+//! forwarded write included.
 
 use dhow_tuples::{Batch, Revision};
 use protobuf::Message as _;
@@ -13,6 +15,7 @@ use crate::codec::{self, Body, Proposal};
 use crate::core::Core;
 use crate::error::{RaftError, StorageError, StorageKind};
 use crate::log::LogStore;
+use crate::stats::Counters;
 use crate::transport::Transport;
 
 /// What a committed entry asks of the state machine.
@@ -94,12 +97,16 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                 change_outcome = Some(self.apply_change(&change, addr)?);
             }
         }
+        let started = self.stats.now();
+        // Dropped once the entry is applied and its proposers answered.
+        let _spans = self.apply_spans(entry, waiter.is_some());
         let outcomes =
             self.store
                 .apply(Revision(index), &batch)
                 .map_err(RaftError::state_machine(format_args!(
                     "applying entry {index}"
                 )))?;
+        Counters::since(&self.stats.apply, started);
         self.storage.set_applied(index);
         self.applied_index = index;
         // Publish the revision before answering: whoever holds an acknowledgement must
@@ -119,6 +126,34 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             (Some(w), None) => w.applied(index, outcomes),
         }
         Ok(())
+    }
+
+    /// One `raft.apply` span per trace parent the entry carries, each a child of its remote
+    /// parent (none unless tracing is on and the entry was proposed under a sampled trace).
+    fn apply_spans(&self, entry: &Entry, proposed_here: bool) -> Vec<tracing::Span> {
+        if entry.context.is_empty() || entry.get_entry_type() != EntryType::EntryNormal {
+            return Vec::new();
+        }
+        let Some(hooks) = crate::handle::trace_hooks() else {
+            return Vec::new();
+        };
+        let leader = self.raw.raft.state == raft::StateRole::Leader;
+        crate::propose::trace_parents(&entry.context)
+            .map(|parent| {
+                let span = tracing::info_span!(
+                    parent: None,
+                    "raft.apply",
+                    // As i64: a trace's integer attributes are signed (a u64 would be text).
+                    raft.index = entry.index as i64,
+                    raft.term = entry.term as i64,
+                    raft.node = self.config.id as i64,
+                    raft.leader = leader,
+                    raft.proposed_here = proposed_here,
+                );
+                (hooks.set_parent)(&span, parent);
+                span
+            })
+            .collect()
     }
 
     /// Compacts the log once it holds more than twice `log_retain` applied entries, keeping

@@ -28,6 +28,7 @@ use crate::propose::{Proposals, Waiter};
 use crate::repair::repair;
 use crate::restore::Restoring;
 use crate::snapshot::{MemStage, SnapshotStage, StagedSnapshot};
+use crate::stats::Counters;
 use crate::transport::{Report, Reporter, Transport};
 use crate::RaftError;
 
@@ -35,6 +36,13 @@ use crate::RaftError;
 /// [`crate::sim::SimNode`]) sends, the transport's reports, and the end of a restore job.
 pub(crate) enum Request {
     Write(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>),
+    /// A write submitted under a sampled trace: its W3C `traceparent` rides in the entry's
+    /// context (see `propose.rs`).
+    TracedWrite(
+        WriteRequest,
+        String,
+        oneshot::Sender<Result<Revision, RaftError>>,
+    ),
     Schema(String, oneshot::Sender<Result<Revision, RaftError>>),
     ReadIndex(oneshot::Sender<Result<Revision, RaftError>>),
     Step(Vec<u8>),
@@ -107,12 +115,16 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     deferred_reads: Vec<oneshot::Sender<Result<Revision, RaftError>>>,
     /// The disk is below its free-space reserve: the loop writes nothing until it is not.
     pub(crate) paused: bool,
+    /// What the loop counts for the metrics (see `stats.rs`).
+    pub(crate) stats: Arc<Counters>,
 }
 
 impl<L: LogStore, T: Transport> Core<L, T> {
     /// Prepares a node over `log` and `store` (membership, repair after a crash, raft-rs),
     /// with `reporter` given to the transport and proposal ids counting from `first_id`.
-    /// Returns the receiver of applied revisions.
+    /// Returns the receiver of applied revisions. (Called from two places, the production
+    /// thread and the simulation, each naming every part: a struct would only rename them.)
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: RaftConfig,
         log: L,
@@ -121,6 +133,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         reporter: Reporter,
         first_id: u64,
         runner: Runner,
+        stats: Arc<Counters>,
     ) -> Result<(Self, watch::Receiver<Revision>), RaftError> {
         if config.id == 0 {
             return Err(RaftError::Config("node id must be non-zero".into()));
@@ -171,7 +184,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             store,
             transport,
             applied_tx,
-            proposals: Proposals::new(config.id, first_id),
+            proposals: Proposals::new(config.id, first_id, stats.clone()),
             config,
             membership,
             staged: None,
@@ -191,7 +204,9 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             .0,
             deferred_reads: Vec::new(),
             paused: false,
+            stats,
         };
+        core.count_log();
         Ok((core, applied_rx))
     }
 
@@ -215,12 +230,17 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     ) -> bool {
         let mut writes: Vec<(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>)> =
             Vec::new();
+        let mut traces: Vec<String> = Vec::new();
         let mut stop = false;
         let mut pending = Some(first);
         while let Some(req) = pending.take() {
             match req {
                 Request::Shutdown => stop = true,
                 Request::Write(w, tx) => writes.push((w, tx)),
+                Request::TracedWrite(w, trace, tx) => {
+                    traces.push(trace);
+                    writes.push((w, tx))
+                }
                 Request::Schema(text, tx) => self.propose(Body::Schema(text), Waiter::One(tx)),
                 Request::ReadIndex(tx) => self.read_index(tx),
                 Request::Step(bytes) => self.step(&bytes),
@@ -242,7 +262,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             }
             pending = more();
         }
-        self.propose_writes(writes);
+        self.propose_writes(writes, &traces);
         !stop
     }
 
@@ -417,14 +437,31 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     fn report(&mut self, report: Report) {
         match report {
             Report::Unreachable(to) => self.raw.report_unreachable(to),
-            Report::Snapshot(to, ok) => self.raw.report_snapshot(
-                to,
-                if ok {
-                    SnapshotStatus::Finish
+            Report::Snapshot(to, ok) => {
+                Counters::inc(if ok {
+                    &self.stats.snapshots_sent
                 } else {
-                    SnapshotStatus::Failure
-                },
-            ),
+                    &self.stats.snapshot_send_failures
+                });
+                self.raw.report_snapshot(
+                    to,
+                    if ok {
+                        SnapshotStatus::Finish
+                    } else {
+                        SnapshotStatus::Failure
+                    },
+                )
+            }
+        }
+    }
+
+    /// Publishes the log's bounds for the metrics (nothing if the log cannot tell).
+    fn count_log(&self) {
+        if let Ok((first, last)) = self
+            .storage
+            .with(|l| Ok((l.first_index()?, l.last_index()?)))
+        {
+            self.stats.set_log(first, last);
         }
     }
 
@@ -551,6 +588,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply_to(self.applied_index);
         self.maybe_compact()?;
+        self.count_log();
         Ok(())
     }
 }

@@ -1,10 +1,11 @@
 //! [`RaftHandle`], a running Raft node as its callers see it: the async API (writes, schema
 //! changes, ReadIndex, membership, snapshots received by the transport, status), each call a
 //! [`Request`] sent to the loop and answered through a oneshot channel, and the applied
-//! revision as a watch channel.
+//! revision as a watch channel. Also the two trace hooks through which the server's tracing
+//! (which alone knows OpenTelemetry) reaches the loop with plain strings.
 
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,8 +19,27 @@ use crate::log::LogStore;
 use crate::membership::{Leadership, MemberChange, Status};
 use crate::restore::snapshot_index;
 use crate::snapshot::{MemStage, SnapshotStage, StagedSnapshot};
+use crate::stats::{Counters, RaftStats};
 use crate::thread;
 use crate::transport::Transport;
+
+/// How the Raft code meets the server's traces, set once per process by whoever exports them
+/// ([`RaftHandle::set_trace_hooks`]); without them (tracing off) nothing is traced here.
+#[derive(Clone, Copy)]
+pub(crate) struct TraceHooks {
+    /// The W3C `traceparent` of the current span if it is sampled: a write submitted under
+    /// it carries it in its entry to every node's apply.
+    pub current: fn() -> Option<String>,
+    /// Makes `span` a child of the remote `traceparent`.
+    pub set_parent: fn(&tracing::Span, &str),
+}
+
+static TRACE_HOOKS: OnceLock<TraceHooks> = OnceLock::new();
+
+/// The trace hooks, if tracing is on.
+pub(crate) fn trace_hooks() -> Option<&'static TraceHooks> {
+    TRACE_HOOKS.get()
+}
 
 /// A running Raft node: submit writes and reads, watch the applied revision.
 pub struct RaftHandle {
@@ -38,6 +58,8 @@ pub struct RaftHandle {
     /// Where an incoming snapshot's data is kept before its message is stepped.
     stage: Arc<dyn SnapshotStage>,
     id: u64,
+    /// What the loop counts.
+    stats: Arc<Counters>,
 }
 
 impl RaftHandle {
@@ -66,7 +88,25 @@ impl RaftHandle {
             restorer: Some(threads.restorer),
             stage,
             id,
+            stats: threads.stats,
         })
+    }
+
+    /// Turns tracing on for the writes of this process: `current` gives the W3C
+    /// `traceparent` of the current span when it is sampled (a write submitted under it
+    /// carries it, in its entry's context, to the leader and to every node's apply),
+    /// `set_parent` makes a span a child of such a `traceparent` (the apply span). Set once;
+    /// false if hooks were set before.
+    pub fn set_trace_hooks(
+        current: fn() -> Option<String>,
+        set_parent: fn(&tracing::Span, &str),
+    ) -> bool {
+        TRACE_HOOKS
+            .set(TraceHooks {
+                current,
+                set_parent,
+            })
+            .is_ok()
     }
 
     /// This node's id.
@@ -103,6 +143,12 @@ impl RaftHandle {
         self.election_timeout
     }
 
+    /// What the loop counted so far (proposals waiting, log size, snapshots, commit and
+    /// apply latencies): plain numbers, read without asking the loop.
+    pub fn stats(&self) -> RaftStats {
+        self.stats.read()
+    }
+
     /// A receiver that sees every newly applied revision.
     pub fn subscribe(&self) -> watch::Receiver<Revision> {
         self.applied.clone()
@@ -130,7 +176,11 @@ impl RaftHandle {
         &self,
         w: WriteRequest,
     ) -> impl std::future::Future<Output = Result<Revision, RaftError>> + Send + 'static {
-        let rx = self.submit(|tx| Request::Write(w, tx));
+        let trace = trace_hooks().and_then(|h| (h.current)());
+        let rx = self.submit(|tx| match trace {
+            Some(t) => Request::TracedWrite(w, t, tx),
+            None => Request::Write(w, tx),
+        });
         async move { rx.await.unwrap_or(Err(RaftError::Stopped)) }
     }
 

@@ -21,6 +21,7 @@ mod rocks;
 #[doc(hidden)]
 pub mod sim;
 mod snapshot;
+mod stats;
 mod thread;
 mod transport;
 
@@ -34,4 +35,5 @@ pub use snapshot::{
     FileStage, MemStage, SnapshotBuilder, SnapshotSource, SnapshotStage, StagedSnapshot,
     CHUNK_RELATIONSHIPS,
 };
+pub use stats::{LatencyHistogram, RaftStats, LATENCY_BOUNDS};
 pub use transport::{message_sender, NoTransport, Reporter, Transport};

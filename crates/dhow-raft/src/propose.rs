@@ -2,8 +2,17 @@
 //! (a fresh proposal id, the encoded [`Proposal`], raft-rs's `propose`, a [`Waiter`] kept
 //! under the id), and [`Proposals`], the callers waiting for an entry or a ReadIndex to
 //! come back, answered by id (never by queue position) or all failed at once.
+//!
+//! A normal entry's raft-rs context holds the W3C `traceparent`s of the sampled traces its
+//! writes were submitted under, one a line (empty without any): raft-rs forwards it with a
+//! follower's proposal to the leader and every node keeps it in its log, so the apply on
+//! each node (`apply.rs`) joins the caller's trace. It is plain text, never decoded as a
+//! command; older nodes ignore it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
 
 use dhow_tuples::{Revision, WriteRequest};
 use tokio::sync::oneshot;
@@ -11,6 +20,7 @@ use tokio::sync::oneshot;
 use crate::codec::{self, Body, Proposal};
 use crate::core::Core;
 use crate::log::LogStore;
+use crate::stats::Counters;
 use crate::transport::Transport;
 use crate::RaftError;
 
@@ -64,20 +74,30 @@ impl Waiter {
 pub(crate) struct Proposals {
     node: u64,
     counter: u64,
-    entries: BTreeMap<u64, Waiter>,
+    /// Each waiter with when its entry was proposed (if the stats are timed).
+    entries: BTreeMap<u64, (Waiter, Option<Instant>)>,
     reads: BTreeMap<u64, Answer>,
+    /// Proposals in flight and the commit latency, for the metrics.
+    stats: Arc<Counters>,
 }
 
 impl Proposals {
     /// Ids of node `node`, counting from `first` (random in production: see
     /// [`crate::thread`]).
-    pub(crate) fn new(node: u64, first: u64) -> Self {
+    pub(crate) fn new(node: u64, first: u64, stats: Arc<Counters>) -> Self {
         Proposals {
             node,
             counter: first,
             entries: BTreeMap::new(),
             reads: BTreeMap::new(),
+            stats,
         }
+    }
+
+    fn count_in_flight(&self) {
+        self.stats
+            .proposals_in_flight
+            .store(self.entries.len() as u64, Relaxed);
     }
 
     /// A new id, unique per proposing node: `node id << 40 | counter`.
@@ -88,12 +108,17 @@ impl Proposals {
 
     /// `waiter` waits for the entry proposed under `id`.
     pub(crate) fn wait(&mut self, id: u64, waiter: Waiter) {
-        self.entries.insert(id, waiter);
+        self.entries.insert(id, (waiter, self.stats.now()));
+        self.count_in_flight();
     }
 
-    /// Who waits for the entry proposed under `id` (here; none for another node's entry).
+    /// Who waits for the entry proposed under `id` (here; none for another node's entry),
+    /// taken when the entry is applied: its commit latency is recorded.
     pub(crate) fn take(&mut self, id: u64) -> Option<Waiter> {
-        self.entries.remove(&id)
+        let (waiter, since) = self.entries.remove(&id)?;
+        self.count_in_flight();
+        Counters::since(&self.stats.commit, since);
+        Some(waiter)
     }
 
     /// `tx` waits for the read state of the ReadIndex request `id`.
@@ -112,9 +137,10 @@ impl Proposals {
 
     /// Tells every waiting caller `err()`: entries in id order, then reads.
     pub(crate) fn fail_all(&mut self, err: impl Fn() -> RaftError) {
-        for (_, w) in std::mem::take(&mut self.entries) {
+        for (_, (w, _)) in std::mem::take(&mut self.entries) {
             w.fail(&err);
         }
+        self.count_in_flight();
         for (_, tx) in std::mem::take(&mut self.reads) {
             let _ = tx.send(Err(err()));
         }
@@ -122,19 +148,34 @@ impl Proposals {
 }
 
 impl<L: LogStore, T: Transport> Core<L, T> {
-    /// Proposes the client writes of one batch as one entry.
-    pub(crate) fn propose_writes(&mut self, writes: Vec<(WriteRequest, Answer)>) {
+    /// Proposes the client writes of one batch as one entry, carrying the `traceparent`s of
+    /// the traced ones in its context.
+    pub(crate) fn propose_writes(
+        &mut self,
+        writes: Vec<(WriteRequest, Answer)>,
+        traces: &[String],
+    ) {
         if writes.is_empty() {
             return;
         }
         let (reqs, txs): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
-        self.propose(Body::Writes(reqs), Waiter::Writes(txs));
+        self.propose_in(
+            Body::Writes(reqs),
+            Waiter::Writes(txs),
+            trace_context(traces),
+        );
     }
 
     /// The one proposal path of writes and schemas: refused at once on a node whose storage
     /// failed, otherwise encoded under a new id and handed to raft-rs; `waiter` is answered
     /// when the entry is applied (see `apply.rs`), or now if raft-rs refuses it.
     pub(crate) fn propose(&mut self, body: Body, waiter: Waiter) {
+        self.propose_in(body, waiter, Vec::new())
+    }
+
+    /// [`Core::propose`] with the entry's context (trace parents; both halves of a split
+    /// batch keep them all).
+    fn propose_in(&mut self, body: Body, waiter: Waiter, context: Vec<u8>) {
         if let Some(e) = &self.failed {
             waiter.fail(|| e.clone());
             return;
@@ -157,8 +198,8 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                 (Body::Writes(mut reqs), Waiter::Writes(mut txs)) if reqs.len() > 1 => {
                     let (rest_reqs, rest_txs) =
                         (reqs.split_off(reqs.len() / 2), txs.split_off(txs.len() / 2));
-                    self.propose(Body::Writes(reqs), Waiter::Writes(txs));
-                    self.propose(Body::Writes(rest_reqs), Waiter::Writes(rest_txs));
+                    self.propose_in(Body::Writes(reqs), Waiter::Writes(txs), context.clone());
+                    self.propose_in(Body::Writes(rest_reqs), Waiter::Writes(rest_txs), context);
                 }
                 (body, waiter) => {
                     let what = match body {
@@ -171,7 +212,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             }
             return;
         }
-        let outcome = self.raw.propose(vec![], data);
+        let outcome = self.raw.propose(context, data);
         self.proposed(id, outcome, waiter);
     }
 
@@ -185,6 +226,20 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             }
         }
     }
+}
+
+/// The context of an entry of traced writes: their `traceparent`s, one a line.
+fn trace_context(traces: &[String]) -> Vec<u8> {
+    traces.join("\n").into_bytes()
+}
+
+/// The `traceparent`s an entry's context carries (none for an untraced entry; anything that
+/// is not one is skipped).
+pub(crate) fn trace_parents(context: &[u8]) -> impl Iterator<Item = &str> {
+    std::str::from_utf8(context)
+        .unwrap_or_default()
+        .split('\n')
+        .filter(|t| t.len() == 55 && t.is_ascii())
 }
 
 /// raft-rs refused a proposal: a dropped one means there is no leader here to take it.
@@ -206,8 +261,21 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_context_carries_the_trace_parents_of_its_writes() {
+        let a = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string();
+        let b = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string();
+        assert!(trace_context(&[]).is_empty());
+        assert_eq!(trace_parents(&[]).count(), 0);
+        let ctx = trace_context(&[a.clone(), b.clone()]);
+        assert_eq!(trace_parents(&ctx).collect::<Vec<_>>(), [&a, &b]);
+        // Whatever else a context holds is no trace parent.
+        assert_eq!(trace_parents(&[1]).count(), 0);
+        assert_eq!(trace_parents(&[0xff; 55]).count(), 0);
+    }
+
+    #[test]
     fn ids_carry_the_node_and_never_repeat_within_a_run() {
-        let mut p = Proposals::new(3, (1 << 40) - 2);
+        let mut p = Proposals::new(3, (1 << 40) - 2, Arc::default());
         let a = p.next_id();
         let b = p.next_id();
         let c = p.next_id();
@@ -217,7 +285,7 @@ mod tests {
         assert_eq!(b, 3 << 40);
         assert_eq!(c, (3 << 40) | 1);
         // Wrapping the whole counter does not panic.
-        let mut p = Proposals::new(1, u64::MAX);
+        let mut p = Proposals::new(1, u64::MAX, Arc::default());
         assert_eq!(p.next_id(), 1 << 40);
     }
 
@@ -244,7 +312,9 @@ mod tests {
 
     #[test]
     fn answers_go_by_id_and_fail_all_reaches_everyone() {
-        let mut p = Proposals::new(1, 0);
+        let stats = Arc::new(Counters::timed());
+        let in_flight = || stats.read().proposals_in_flight;
+        let mut p = Proposals::new(1, 0, stats.clone());
         let (ta, mut ra) = answer();
         let (tb, mut rb) = answer();
         let (tr, mut rr) = answer();
@@ -254,10 +324,17 @@ mod tests {
         p.wait(b, Waiter::Writes(vec![tb]));
         p.wait_read(r, tr);
         p.wait_read(q, tq);
+        assert_eq!(in_flight(), 2, "two entries wait; reads are not proposals");
         // Another node's entry (or one from before a restart) has nobody waiting.
         assert!(p.take(a ^ (7 << 40)).is_none());
         p.take(a).unwrap().applied(5, vec![]);
         assert_eq!(ra.try_recv().unwrap(), Ok(Revision(5)));
+        assert_eq!(in_flight(), 1);
+        assert_eq!(
+            stats.read().commit.count,
+            1,
+            "the applied entry's commit latency"
+        );
         // A read state answers only its own request; a malformed context answers nobody.
         p.answer_read(&r.to_be_bytes(), Revision(6));
         p.answer_read(&[1, 2, 3], Revision(6));
@@ -266,5 +343,11 @@ mod tests {
         assert_eq!(rb.try_recv().unwrap(), Err(RaftError::Stopped));
         assert_eq!(rq.try_recv().unwrap(), Err(RaftError::Stopped));
         assert!(p.take(b).is_none());
+        assert_eq!(in_flight(), 0);
+        assert_eq!(
+            stats.read().commit.count,
+            1,
+            "a failed entry has no commit latency"
+        );
     }
 }

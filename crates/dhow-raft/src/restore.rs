@@ -12,6 +12,7 @@ use crate::codec;
 use crate::core::{Core, Request};
 use crate::log::{LogStore, Membership};
 use crate::snapshot::StagedSnapshot;
+use crate::stats::Counters;
 use crate::transport::Transport;
 use crate::RaftError;
 
@@ -56,7 +57,11 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             Ok(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
                 let index = m.get_snapshot().get_metadata().index;
                 self.staged = Some((index, data));
-                self.raw.step(m).map_err(|e| RaftError::Raft(e.to_string()))
+                self.raw
+                    .step(m)
+                    .map_err(|e| RaftError::Raft(e.to_string()))?;
+                Counters::inc(&self.stats.snapshots_received);
+                Ok(())
             }
             Ok(m) => Err(RaftError::Raft(format!(
                 "expected a snapshot message, got {:?}",
@@ -175,6 +180,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             return Ok(());
         };
         outcome?;
+        Counters::inc(&self.stats.snapshots_installed);
         tracing::info!(index, deferred = deferred.len(), "snapshot restored");
         self.stage.retain(None)?;
         self.storage.set_applied(index);

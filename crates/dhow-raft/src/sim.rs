@@ -58,6 +58,7 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
             Reporter { tx: tx.clone() },
             first_id,
             runner,
+            Arc::default(),
         )?;
         let mut node = SimNode {
             core,
@@ -189,6 +190,11 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
             job();
         }
         any
+    }
+
+    /// What the node counted (no latencies: the simulation's core reads no clock).
+    pub fn stats(&self) -> crate::RaftStats {
+        self.core.stats.read()
     }
 
     /// Why the node stopped serving writes, if its storage failed.

@@ -15,6 +15,7 @@ use crate::config::RaftConfig;
 use crate::core::{Core, Job, Request, Runner};
 use crate::log::LogStore;
 use crate::membership::Leadership;
+use crate::stats::Counters;
 use crate::transport::{Reporter, Transport};
 use crate::RaftError;
 
@@ -33,6 +34,8 @@ pub(crate) struct Threads {
     /// Restores snapshots into the store while the Raft thread goes on; it ends when the
     /// loop drops the runner (its only sender of jobs).
     pub restorer: JoinHandle<()>,
+    /// What the loop counts, latencies measured on the real clock.
+    pub stats: Arc<Counters>,
 }
 
 /// Prepares a [`Core`] over `log` and `store` and starts its two threads.
@@ -58,6 +61,7 @@ pub(crate) fn spawn<L: LogStore, T: Transport>(
             job();
         }
     });
+    let stats = Arc::new(Counters::timed());
     let (core, applied) = Core::new(
         config,
         log,
@@ -66,6 +70,7 @@ pub(crate) fn spawn<L: LogStore, T: Transport>(
         Reporter { tx: tx.clone() },
         random_counter_start(),
         runner,
+        stats.clone(),
     )?;
     let fault = core.fault();
     let leadership = core.leadership();
@@ -81,6 +86,7 @@ pub(crate) fn spawn<L: LogStore, T: Transport>(
         leadership,
         raft,
         restorer,
+        stats,
     })
 }
 

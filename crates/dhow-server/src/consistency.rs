@@ -7,9 +7,11 @@
 //!   the GC window (`TOKEN_EXPIRED`);
 //! - `fully_consistent`: ReadIndex through the leader, then wait for it to be applied.
 //!
-//! A wait longer than the configured timeout fails with UNAVAILABLE.
+//! A wait longer than the configured timeout fails with UNAVAILABLE. Every wait (for a
+//! revision this node had not applied yet, for a ReadIndex) is counted in the metrics
+//! (`dhow_consistency_wait_duration_seconds`, `dhow_consistency_timeouts_total`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dhow_proto::v1::consistency::Requirement;
 use dhow_proto::v1::Consistency;
@@ -17,6 +19,7 @@ use dhow_tuples::Revision;
 use tonic::Code;
 
 use crate::error::{reason, ApiError, ApiResult};
+use crate::metrics::{self, Wait};
 use crate::token;
 use dhow_node::{Node, NodeError};
 
@@ -26,7 +29,14 @@ pub async fn wait_for<N: Node>(node: &N, rev: Revision, timeout: Duration) -> Ap
     if node.applied() >= rev {
         return Ok(());
     }
-    match node.wait_applied(rev, timeout).await {
+    let started = Instant::now();
+    let waited = node.wait_applied(rev, timeout).await;
+    metrics::global().consistency_wait(
+        Wait::Revision,
+        started.elapsed(),
+        matches!(waited, Err(NodeError::Timeout(_))),
+    );
+    match waited {
         Ok(()) => Ok(()),
         Err(NodeError::Timeout(_)) => Err(ApiError::new(
             Code::Unavailable,
@@ -91,7 +101,14 @@ pub async fn resolve<N: Node>(
             Ok(rev)
         }
         Some(Requirement::FullyConsistent(true)) => {
-            let rev = match tokio::time::timeout(timeout, node.read_index()).await {
+            let started = Instant::now();
+            let index = tokio::time::timeout(timeout, node.read_index()).await;
+            metrics::global().consistency_wait(
+                Wait::ReadIndex,
+                started.elapsed(),
+                matches!(index, Err(_) | Ok(Err(NodeError::Timeout(_)))),
+            );
+            let rev = match index {
                 Ok(r) => r?,
                 Err(_) => {
                     return Err(ApiError::new(

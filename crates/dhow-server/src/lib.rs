@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod calllog;
+pub mod checkcache;
 pub mod checks;
 pub mod config;
 pub mod consistency;
@@ -17,6 +18,7 @@ pub mod malformed;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod telemetry;
 pub mod token;
 
 pub use config::{Config, ConfigError, ConfigOverrides, LogFormat};

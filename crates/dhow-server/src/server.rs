@@ -100,6 +100,11 @@ pub async fn serve<N: Node>(
     let election_timeout = node.election_timeout();
     let mut state = State::new(node, limits, stop_rx.clone());
     state.node_id = config.node.node_id;
+    if config.check_cache_bytes > 0 {
+        let cache = Arc::new(crate::checkcache::CheckCache::new(config.check_cache_bytes));
+        crate::metrics::global().set_check_cache(cache.clone());
+        state.check_cache = Some(dhow_engine::Shared(cache));
+    }
     if config.audit.mode != dhow_audit::Mode::Off {
         let path = config.node.data_dir.join("audit");
         let log = dhow_audit::AuditLog::open(&path, config.audit.clone())
@@ -182,7 +187,8 @@ pub async fn serve<N: Node>(
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(crate::config::KEEPALIVE_TIMEOUT))
-        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        // The call's span: with tracing on, the RPC span of the trace (`telemetry.rs`).
+        .trace_fn(crate::telemetry::rpc_span)
         // Outermost: every call that does not end OK is logged once, with its method, code
         // and reason, authentication's refusals included.
         .layer(CallLogLayer::new(Some(config.request_timeout)))

@@ -29,7 +29,7 @@ mod raftlog;
 mod reader;
 mod store;
 
-pub use db::FORMAT_VERSION;
+pub use db::{StorageStats, FORMAT_VERSION};
 pub use error::{ErrorKind, StorageError};
 pub use raftlog::{RaftEntry, RaftLogStore};
 pub use reader::RocksReader;

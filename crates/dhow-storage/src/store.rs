@@ -99,6 +99,11 @@ impl RocksStore {
         &self.shared.path
     }
 
+    /// What RocksDB reports of the database's size, compaction backlog and write stalls.
+    pub fn stats(&self) -> crate::StorageStats {
+        self.shared.stats()
+    }
+
     /// A handle to the Raft log and state kept in the same database.
     pub fn raft_log(&self) -> RaftLogStore {
         RaftLogStore::new(self.shared.clone())
@@ -595,6 +600,35 @@ mod tests {
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
         let as_tuples: Error = err.into();
         assert!(matches!(as_tuples, Error::Storage(_)));
+    }
+
+    #[test]
+    fn stats_name_every_column_family_and_grow_with_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(&dir.path().join("db"), StoreOptions::default()).unwrap();
+        let before = s.stats();
+        let cfs: Vec<&str> = before.sst_bytes.iter().map(|(cf, _)| *cf).collect();
+        assert_eq!(cfs, ALL_CFS);
+        assert!(!before.write_stopped);
+        assert_eq!(before.delayed_write_rate, 0);
+        let mut b = WriteBatch::default();
+        b.put_cf(s.shared.cf(CF_META).unwrap(), b"x", vec![7u8; 4096]);
+        s.shared.write(b, "test").unwrap();
+        let after = s.stats();
+        assert!(
+            after.memtable_bytes > before.memtable_bytes,
+            "{before:?} {after:?}"
+        );
+        s.shared.db.flush_cf(s.shared.cf(CF_META).unwrap()).unwrap();
+        let flushed = s.stats();
+        let meta = |st: &crate::StorageStats| {
+            st.sst_bytes
+                .iter()
+                .find(|(cf, _)| *cf == CF_META)
+                .map(|(_, b)| *b)
+                .unwrap()
+        };
+        assert!(meta(&flushed) > meta(&before), "{before:?} {flushed:?}");
     }
 
     #[test]

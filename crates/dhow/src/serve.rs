@@ -2,78 +2,83 @@
 //! starts the node (`dhow_node::start`: the store, the Raft node, the peer service) and serves
 //! the public gRPC API over it until Ctrl-C or SIGTERM.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
-use dhow_node::{parse_cluster_state, parse_initial_cluster, ClusterState, Node, Role};
-use dhow_server::config::parse_log_format;
+use clap::parser::ValueSource;
+use clap::{Arg, ArgMatches, Command};
+use dhow_node::{Node, Role};
+use dhow_server::config::{Setting, SETTINGS};
+use dhow_server::telemetry::Telemetry;
 use dhow_server::{Config, ConfigOverrides, LogFormat};
 
-/// Flags of `dhow serve`; each overrides the config file and `DHOW_*` variables.
-#[derive(Args, Debug)]
+/// Flags of `dhow serve`: `--config FILE`, and one per setting of
+/// [`dhow_server::config::SETTINGS`], each with its `DHOW_*` variable. A flag overrides the
+/// variable, which overrides the file.
+#[derive(Debug)]
 pub struct ServeArgs {
-    /// Configuration file (TOML).
-    #[arg(long, env = "DHOW_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Where the node keeps its data (default ./data).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Address of the public gRPC API (default 127.0.0.1:50051).
-    #[arg(long, value_name = "HOST:PORT")]
-    grpc_addr: Option<std::net::SocketAddr>,
-    /// This node's id in the cluster (default 1).
-    #[arg(long, value_name = "N")]
-    node_id: Option<u64>,
-    /// Address of the node-to-node service (none by default: a one-node cluster that never
-    /// adds members needs none).
-    #[arg(long, value_name = "HOST:PORT")]
-    peer_addr: Option<std::net::SocketAddr>,
-    /// The members of a new cluster: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`, each node's id and
-    /// the peer address the others reach it at. Used only on an empty data dir.
-    #[arg(long, value_name = "ID=HOST:PORT,...", value_parser = parse_initial_cluster)]
-    initial_cluster: Option<BTreeMap<u64, String>>,
-    /// `new` bootstraps a cluster from --initial-cluster; `existing` joins a running one
-    /// (after `dhow cluster add` there), learning its data by snapshot.
-    #[arg(long, value_name = "new|existing", value_parser = parse_cluster_state)]
-    initial_cluster_state: Option<ClusterState>,
-    /// Names a new cluster (as etcd's flag): the founding members derive the cluster id from
-    /// it and their ids rather than from the --initial-cluster text, so each member may reach
-    /// the others at addresses of its own (a proxy, NAT). Used only on an empty data dir.
-    #[arg(long, value_name = "TOKEN")]
-    initial_cluster_token: Option<String>,
-    /// TLS on the public API: the server's certificate chain (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
-    tls_cert_file: Option<PathBuf>,
-    /// TLS on the public API: the server's private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
-    tls_key_file: Option<PathBuf>,
-    /// Ask API clients for certificates signed by this CA (PEM); their identities get roles
-    /// in the config file's [[auth.client_certificates]].
-    #[arg(long, value_name = "FILE")]
-    tls_client_ca_file: Option<PathBuf>,
-    /// Mutual TLS on the peer port: the cluster CA (PEM) that signs every node's certificate.
-    #[arg(long, value_name = "FILE")]
-    peer_tls_ca_file: Option<PathBuf>,
-    /// Mutual TLS on the peer port: this node's certificate (PEM), naming it DNS:node-<id>.
-    #[arg(long, value_name = "FILE")]
-    peer_tls_cert_file: Option<PathBuf>,
-    /// Mutual TLS on the peer port: this node's private key (PEM).
-    #[arg(long, value_name = "FILE")]
-    peer_tls_key_file: Option<PathBuf>,
-    /// Serve a non-loopback address with no authentication configured: anyone who reaches
-    /// it may rewrite the schema and every relationship.
-    #[arg(long)]
-    insecure_allow_unauthenticated_public_access: bool,
-    /// How the log on stderr is written: `text` (colours only on a terminal) or `json` (one
-    /// object a line). RUST_LOG filters it either way.
-    #[arg(long, value_name = "text|json", value_parser = parse_log_format)]
-    log_format: Option<LogFormat>,
-    /// Serve Prometheus metrics over HTTP at `http://HOST:PORT/metrics` (off unless set; port
-    /// 0: any free port, printed and logged).
-    #[arg(long, value_name = "HOST:PORT")]
-    metrics_addr: Option<std::net::SocketAddr>,
+    /// The settings given as flags (not those clap found in the environment: the config
+    /// loader reads those itself, below the flags, and names the variable in its errors).
+    flags: ConfigOverrides,
+}
+
+/// The flag of a setting: `--name-with-dashes VALUE`, its variable shown in `--help` (clap
+/// takes the text as it is; the config loader parses it).
+fn flag(s: &'static Setting) -> Arg {
+    let a = Arg::new(s.name)
+        .long(s.flag())
+        .env(s.env())
+        .value_name(s.value)
+        .help(format!("{} [default: {}]", s.help, s.default_text()))
+        .value_parser(clap::value_parser!(String));
+    if s.is_switch() {
+        a.num_args(0..=1)
+            .require_equals(true)
+            .default_missing_value("true")
+    } else {
+        a
+    }
+}
+
+impl clap::Args for ServeArgs {
+    fn augment_args(cmd: Command) -> Command {
+        cmd.arg(
+            Arg::new("config")
+                .long("config")
+                .env("DHOW_CONFIG")
+                .value_name("FILE")
+                .help("Configuration file (TOML): the settings below by name (`grpc_addr = \"0.0.0.0:50051\"`), and the [auth] and [audit] tables")
+                .value_parser(clap::value_parser!(PathBuf)),
+        )
+        .args(SETTINGS.iter().map(flag))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for ServeArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = ConfigOverrides::default();
+        for s in SETTINGS {
+            if m.value_source(s.name) == Some(ValueSource::CommandLine) {
+                if let Some(v) = m.get_one::<String>(s.name) {
+                    flags.set(s.name, v.clone());
+                }
+            }
+        }
+        Ok(ServeArgs {
+            config: m.get_one::<PathBuf>("config").cloned(),
+            flags,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -85,36 +90,10 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 pub fn run(args: ServeArgs) -> ExitCode {
     // Before the settings: the default connection limit is half the open-file limit.
     let fd_limit = dhow_node::listen::raise_fd_limit();
-    let overrides = ConfigOverrides {
-        grpc_addr: args.grpc_addr,
-        data_dir: args.data_dir,
-        node_id: args.node_id,
-        peer_addr: args.peer_addr,
-        initial_cluster: args.initial_cluster,
-        initial_cluster_state: args.initial_cluster_state,
-        initial_cluster_token: args.initial_cluster_token,
-        tls_cert_file: args.tls_cert_file,
-        tls_key_file: args.tls_key_file,
-        tls_client_ca_file: args.tls_client_ca_file,
-        peer_tls_ca_file: args.peer_tls_ca_file,
-        peer_tls_cert_file: args.peer_tls_cert_file,
-        peer_tls_key_file: args.peer_tls_key_file,
-        insecure_allow_unauthenticated_public_access: args
-            .insecure_allow_unauthenticated_public_access,
-        log_format: args.log_format,
-        metrics_addr: args.metrics_addr,
-        ..Default::default()
-    };
-    let config = match Config::from_env(args.config.as_deref(), &overrides) {
+    let config = match Config::from_env(args.config.as_deref(), &args.flags) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    init_logging(config.log_format);
-    tracing::info!(
-        open_files = fd_limit,
-        max_connections = config.connections.max_connections,
-        "connection budget"
-    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -122,27 +101,70 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    match rt.block_on(serve(config)) {
+    // The trace exporter's channel lives on the runtime.
+    let telemetry = {
+        let _in_runtime = rt.enter();
+        match init_logging(&config) {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        }
+    };
+    tracing::info!(
+        open_files = fd_limit,
+        max_connections = config.connections.max_connections,
+        "connection budget"
+    );
+    let served = rt.block_on(serve(config));
+    // Sends the spans still buffered, while the runtime still runs the exporter's channel.
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
 }
 
-/// The log on stderr, filtered by RUST_LOG (default `info,raft=warn`).
-fn init_logging(format: LogFormat) {
+/// The log on stderr, filtered by RUST_LOG (default `info,raft=warn`), and with
+/// `otlp_endpoint` set the OpenTelemetry trace exporter beside it (its own filter: Dhow's
+/// spans, whatever RUST_LOG says).
+fn init_logging(config: &Config) -> Result<Option<Telemetry>, String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,raft=warn".into());
-    let log = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match config.log_format {
         // Colours only on a terminal: none in log files or under a supervisor.
         LogFormat::Text => log
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
+            .boxed(),
         // An event's fields at the top level of its object, beside `message`.
-        LogFormat::Json => log.json().flatten_event(true).try_init(),
+        LogFormat::Json => log.json().flatten_event(true).boxed(),
     };
+    let Some(endpoint) = &config.otlp_endpoint else {
+        let _ = tracing_subscriber::registry()
+            .with(log.with_filter(filter))
+            .try_init();
+        return Ok(None);
+    };
+    let (telemetry, traces) = Telemetry::start(
+        endpoint,
+        config.trace_sample_ratio.get(),
+        config.node.node_id,
+    )
+    .map_err(|e| e.to_string())?;
+    let _ = tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(traces)
+        .try_init();
+    tracing::info!(
+        otlp_endpoint = %endpoint,
+        sample_ratio = config.trace_sample_ratio.get(),
+        "exporting traces"
+    );
+    Ok(Some(telemetry))
 }
 
 /// On the way out, a leader hands leadership to its most up-to-date voter and waits (at most
@@ -270,4 +292,87 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     running.stop().await;
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, FromArgMatches};
+
+    fn command() -> Command {
+        ServeArgs::augment_args(Command::new("serve").no_binary_name(true))
+    }
+
+    /// Every setting has its flag and variable, named after it, with its help; and there is
+    /// no other flag but --config.
+    #[test]
+    fn every_setting_is_a_flag_with_its_variable() {
+        let cmd = command();
+        cmd.clone().debug_assert();
+        for s in SETTINGS {
+            let a = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == s.name)
+                .unwrap_or_else(|| panic!("no flag for `{}`", s.name));
+            assert_eq!(a.get_long(), Some(s.name.replace('_', "-").as_str()));
+            assert_eq!(
+                a.get_env().and_then(|e| e.to_str()),
+                Some(format!("DHOW_{}", s.name.to_uppercase()).as_str())
+            );
+            let help = a.get_help().unwrap().to_string();
+            assert!(help.starts_with(s.help), "{help}");
+            assert!(
+                help.ends_with(&format!("[default: {}]", s.default_text())),
+                "{help}"
+            );
+        }
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            assert!(
+                id == "config" || SETTINGS.iter().any(|s| s.name == id),
+                "--{id} is not a setting"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_become_overrides_by_setting_name() {
+        let m = command()
+            .try_get_matches_from([
+                "--max-message-bytes",
+                "8MiB",
+                "--request-timeout=1.5s",
+                "--insecure-allow-unauthenticated-public-access",
+                "--log-format",
+                "json",
+                "--config",
+                "dhow.toml",
+            ])
+            .unwrap();
+        let args = ServeArgs::from_arg_matches(&m).unwrap();
+        assert_eq!(args.config, Some(PathBuf::from("dhow.toml")));
+        let mut got: Vec<(&str, &str)> = args.flags.values().collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("insecure_allow_unauthenticated_public_access", "true"),
+                ("log_format", "json"),
+                ("max_message_bytes", "8MiB"),
+                ("request_timeout", "1.5s"),
+            ]
+        );
+        let m = command()
+            .try_get_matches_from(["--insecure-allow-unauthenticated-public-access=false"])
+            .unwrap();
+        let args = ServeArgs::from_arg_matches(&m).unwrap();
+        let got: Vec<(&str, &str)> = args.flags.values().collect();
+        assert_eq!(
+            got,
+            [("insecure_allow_unauthenticated_public_access", "false")]
+        );
+        assert!(command()
+            .try_get_matches_from(["--no-such-flag", "1"])
+            .is_err());
+    }
 }

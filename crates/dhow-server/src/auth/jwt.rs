@@ -164,10 +164,12 @@ pub struct JwtVerifier {
     cache: Option<quick_cache::sync::Cache<[u8; 32], Arc<Verified>>>,
 }
 
+/// `leeway`, `jwks_refresh`: the one duration syntax of every setting
+/// ([`crate::config::parse_duration`]).
 fn parse_duration(s: &Option<String>, default: Duration, what: &str) -> Result<Duration, String> {
     match s {
         None => Ok(default),
-        Some(t) => humantime::parse_duration(t.trim()).map_err(|e| format!("{what}: {e}")),
+        Some(t) => crate::config::parse_duration(t).map_err(|e| format!("{what}: {e}")),
     }
 }
 

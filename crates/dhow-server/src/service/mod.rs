@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dhow_proto::v1::{Consistency, ConsistencyToken};
-use dhow_tuples::Revision;
+use dhow_tuples::{Revision, WriteRequest};
 use tokio::sync::{watch, RwLock};
 use tokio_stream::Stream;
 use tonic::Status;
@@ -22,8 +22,10 @@ use tonic::Status;
 use crate::consistency;
 use crate::cursor::ResumePoint;
 use crate::error::{ApiError, ApiResult};
+use crate::telemetry;
 use crate::token;
-use dhow_node::{CompiledSchema, Node};
+use dhow_node::{CompiledSchema, Node, NodeError};
+use tracing::Instrument;
 
 pub use audit::AuditSvc;
 pub use cluster::ClusterSvc;
@@ -60,6 +62,8 @@ pub struct State<N: Node> {
     pub node_id: u64,
     /// The decision audit log, when `[audit]` turns it on.
     pub audit: Option<Arc<dhow_audit::AuditLog>>,
+    /// The check cache (`checkcache.rs`), unless `check_cache_bytes` is 0.
+    pub check_cache: Option<dhow_engine::Shared>,
 }
 
 impl<N: Node> State<N> {
@@ -72,6 +76,7 @@ impl<N: Node> State<N> {
             watch: Arc::new(WatchHub::default()),
             node_id: 0,
             audit: None,
+            check_cache: None,
         }
     }
 
@@ -92,15 +97,45 @@ impl<N: Node> State<N> {
         token::to_proto(self.node.cluster_id(), rev)
     }
 
-    /// The revision a request is evaluated at.
+    /// The revision a request is evaluated at (a traced call: under a `consistency` span).
     pub async fn resolve(&self, c: Option<&Consistency>) -> ApiResult<Revision> {
-        consistency::resolve(
+        let span = telemetry::child(|| tracing::info_span!("consistency"));
+        telemetry::span_attr(&span, "dhow.consistency", requirement_name(c));
+        let resolved = consistency::resolve(
             &*self.node,
             c,
             self.limits.consistency_timeout,
             "consistency",
         )
-        .await
+        .instrument(span.clone())
+        .await;
+        if let Ok(rev) = &resolved {
+            telemetry::span_attr(&span, "dhow.revision", rev.0 as i64);
+            telemetry::rpc_attrs(|| [("dhow.revision", (rev.0 as i64).into())]);
+        }
+        resolved
+    }
+
+    /// Writes through consensus ([`Node::write`]: submitted now, waited for by the returned
+    /// future). A traced call submits it under a `raft.write` span, from the proposal until
+    /// it is applied here, whose trace context the entry carries to the leader and every
+    /// node's apply.
+    pub fn write(
+        &self,
+        w: WriteRequest,
+    ) -> impl std::future::Future<Output = Result<Revision, NodeError>> + Send + '_ {
+        let span = telemetry::child(|| tracing::info_span!("raft.write"));
+        telemetry::span_attr(&span, "dhow.updates", w.ops.len() as i64);
+        let submitted = span.in_scope(|| self.node.write(w));
+        let recorded = span.clone();
+        async move {
+            let written = submitted.instrument(span).await;
+            if let Ok(rev) = &written {
+                telemetry::span_attr(&recorded, "dhow.revision", rev.0 as i64);
+                telemetry::rpc_attrs(|| [("dhow.revision", (rev.0 as i64).into())]);
+            }
+            written
+        }
     }
 
     /// The revision of a continued request: the cursor's, which the consistency (if set to
@@ -131,6 +166,17 @@ impl<N: Node> State<N> {
         consistency::wait_for(&*self.node, cur.revision, self.limits.consistency_timeout).await?;
         consistency::check_not_expired(&*self.node, cur.revision, cursor_field)?;
         Ok(cur.revision)
+    }
+}
+
+/// The name of a consistency requirement, as traces show it.
+fn requirement_name(c: Option<&Consistency>) -> &'static str {
+    use dhow_proto::v1::consistency::Requirement;
+    match c.and_then(|c| c.requirement.as_ref()) {
+        None | Some(Requirement::MinimizeLatency(_)) => "minimize_latency",
+        Some(Requirement::AtLeastAsFresh(_)) => "at_least_as_fresh",
+        Some(Requirement::AtExactSnapshot(_)) => "at_exact_snapshot",
+        Some(Requirement::FullyConsistent(_)) => "fully_consistent",
     }
 }
 
@@ -166,6 +212,7 @@ where
 /// Maps an error for the client. Not logged here: the call's status is logged once, with
 /// its method, by the layer around every service (`calllog.rs`).
 pub fn status(e: ApiError) -> Status {
+    telemetry::rpc_error(e.code, e.reason, &e.message);
     e.into_status()
 }
 

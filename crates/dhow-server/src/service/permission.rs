@@ -21,6 +21,7 @@ use crate::checks::check_ref;
 use crate::cursor::{fingerprint, CursorKind, Position, ResumePoint};
 use crate::delegation;
 use crate::error::{reason, ApiError, ApiResult};
+use crate::telemetry;
 use dhow_node::Node;
 use dhow_wire::join;
 
@@ -36,11 +37,18 @@ impl<N: Node> PermissionSvc<N> {
 }
 
 /// The engine's options for one request: evaluated now, stopped by `cancel`, with the
-/// request's caveat context (a CheckRequest item may carry its own instead).
-fn opts(explain: bool, cancel: &Cancel, context: Option<&CaveatContext>) -> Options {
+/// request's caveat context (a CheckRequest item may carry its own instead), sharing answers
+/// through the node's check cache when given (the engine decides what it may share).
+fn opts(
+    shared: Option<&dhow_engine::Shared>,
+    explain: bool,
+    cancel: &Cancel,
+    context: Option<&CaveatContext>,
+) -> Options {
     Options {
         explain,
         context: context.cloned(),
+        shared: shared.cloned(),
         ..Options::at(Timestamp::now())
     }
     .with_cancel(cancel.clone())
@@ -189,8 +197,9 @@ fn answer<R: dhow_tuples::SnapshotReader>(
     item: &Item,
     cancel: &Cancel,
     audit_proofs: bool,
+    shared: Option<&dhow_engine::Shared>,
 ) -> ApiResult<Answer> {
-    let o = opts(item.explain || audit_proofs, cancel, None);
+    let o = opts(shared, item.explain || audit_proofs, cancel, None);
     let r = if item.actors.is_empty() {
         engine.check(reader, &item.check, o).map(Answer::from)
     } else {
@@ -242,15 +251,43 @@ impl<N: Node> PermissionSvc<N> {
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
         let audit_proofs = self.st.audit_proofs();
+        // The engine's span of a traced call (none otherwise).
+        let engine_span = telemetry::child(|| tracing::info_span!("engine.check"));
         let (item, mut result) = evaluate(move |cancel| {
             let store = st.node.store();
             let schema = st.require_schema(rev)?;
             check_item_schema(&schema.engine, &item)?;
-            let reader = store.reader(rev)?;
-            let a = answer(&schema.engine, &reader, &item, &cancel, audit_proofs)?;
-            Ok((item, a))
+            let reader = crate::metrics::CountingReader::new(store.reader(rev)?);
+            let a = engine_span.in_scope(|| {
+                answer(
+                    &schema.engine,
+                    &reader,
+                    &item,
+                    &cancel,
+                    audit_proofs,
+                    st.check_cache.as_ref(),
+                )
+            });
+            crate::metrics::global().reader_calls(reader.calls());
+            telemetry::span_attr(&engine_span, "dhow.reader_calls", reader.calls() as i64);
+            drop(engine_span);
+            Ok((item, a?))
         })
         .await?;
+        telemetry::rpc_attrs(|| {
+            [
+                (
+                    "dhow.resource_type",
+                    item.check.resource.object_type.to_string().into(),
+                ),
+                ("dhow.permission", item.check.permission.to_string().into()),
+                // (`dhow.revision`: set when the consistency was resolved.)
+                (
+                    "dhow.result",
+                    telemetry::result_name(&result.permissionship).into(),
+                ),
+            ]
+        });
         self.audit(id.as_ref(), &item, &mut result, rev);
         crate::metrics::global().check(&result.permissionship);
         let (permissionship, partial_caveat_info) =
@@ -339,7 +376,12 @@ impl<N: Node> PermissionSvc<N> {
                     .collect();
                 let valid: Vec<&Item> =
                     idx.iter().filter_map(|i| items[*i].as_ref().ok()).collect();
-                let o = opts(explain || audit_proofs, &cancel, None);
+                let o = opts(
+                    st.check_cache.as_ref(),
+                    explain || audit_proofs,
+                    &cancel,
+                    None,
+                );
                 let results: Vec<Result<Answer, dhow_engine::Error>> = if delegated {
                     let reqs: Vec<DelegatedCheck> = valid
                         .iter()
@@ -406,6 +448,15 @@ impl<N: Node> PermissionSvc<N> {
     async fn do_expand(&self, req: pb::ExpandRequest) -> ApiResult<pb::ExpandResponse> {
         let resource = dhow_wire::object(req.resource.as_ref(), "resource", false)?;
         let permission = dhow_wire::relation_name(&req.permission, "permission")?;
+        telemetry::rpc_attrs(|| {
+            [
+                (
+                    "dhow.resource_type",
+                    resource.object_type.to_string().into(),
+                ),
+                ("dhow.permission", permission.to_string().into()),
+            ]
+        });
         let rev = self.st.resolve(req.consistency.as_ref()).await?;
         let st = self.st.clone();
         let tree = evaluate(move |cancel| {
@@ -419,9 +470,12 @@ impl<N: Node> PermissionSvc<N> {
                 "permission",
             )?;
             let reader = store.reader(rev)?;
-            Ok(schema
-                .engine
-                .expand(&reader, &resource, &permission, opts(false, &cancel, None))?)
+            Ok(schema.engine.expand(
+                &reader,
+                &resource,
+                &permission,
+                opts(None, false, &cancel, None),
+            )?)
         })
         .await?;
         Ok(pb::ExpandResponse {
@@ -437,6 +491,12 @@ impl<N: Node> PermissionSvc<N> {
     ) -> ApiResult<Vec<pb::LookupResourcesResponse>> {
         let rtype = dhow_wire::type_name(&req.resource_object_type, "resource_object_type")?;
         let permission = dhow_wire::relation_name(&req.permission, "permission")?;
+        telemetry::rpc_attrs(|| {
+            [
+                ("dhow.resource_type", rtype.to_string().into()),
+                ("dhow.permission", permission.to_string().into()),
+            ]
+        });
         let (subject, actors) = delegation::resolve(
             "",
             req.subject.as_ref(),
@@ -488,7 +548,7 @@ impl<N: Node> PermissionSvc<N> {
             let schema = st.require_schema(rev)?;
             lookup_refs(&schema.engine, &rt, &perm, &subj)?;
             let reader = store.reader(rev)?;
-            let o = opts(false, &cancel, context.as_ref());
+            let o = opts(st.check_cache.as_ref(), false, &cancel, context.as_ref());
             if actors.is_empty() {
                 schema
                     .engine
@@ -528,6 +588,15 @@ impl<N: Node> PermissionSvc<N> {
     ) -> ApiResult<Vec<pb::LookupSubjectsResponse>> {
         let resource = dhow_wire::object(req.resource.as_ref(), "resource", false)?;
         let permission = dhow_wire::relation_name(&req.permission, "permission")?;
+        telemetry::rpc_attrs(|| {
+            [
+                (
+                    "dhow.resource_type",
+                    resource.object_type.to_string().into(),
+                ),
+                ("dhow.permission", permission.to_string().into()),
+            ]
+        });
         let stype = dhow_wire::type_name(&req.subject_object_type, "subject_object_type")?;
         let srel = dhow_wire::subject_relation(
             &req.optional_subject_relation,
@@ -561,7 +630,7 @@ impl<N: Node> PermissionSvc<N> {
                 &permission,
                 &stype,
                 srel.as_deref(),
-                opts(false, &cancel, context.as_ref()),
+                opts(None, false, &cancel, context.as_ref()),
             )
             .map_err(|e| engine_error(e, ""))
         })

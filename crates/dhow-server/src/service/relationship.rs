@@ -309,7 +309,6 @@ impl<N: Node> RelationshipSvc<N> {
             .collect();
         let rev = self
             .st
-            .node
             .write(WriteRequest {
                 preconditions: pre,
                 ops,
@@ -397,7 +396,6 @@ impl<N: Node> RelationshipSvc<N> {
         let count = matches.len() as u64;
         let rev = self
             .st
-            .node
             .write(WriteRequest {
                 preconditions: pre,
                 ops: matches.into_iter().map(WriteOp::Delete).collect(),
