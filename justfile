@@ -258,3 +258,18 @@ fuzz-api secs="600" seed="random": build
 # The generated clients, end to end.
 clients: build
     scripts/clients-check.sh "$CARGO_TARGET_DIR/debug/dhow"
+
+# The docs cannot drift: docs/api.md against what proto/dhow/v1 generates (protoc-gen-doc
+# through buf), then every sh block of docs/operations.md and every example and error of
+# docs/schema.md run against real `dhow serve` processes (scripts/docs-check.sh).
+docs: build
+    scripts/api-docs.sh --check
+    timeout 600 scripts/docs-check.sh "$CARGO_TARGET_DIR/debug/dhow"
+
+# What metrics and traces cost a Check: the release server restarted alternately without
+# telemetry and with --metrics-addr (scraped every second) and --otlp-endpoint (a local OTLP
+# receiver), dhow-bench check at 16 in flight each (scripts/bench-telemetry.sh).
+# Telemetry overhead benchmark (numbers go into docs/benchmarks.md).
+bench-telemetry n="1000000" duration="10s" rounds="4": deps
+    cargo build --release -p dhow -p dhow-benches --bins
+    scripts/bench-telemetry.sh "$CARGO_TARGET_DIR/release/dhow" "$CARGO_TARGET_DIR/release/dhow-bench" {{n}} {{duration}} {{rounds}}
