@@ -3,11 +3,14 @@
 //! were killed) and SERVING again once they are back; a one-node server says SERVING only
 //! once it can answer a fully consistent read, which it then does at once; and SIGTERM to a
 //! leader hands leadership over, so writes through another node resume well under an
-//! election timeout. The health entry `liveness` stays SERVING throughout.
+//! election timeout; a learner cut off from the cluster (it keeps its leader id: a learner
+//! never campaigns) says NOT_SERVING too. The health entry `liveness` stays SERVING
+//! throughout.
 
 use std::time::{Duration, Instant};
 
 use dhow_tests::cluster::{fully_consistent, Client, Cluster, SCHEMA};
+use dhow_tests::damage::dhow_cli;
 use dhow_tests::process::Server;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -314,5 +317,54 @@ async fn sigterm_to_the_leader_hands_leadership_over_without_an_election_timeout
     let (gap9, _) = writer.finish(Duration::from_secs(4)).await;
     eprintln!(
         "kill -9 of the leader, for comparison: longest write gap through node {via}: {gap9:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_cut_off_from_the_cluster_is_not_serving() {
+    let mut c = Cluster::start(3).await;
+    write_schema(&c, 0).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let i4 = c.spawn_joining(4);
+    let peer4 = c.nodes[i4].peer_addr();
+    let endpoint = c.nodes[leader].endpoint();
+    let (status, out) = tokio::task::spawn_blocking(move || {
+        dhow_cli(&[
+            "cluster",
+            "add",
+            "4",
+            &peer4,
+            "--learner",
+            "--endpoint",
+            &endpoint,
+        ])
+    })
+    .await
+    .expect("dhow cluster add");
+    assert!(status.success(), "dhow cluster add 4 --learner: {out}");
+    let learner = Client::connect(&c.nodes[i4].endpoint()).await;
+    wait_health(
+        &learner.channel,
+        ServingStatus::Serving,
+        Duration::from_secs(30),
+    )
+    .await;
+    // Every voter goes: the learner still names its leader, but hears nothing from it.
+    let killed = Instant::now();
+    for j in 0..3 {
+        c.kill9(j);
+    }
+    let took = wait_health(
+        &learner.channel,
+        ServingStatus::NotServing,
+        Duration::from_secs(10),
+    )
+    .await;
+    eprintln!("learner: NOT_SERVING {took:?} after every voter was killed");
+    assert!(killed.elapsed() < Duration::from_secs(10));
+    assert!(
+        c.nodes[i4].log_tail().contains("nothing heard from leader"),
+        "the reason is logged:\n{}",
+        c.nodes[i4].log_tail()
     );
 }

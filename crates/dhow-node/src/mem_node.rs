@@ -48,7 +48,7 @@ impl MemNode {
             leadership: watch::channel(Leadership {
                 leader: 1,
                 committed_in_term: true,
-                restoring: None,
+                ..Leadership::default()
             })
             .0,
         }

@@ -23,7 +23,7 @@ use crate::codec::Body;
 use crate::config::RaftConfig;
 use crate::error::StorageKind;
 use crate::log::{LogStore, Membership, RaftStorage};
-use crate::membership::{initial_membership, Leadership, MemberChange, Status};
+use crate::membership::{initial_membership, Leadership, MemberChange, Status, MAX_LAG_ENTRIES};
 use crate::propose::{Proposals, Waiter};
 use crate::repair::repair;
 use crate::restore::Restoring;
@@ -117,6 +117,11 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     pub(crate) paused: bool,
     /// What the loop counts for the metrics (see `stats.rs`).
     pub(crate) stats: Arc<Counters>,
+    /// The highest commit index the leader announced in an append (for `Leadership::behind`).
+    leader_commit: u64,
+    /// Ticks since the last message from the leader this node knows (for
+    /// `Leadership::out_of_touch`).
+    ticks_since_leader: usize,
 }
 
 impl<L: LogStore, T: Transport> Core<L, T> {
@@ -205,6 +210,8 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             deferred_reads: Vec::new(),
             paused: false,
             stats,
+            leader_commit: 0,
+            ticks_since_leader: 0,
         };
         core.count_log();
         Ok((core, applied_rx))
@@ -271,6 +278,9 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     /// the election clock (so that its leader lease still expires and it votes for others),
     /// which is all raft-rs's tick does short of campaigning.
     pub(crate) fn tick(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            self.ticks_since_leader = self.ticks_since_leader.saturating_add(1);
+        }
         if self.restoring.is_some() && self.raw.raft.state != StateRole::Leader {
             self.raw.raft.election_elapsed += 1;
         } else {
@@ -399,8 +409,18 @@ impl<L: LogStore, T: Transport> Core<L, T> {
                     tracing::warn!(from = m.from, to = m.to, kind = ?m.get_msg_type(), "raft message dropped: {why}");
                     return;
                 }
+                let (from, append, commit) =
+                    (m.from, m.get_msg_type() == MessageType::MsgAppend, m.commit);
                 if let Err(e) = self.raw.step(m) {
                     tracing::debug!(error = %e, "raft step refused a message");
+                }
+                // Heard from the leader (as raft-rs knows it after this message): an append
+                // also says how far it committed.
+                if from != 0 && from == self.raw.raft.leader_id {
+                    self.ticks_since_leader = 0;
+                    if append {
+                        self.leader_commit = self.leader_commit.max(commit);
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "undecodable raft message dropped"),
@@ -479,10 +499,14 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         self.was_leader = leader;
         self.leader = known;
         let committed_in_term = self.raw.raft.commit_to_current_term();
+        let follows = !leader && known != 0;
         let now = Leadership {
             leader: known,
             committed_in_term,
             restoring: self.restoring.as_ref().map(|r| r.index),
+            behind: follows
+                && self.leader_commit.saturating_sub(self.applied_index) > MAX_LAG_ENTRIES,
+            out_of_touch: follows && self.ticks_since_leader > 2 * self.config.election_tick,
         };
         self.leadership_tx.send_if_modified(|was| {
             let changed = *was != now;

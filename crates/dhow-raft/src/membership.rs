@@ -60,7 +60,18 @@ pub struct Leadership {
     /// The index of the snapshot whose store restore is running, if any: the node applies
     /// nothing until it ends.
     pub restoring: Option<u64>,
+    /// A follower or learner that has applied more than [`MAX_LAG_ENTRIES`] entries fewer
+    /// than the leader said it committed (catching up after a restart or a partition).
+    pub behind: bool,
+    /// A follower or learner that has heard nothing from the leader it knows for two
+    /// election timeouts (a learner cut off from the cluster keeps its leader id: it never
+    /// campaigns).
+    pub out_of_touch: bool,
 }
+
+/// How many committed entries a follower may still have to apply before it calls itself
+/// behind (an entry batches many writes; a node keeping up applies within a few).
+pub const MAX_LAG_ENTRIES: u64 = 1000;
 
 impl Leadership {
     /// A leader is known and has committed an entry of its term.

@@ -286,8 +286,21 @@ impl Readiness {
             Some(format!("this node cannot apply: {f}"))
         } else if let Some(index) = leadership.restoring {
             Some(format!("restoring the snapshot at {index}"))
-        } else {
+        } else if leaderless.is_some() {
             leaderless
+        } else if leadership.out_of_touch {
+            Some(format!(
+                "nothing heard from leader {} for two election timeouts (cut off from the cluster)",
+                leadership.leader
+            ))
+        } else if leadership.behind {
+            Some(format!(
+                "behind leader {}: more than {} committed entries not applied here yet (catching up)",
+                leadership.leader,
+                dhow_raft::MAX_LAG_ENTRIES
+            ))
+        } else {
+            None
         };
         (why, wake)
     }
@@ -374,7 +387,7 @@ mod tests {
         Leadership {
             leader,
             committed_in_term: leader != 0,
-            restoring: None,
+            ..Leadership::default()
         }
     }
 
@@ -394,7 +407,7 @@ mod tests {
         let elected_not_committed = Leadership {
             leader: 2,
             committed_in_term: false,
-            restoring: None,
+            ..Leadership::default()
         };
         assert!(r.evaluate(None, elected_not_committed, t0).0.is_some());
         assert_eq!(r.evaluate(None, led(2), t0), (None, None));
@@ -416,5 +429,30 @@ mod tests {
         };
         let (why, _) = r.evaluate(None, restoring, t2);
         assert!(why.unwrap().contains("restoring the snapshot at 42"));
+    }
+
+    #[test]
+    fn a_follower_behind_or_cut_off_from_its_leader_is_not_ready() {
+        let t0 = Instant::now();
+        let mut r = Readiness {
+            grace: Duration::from_secs(1),
+            had_leader: true,
+            leaderless_since: None,
+        };
+        assert_eq!(r.evaluate(None, led(2), t0), (None, None));
+        let behind = Leadership {
+            behind: true,
+            ..led(2)
+        };
+        let (why, _) = r.evaluate(None, behind, t0);
+        assert!(why.unwrap().contains("behind leader 2"));
+        let cut_off = Leadership {
+            out_of_touch: true,
+            ..led(2)
+        };
+        let (why, _) = r.evaluate(None, cut_off, t0);
+        assert!(why.unwrap().contains("nothing heard from leader 2"));
+        // Caught up and in touch again: serving.
+        assert_eq!(r.evaluate(None, led(2), t0), (None, None));
     }
 }
