@@ -231,6 +231,30 @@ impl Cluster {
         i
     }
 
+    /// Starts node `id` joining the running cluster and adds it as a learner through node
+    /// index `via` (`dhow cluster add ID PEER --learner`); its index. Panics with the
+    /// command's output if the add is refused.
+    pub async fn add_learner(&mut self, id: u64, via: usize) -> usize {
+        let i = self.spawn_joining(id);
+        let peer = self.nodes[i].peer_addr();
+        let endpoint = self.nodes[via].endpoint();
+        let (status, out) = tokio::task::spawn_blocking(move || {
+            crate::damage::dhow_cli(&[
+                "cluster",
+                "add",
+                &id.to_string(),
+                &peer,
+                "--learner",
+                "--endpoint",
+                &endpoint,
+            ])
+        })
+        .await
+        .expect("dhow cluster add");
+        assert!(status.success(), "dhow cluster add {id} --learner: {out}");
+        i
+    }
+
     /// `kill -9` of node index `i`.
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {

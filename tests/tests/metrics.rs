@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use dhow_tests::cluster::{at_least, fully_consistent, Cluster, SCHEMA};
-use dhow_tests::damage::dhow_cli;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The operations guide, whose "Metrics" table lists every metric.
@@ -377,23 +376,7 @@ async fn three_nodes_expose_their_metrics() {
 
     // A learner joins: the leader streams it a snapshot (adding a member compacts the log),
     // which it receives and installs.
-    let i4 = c.spawn_joining(4);
-    let peer4 = c.nodes[i4].peer_addr();
-    let endpoint = c.nodes[leader].endpoint();
-    let (status, out) = tokio::task::spawn_blocking(move || {
-        dhow_cli(&[
-            "cluster",
-            "add",
-            "4",
-            &peer4,
-            "--learner",
-            "--endpoint",
-            &endpoint,
-        ])
-    })
-    .await
-    .expect("dhow cluster add");
-    assert!(status.success(), "dhow cluster add 4 --learner: {out}");
+    let i4 = c.add_learner(4, leader).await;
     let addr4 = metrics_addr(&c, i4).await;
     let mut c4 = c.client(i4).await;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -10,7 +10,6 @@
 use std::time::{Duration, Instant};
 
 use dhow_tests::cluster::{fully_consistent, Client, Cluster, SCHEMA};
-use dhow_tests::damage::dhow_cli;
 use dhow_tests::process::Server;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -325,23 +324,7 @@ async fn a_learner_cut_off_from_the_cluster_is_not_serving() {
     let mut c = Cluster::start(3).await;
     write_schema(&c, 0).await;
     let leader = c.wait_leader(Duration::from_secs(20)).await;
-    let i4 = c.spawn_joining(4);
-    let peer4 = c.nodes[i4].peer_addr();
-    let endpoint = c.nodes[leader].endpoint();
-    let (status, out) = tokio::task::spawn_blocking(move || {
-        dhow_cli(&[
-            "cluster",
-            "add",
-            "4",
-            &peer4,
-            "--learner",
-            "--endpoint",
-            &endpoint,
-        ])
-    })
-    .await
-    .expect("dhow cluster add");
-    assert!(status.success(), "dhow cluster add 4 --learner: {out}");
+    let i4 = c.add_learner(4, leader).await;
     let learner = Client::connect(&c.nodes[i4].endpoint()).await;
     wait_health(
         &learner.channel,

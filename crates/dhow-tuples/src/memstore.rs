@@ -225,51 +225,20 @@ pub struct MemSnapshot<'a> {
     rev: Revision,
 }
 
-impl SnapshotReader for MemSnapshot<'_> {
-    fn revision(&self) -> Revision {
-        self.rev
-    }
-
-    fn by_resource(
+impl MemSnapshot<'_> {
+    /// The relationships `resource#relation@...` alive at this revision (only those whose
+    /// subject type is `subject_type`, if given), in key order.
+    fn alive_under(
         &self,
         resource: &ObjectRef,
         relation: &str,
-    ) -> Result<Vec<Relationship>, Error> {
+        subject_type: Option<&str>,
+    ) -> Vec<Relationship> {
         let lo: Key = (
             resource.object_type.clone(),
             resource.object_id.clone(),
             relation.to_string(),
-            String::new(),
-            String::new(),
-            None,
-        );
-        let mut out = Vec::new();
-        for (k, vs) in self
-            .store
-            .versions
-            .range((Bound::Included(lo), Bound::Unbounded))
-        {
-            if k.0 != resource.object_type || k.1 != resource.object_id || k.2 != relation {
-                break;
-            }
-            if let Some(v) = vs.iter().rev().find(|v| v.alive_at(self.rev)) {
-                out.push(v.rel.clone());
-            }
-        }
-        Ok(out)
-    }
-
-    fn by_resource_of_type(
-        &self,
-        resource: &ObjectRef,
-        relation: &str,
-        subject_type: &str,
-    ) -> Result<Vec<Relationship>, Error> {
-        let lo: Key = (
-            resource.object_type.clone(),
-            resource.object_id.clone(),
-            relation.to_string(),
-            subject_type.to_string(),
+            subject_type.unwrap_or_default().to_string(),
             String::new(),
             None,
         );
@@ -282,7 +251,7 @@ impl SnapshotReader for MemSnapshot<'_> {
             if k.0 != resource.object_type
                 || k.1 != resource.object_id
                 || k.2 != relation
-                || k.3 != subject_type
+                || subject_type.is_some_and(|t| k.3 != t)
             {
                 break;
             }
@@ -290,7 +259,30 @@ impl SnapshotReader for MemSnapshot<'_> {
                 out.push(v.rel.clone());
             }
         }
-        Ok(out)
+        out
+    }
+}
+
+impl SnapshotReader for MemSnapshot<'_> {
+    fn revision(&self) -> Revision {
+        self.rev
+    }
+
+    fn by_resource(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+    ) -> Result<Vec<Relationship>, Error> {
+        Ok(self.alive_under(resource, relation, None))
+    }
+
+    fn by_resource_of_type(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+        subject_type: &str,
+    ) -> Result<Vec<Relationship>, Error> {
+        Ok(self.alive_under(resource, relation, Some(subject_type)))
     }
 
     fn find(
