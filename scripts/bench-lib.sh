@@ -17,11 +17,12 @@ start() {
     "$bin" serve --data-dir "$work/data" --grpc-addr 127.0.0.1:0 "$@" >"$work/serve.log" 2>&1 &
     pid=$!
     for _ in $(seq 300); do
-        grep -q ' listening on ' "$work/serve.log" && break
+        grep -q '^dhow node [0-9]* listening on ' "$work/serve.log" && break
         kill -0 "$pid" 2>/dev/null || { cat "$work/serve.log"; exit 1; }
         sleep 0.1
     done
-    addr=$(sed -n 's/.* listening on \([^ ]*\).*/\1/p' "$work/serve.log")
+    # The API's line (not "metrics listening on ..." when metrics are on).
+    addr=$(sed -n 's/^dhow node [0-9]* listening on \([^ ]*\).*/\1/p' "$work/serve.log")
     [ -n "$addr" ] || { cat "$work/serve.log"; exit 1; }
 }
 

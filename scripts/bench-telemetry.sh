@@ -10,42 +10,22 @@ set -euo pipefail
 bin=$1 bench=$2 n=${3:-1000000} duration=${4:-10s} rounds=${5:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
+# start (sets $addr), stop, and a cleanup of the server and $work on exit.
+. "$repo/scripts/bench-lib.sh"
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/dhow/otlp-venv"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q grpcio==1.85.3
 fi
-pid= sink= scraper=
-cleanup() {
-    for p in $scraper $pid $sink; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-start() {
-    "$bin" serve --data-dir "$work/data" --grpc-addr 127.0.0.1:0 "$@" >"$work/serve.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 600); do
-        grep -q ' listening on ' "$work/serve.log" && break
-        kill -0 "$pid" 2>/dev/null || { cat "$work/serve.log"; exit 1; }
-        sleep 0.1
-    done
-    ep="http://$(sed -n 's/.* listening on \([^ ]*\).*/\1/p' "$work/serve.log" | head -n 1)"
-}
-stop() {
-    [ -n "$scraper" ] && { kill "$scraper" 2>/dev/null || true; wait "$scraper" 2>/dev/null || true; scraper=; }
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=
-}
+sink= scraper=
+trap 'for p in $scraper $sink; do kill "$p" 2>/dev/null || true; done; cleanup' EXIT
 
 otlp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$venv/bin/python" "$repo/scripts/otlp_sink.py" "127.0.0.1:$otlp_port" >"$work/sink.log" 2>&1 &
 sink=$!
 
 start
-"$bench" load -n "$n" --endpoint "$ep" | tail -n 1
+"$bench" load -n "$n" --endpoint "http://$addr" | tail -n 1
 stop
 
 for round in $(seq "$rounds"); do
@@ -62,7 +42,9 @@ for round in $(seq "$rounds"); do
             start
         fi
         printf 'round %s, telemetry %-3s: ' "$round" "$mode"
-        "$bench" check -n "$n" -c 16 --duration "$duration" --warmup "$duration" --endpoint "$ep" | grep 'checks/s'
+        "$bench" check -n "$n" -c 16 --duration "$duration" --warmup "$duration" --endpoint "http://$addr" | grep 'checks/s'
+        kill "$scraper" 2>/dev/null || true
+        scraper=
         stop
     done
 done
