@@ -4,8 +4,8 @@
 # - docs/operations.md: every ```sh block, as written, in a scratch directory with `dhow` on
 #   the PATH (the binary given), in the order of a session: one node (with metrics), three
 #   nodes on one machine, cluster status and health, adding a node, removing one,
-#   replacing a failed one, maintenance, a rolling upgrade, backup and restore, peer TLS
-#   with the certificates the doc makes. A `dhow serve` line is started in the background
+#   replacing a failed one, maintenance (with a compaction), a rolling upgrade, backup and
+#   restore, peer TLS with the certificates the doc makes. A `dhow serve` line is started in the background
 #   and waited for; every other command must succeed, and each step is then checked (the
 #   membership, the leader, health, the relationships). Every sh block must be run by a
 #   step below or skipped by name (docker-compose and Kubernetes, checked by
@@ -278,6 +278,11 @@ wait_leader 50053 2
 # node after each.
 for id in 1 3 2; do
     stop_node "$id" TERM
+    if [ "$id" = 1 ]; then
+        run_block "Maintenance on a node" 2 >"$work/compact.out"
+        grep -q '^tuples ' "$work/compact.out" ||
+            fail "dhow compact printed no sizes: $(cat "$work/compact.out")"
+    fi
     if [ "$id" = 2 ]; then
         grep -q 'stopping: leadership handed over' "$work/logs/node-2.log" ||
             fail "the leader did not log 'stopping: leadership handed over' on SIGTERM"

@@ -232,17 +232,24 @@ pub fn rpc_span(req: &http::Request<()>) -> Span {
 }
 
 /// Is the current span sampled (tracing on, and this call is traced)? An unsampled call's
-/// span answers from its target alone.
+/// span answers from its target alone, read from the subscriber's current span without
+/// taking a handle to it (`Span::current()` costs a reference count up and down in the
+/// registry, on every call); only a call that may be sampled takes one.
 pub fn sampled() -> bool {
     if !enabled() {
         return false;
     }
-    let span = Span::current();
-    match span.metadata() {
-        None => false,
-        Some(m) if m.target() == UNSAMPLED => false,
-        Some(_) => span.context().span().span_context().is_sampled(),
-    }
+    let maybe = tracing::dispatcher::get_default(|d| {
+        d.current_span()
+            .metadata()
+            .is_some_and(|m| m.target() != UNSAMPLED)
+    });
+    maybe
+        && Span::current()
+            .context()
+            .span()
+            .span_context()
+            .is_sampled()
 }
 
 /// The span `make` creates, as a child of the current span, if the current span is sampled;

@@ -193,6 +193,26 @@ impl Db {
         stats
     }
 
+    /// Flushes every column family and rewrites all its files into the last level (a full
+    /// compaction): what remains is the live data, compressed, without overwritten or
+    /// deleted versions and without the WAL files the memtables held on to.
+    pub(crate) fn compact_all(&self) -> Result<(), StorageError> {
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        opts.set_exclusive_manual_compaction(true);
+        for name in ALL_CFS {
+            let cf = self.cf(name)?;
+            self.db
+                .flush_cf(cf)
+                .map_err(rocks(format!("flushing column family {name}")))?;
+            self.db
+                .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+        }
+        // Flushed memtables no longer pin the WAL files: let RocksDB delete them now.
+        self.db.flush_wal(true).map_err(rocks("syncing the WAL"))?;
+        Ok(())
+    }
+
     /// Writes `batch` atomically, synced unless the store was opened without sync.
     pub(crate) fn write(&self, batch: WriteBatch, what: &str) -> Result<(), StorageError> {
         let mut wo = WriteOptions::default();

@@ -104,6 +104,12 @@ impl RocksStore {
         self.shared.stats()
     }
 
+    /// A full compaction of every column family (see `dhow compact`): the data dir then
+    /// holds only live data, compressed.
+    pub fn compact(&self) -> Result<(), StorageError> {
+        self.shared.compact_all()
+    }
+
     /// A handle to the Raft log and state kept in the same database.
     pub fn raft_log(&self) -> RaftLogStore {
         RaftLogStore::new(self.shared.clone())

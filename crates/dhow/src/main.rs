@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dhow::{commands, serve, validate};
+use dhow::{commands, compact, serve, validate};
 
 /// mimalloc for every Rust allocation of the binary (the server's read path allocates a lot of
 /// small keys and relationships; glibc's malloc and free took about a quarter of its CPU).
@@ -32,6 +32,13 @@ enum Command {
     Serve(serve::ServeArgs),
     #[command(flatten)]
     Client(commands::ClientCommand),
+    /// Compact a stopped node's data dir fully (every column family rewritten into its last
+    /// level) and print its size before and after. The node must not be running.
+    Compact {
+        /// The node's data dir (the one `serve --data-dir` was given).
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
     /// Run zed validation files (schema, relationships, assertions, expected relations),
     /// in-process, or against a live server with --endpoint.
     Validate {
@@ -61,6 +68,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Client(c) => commands::run(c),
+        Command::Compact { data_dir } => compact::run(&data_dir),
         Command::Validate {
             files,
             verbose,
