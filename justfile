@@ -110,8 +110,10 @@ bench-e2e n="1000000" duration="10s": deps ghz
     for c in 1 16 64; do
         "$bench" health -c $c --duration {{duration}} --endpoint "$ep"
     done
-    # The same server as a Go client sees it: ghz, Check and health at 1, 16 and 64 in flight.
-    PATH="$(go env GOPATH)/bin:$PATH" scripts/bench-e2e-ghz.sh "${ep#http://}" {{duration}}
+    # The same server as a Go client sees it: ghz, Check (one check, and the mix `check`
+    # sends) and health at 1, 16 and 64 in flight.
+    "$bench" mix -n {{n}} >"$data/mix.json"
+    PATH="$(go env GOPATH)/bin:$PATH" scripts/bench-e2e-ghz.sh "${ep#http://}" {{duration}} "$data/mix.json"
 
 # ghz, the Go gRPC load generator of the benchmarks measured from a Go client.
 ghz:

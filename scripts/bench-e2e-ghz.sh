@@ -4,12 +4,15 @@
 # connection per 4 calls in flight, and prints one markdown row per run. The Check is
 # `document:target#view@user:u000000` of the data set `dhow-bench load` imports (allowed:
 # the owner), the same call `just bench-auth` measures; health goes through reflection.
+# Given MIX (a file of `dhow-bench mix`: the four-kind mix `dhow-bench check` sends), ghz
+# also sends those checks, round robin, at 1, 16 and 64 in flight.
 #
-# Usage: scripts/bench-e2e-ghz.sh HOST:PORT [duration]
+# Usage: scripts/bench-e2e-ghz.sh HOST:PORT [duration] [MIX]
 set -euo pipefail
 
 addr=$1
 duration=${2:-10s}
+mix=${3:-}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 . "$repo/scripts/bench-lib.sh"
@@ -20,7 +23,9 @@ run() {
     local call=$1 request=$2 c=$3 conns
     shift 3
     conns=$(( c >= 4 ? c / 4 : 1 ))
-    "${GHZ:-ghz}" --insecure --call "$call" -d "$request" -c "$c" --connections "$conns" \
+    # An empty REQUEST: the flags given bring the data (-D FILE).
+    [ -z "$request" ] || set -- -d "$request" "$@"
+    "${GHZ:-ghz}" --insecure --call "$call" -c "$c" --connections "$conns" \
         -z "$duration" --format json -o "$work/ghz.json" "$@" "$addr" >/dev/null
     ghz_summary "$work/ghz.json"
 }
@@ -32,6 +37,13 @@ run dhow.v1.PermissionService/Check "$check" 4 "${proto[@]}" >/dev/null # warm-u
 for c in 1 16 64; do
     echo "| Check | $c | $(run dhow.v1.PermissionService/Check "$check" "$c" "${proto[@]}") |"
 done
+if [ -n "$mix" ]; then
+    # A warm-up as long as a run: the check cache then holds the mix, as it would in service.
+    run dhow.v1.PermissionService/Check '' 16 -D "$mix" "${proto[@]}" >/dev/null
+    for c in 1 16 64; do
+        echo "| Check, the mix | $c | $(run dhow.v1.PermissionService/Check '' "$c" -D "$mix" "${proto[@]}") |"
+    done
+fi
 for c in 1 16 64; do
     echo "| health | $c | $(run grpc.health.v1.Health/Check '{}' "$c") |"
 done

@@ -165,7 +165,7 @@ impl Default for Config {
             max_updates_per_write: 1000,
             max_preconditions_per_write: 1000,
             max_check_bulk_items: 1000,
-            check_cache_bytes: 64 * 1024 * 1024,
+            check_cache_bytes: 256 * 1024 * 1024,
             max_lookup_subjects_results: 100_000,
             consistency_timeout: Duration::from_secs(2),
             request_timeout: node.write_timeout,
@@ -499,7 +499,7 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         name: "check_cache_bytes",
         value: "SIZE",
-        default: DefaultValue::Is("64MiB"),
+        default: DefaultValue::Is("256MiB"),
         help: "Memory for the answers shared between checks at the same revision (the check cache); 0 turns it off",
         set: |c, v| {
             c.check_cache_bytes = parse_size(v)?;
@@ -1303,7 +1303,7 @@ mod tests {
             (c.check_cache_bytes, c.consistency_timeout)
         };
         let secs = Duration::from_secs;
-        assert_eq!(got(None, &no_env, &none), (64 << 20, secs(2)));
+        assert_eq!(got(None, &no_env, &none), (256 << 20, secs(2)));
         assert_eq!(got(Some(&p), &no_env, &none), (1 << 20, secs(3)));
         assert_eq!(got(Some(&p), &env, &none), (2 << 20, secs(4)));
         assert_eq!(got(None, &env, &none), (2 << 20, secs(4)));

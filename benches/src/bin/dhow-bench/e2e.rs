@@ -43,6 +43,20 @@ pub enum BenchCommand {
     Write(WriteBenchArgs),
     /// The same loop with the gRPC health Check (grpc.health.v1): the bare round trip.
     Health(LoopArgs),
+    /// Print the Check requests `check` sends (the same N, the same order) as one JSON array
+    /// of CheckRequest messages, for other load generators: ghz sends the elements of a `-d`
+    /// array round robin.
+    Mix(MixArgs),
+}
+
+#[derive(Args)]
+pub struct MixArgs {
+    /// The size of the data set `dhow bench load` imported: the requests are drawn from it.
+    #[arg(long, short = 'n', default_value_t = DEFAULT_RELATIONSHIPS, value_parser = relationships_arg)]
+    pub relationships: usize,
+    /// How many requests (the first of `check`'s cycle).
+    #[arg(long, default_value_t = MIX_SIZE as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: u32,
 }
 
 #[derive(Args)]
@@ -180,7 +194,35 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
         BenchCommand::Check(a) => check(a),
         BenchCommand::Write(a) => write(a),
         BenchCommand::Health(a) => health(a),
+        BenchCommand::Mix(a) => mix(a),
     }
+}
+
+/// `dhow-bench mix`: the check mix in the proto's JSON form (minimize_latency, as `check`
+/// sends it by default).
+fn mix(a: MixArgs) -> Result<(), CliError> {
+    let data = dhow_benches::synthetic_graph(a.relationships);
+    let requests = check_mix(&data, a.count as usize, None)?;
+    let json = |o: &Option<pb::ObjectReference>| {
+        let o = o.as_ref();
+        serde_json::json!({
+            "object_type": o.map_or("", |o| o.object_type.as_str()),
+            "object_id": o.map_or("", |o| o.object_id.as_str()),
+        })
+    };
+    let array: Vec<serde_json::Value> = requests
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "consistency": { "minimize_latency": true },
+                "resource": json(&r.resource),
+                "permission": r.permission,
+                "subject": { "object": json(&r.subject.as_ref().and_then(|s| s.object.clone())) },
+            })
+        })
+        .collect();
+    println!("{}", serde_json::Value::Array(array));
+    Ok(())
 }
 
 /// A runtime for the client: single-threaded unless more threads were asked for.
