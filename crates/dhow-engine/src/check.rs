@@ -630,6 +630,36 @@ impl Engine {
         Ok(CheckResult::new(&o.value, reader.revision(), o.proof))
     }
 
+    /// The answer of a whole check from the shared answers alone (no reader, no schema):
+    /// `Some` only when the check may share (no proof asked for, no caveat context, a check
+    /// cache given) and an allowed or denied answer is held for its key at `revision`. A
+    /// conditional answer is left to [`Engine::check`], which says what context is missing.
+    ///
+    /// No schema is needed to trust a held answer: answers at a revision are offered only
+    /// when that revision's schema lets checks share (it does not use expiration), and only
+    /// for names valid in it, checked for a subject the evaluating request was validated
+    /// with; so a hit vouches for both, and the answer is the one [`Engine::check`] gives.
+    pub fn cached_check(
+        req: &CheckRequest,
+        revision: Revision,
+        opts: &Options,
+    ) -> Option<CheckResult> {
+        if opts.explain || req.context.is_some() || opts.context.is_some() {
+            return None;
+        }
+        let shared = opts.shared.as_ref()?;
+        let key = SharedKeyRef {
+            revision,
+            resource: &req.resource,
+            relation: &req.permission,
+            subject: &req.subject,
+        };
+        match shared.0.get(&key)?.0 {
+            v @ (Tri::T | Tri::F) => Some(CheckResult::new(&v, revision, None)),
+            Tri::U(_) => None,
+        }
+    }
+
     /// Many checks at one revision; each has its own result. Checks for the same subject and
     /// caveat context share one memo, and all share the request's budgets: once one runs
     /// out, the checks after it fail with the same error.

@@ -148,6 +148,12 @@ proptest! {
                 let reader = store.snapshot(rev).expect("snapshot");
                 let req = CheckRequest::new(ObjectRef::new("node", format!("n{a}")), perm, s.clone());
                 let fresh = engine.check(&reader, &req, Options::now()).expect("check");
+                // The answer given without the engine (the server's fast path), when held.
+                if let Some(hit) = Engine::cached_check(&req, rev, &shared) {
+                    prop_assert_eq!(&hit.permissionship, &fresh.permissionship,
+                        "cached_check node:n{}#{}@{} at {:?} after {:?}", a, perm, s, rev, written);
+                    prop_assert_eq!(hit.revision, rev);
+                }
                 let cached = engine.check(&reader, &req, shared.clone()).expect("cached check");
                 prop_assert_eq!(&cached.permissionship, &fresh.permissionship,
                     "node:n{}#{}@{} at {:?} after {:?}", a, perm, s, rev, written);
@@ -235,9 +241,23 @@ fn a_shared_answer_saves_the_reads_and_a_new_revision_reads_again() {
         let allowed = engine.check(&reader, &req, opts.clone()).unwrap().allowed;
         (allowed, reader.calls.get())
     };
+    let head = store.latest().revision();
+    assert_eq!(
+        Engine::cached_check(&req, head, &opts),
+        None,
+        "nothing is held before the first check"
+    );
     let (allowed, first) = check(&store, &opts);
     assert!(allowed);
     assert!(first > 0);
+    // The whole check is now answered without a reader; never for an explained check.
+    let hit = Engine::cached_check(&req, head, &opts).expect("held after the first check");
+    assert!(hit.allowed && hit.proof.is_none() && hit.revision == head);
+    let explain = Options {
+        explain: true,
+        ..opts.clone()
+    };
+    assert_eq!(Engine::cached_check(&req, head, &explain), None);
     assert_eq!(
         check(&store, &opts),
         (true, 0),
@@ -256,8 +276,16 @@ fn a_shared_answer_saves_the_reads_and_a_new_revision_reads_again() {
     store
         .write(&[WriteOp::Delete(rel("node:n1#direct@user:u0"))])
         .unwrap();
+    let next = store.latest().revision();
+    assert_eq!(
+        Engine::cached_check(&req, next, &opts),
+        None,
+        "a new revision holds nothing yet"
+    );
     let (allowed, after) = check(&store, &opts);
     assert!(!allowed, "the revocation is seen");
     assert!(after > 0);
+    let denied = Engine::cached_check(&req, next, &opts).expect("the denial is held");
+    assert!(!denied.allowed);
     assert!(cache.hits.load(Ordering::Relaxed) > 0);
 }

@@ -244,12 +244,7 @@ pub fn sampled() -> bool {
             .metadata()
             .is_some_and(|m| m.target() != UNSAMPLED)
     });
-    maybe
-        && Span::current()
-            .context()
-            .span()
-            .span_context()
-            .is_sampled()
+    maybe && Span::current().context().span().span_context().is_sampled()
 }
 
 /// The span `make` creates, as a child of the current span, if the current span is sampled;

@@ -397,6 +397,45 @@ async fn at_least_as_fresh_sees_its_write_and_bad_tokens_are_refused() {
     s.stop().await.unwrap();
 }
 
+/// A check the check cache answers (the server's fast path, without the engine) gives what
+/// the engine gives: the same answer and token, a revocation seen at once by the next check
+/// at the newest revision, a proof when one is asked for, and its errors for bad names.
+#[tokio::test]
+async fn checks_answered_from_the_cache_match_the_engine() {
+    let s = TestServer::start().await;
+    s.with_schema().await;
+    let t = write(&s, vec![touch("document:doc1#viewer@user:alice")]).await;
+    let check = |explain: bool| {
+        let mut r = check_req("document:doc1", "view", "user:alice", None);
+        r.explain = explain;
+        r
+    };
+    let first = s.perm().check(check(false)).await.unwrap().into_inner();
+    for _ in 0..3 {
+        let again = s.perm().check(check(false)).await.unwrap().into_inner();
+        assert_eq!(again, first, "a held answer is the evaluated one, with its token");
+    }
+    assert_eq!(first.permissionship, pb::Permissionship::HasPermission as i32);
+    assert_eq!(revision(first.checked_at.as_ref().unwrap()), revision(&t));
+    // An explained check evaluates: its proof is there.
+    let explained = s.perm().check(check(true)).await.unwrap().into_inner();
+    assert!(explained.proof.is_some(), "{explained:?}");
+    // A name the schema lacks is still refused after hits for other keys.
+    let e = s
+        .perm()
+        .check(check_req("document:doc1", "nope", "user:alice", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    // The revocation is a new revision: the next check at the newest one is denied.
+    let t2 = write(&s, vec![delete("document:doc1#viewer@user:alice")]).await;
+    for _ in 0..2 {
+        let after = s.perm().check(check(false)).await.unwrap().into_inner();
+        assert_eq!(after.permissionship, pb::Permissionship::NoPermission as i32);
+        assert_eq!(revision(after.checked_at.as_ref().unwrap()), revision(&t2));
+    }
+}
+
 #[tokio::test]
 async fn at_exact_snapshot_reads_the_old_state_until_gc() {
     let s = TestServer::start().await;

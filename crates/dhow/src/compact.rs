@@ -67,8 +67,7 @@ fn dir_bytes(dir: &Path) -> Result<u64, String> {
     let mut total = 0;
     let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&d).map_err(|e| format!("listing {}: {e}", d.display()))?;
+        let entries = std::fs::read_dir(&d).map_err(|e| format!("listing {}: {e}", d.display()))?;
         for entry in entries {
             let entry = entry.map_err(|e| format!("listing {}: {e}", d.display()))?;
             let meta = entry
