@@ -89,6 +89,7 @@ impl Call {
             .headers()
             .get("grpc-timeout")
             .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+        let timeout = crate::deadline::server_deadline(req.uri().path(), timeout);
         let deadline = match (asked, timeout) {
             (Some(a), Some(t)) => Some(a.min(t)),
             (a, t) => a.or(t),

@@ -530,7 +530,7 @@ pub static SETTINGS: &[Setting] = &[
         name: "request_timeout",
         value: "DURATION",
         default: DefaultValue::Is("30s"),
-        help: "Deadline of a request when the client sets none, and how long a write may take to commit",
+        help: "Deadline of a request when the client sets none (of an Import stream: the wait for each next message), and how long a write may take to commit",
         set: |c, v| {
             c.request_timeout = parse_duration(v)?;
             Ok(())

@@ -92,7 +92,8 @@ pub mod reason {
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
     /// UNAVAILABLE: the node did not apply the asked revision in time.
     pub const REVISION_NOT_APPLIED: &str = "REVISION_NOT_APPLIED";
-    /// UNAVAILABLE: a write or read index did not complete in time.
+    /// UNAVAILABLE: a write or read index did not complete in time; DEADLINE_EXCEEDED: an
+    /// Import stream sent no message within `request_timeout` (metadata `loaded`).
     pub const TIMEOUT: &str = "TIMEOUT";
     /// INVALID_ARGUMENT: a delegation chain longer than the limit, with a repeated actor, a
     /// wildcard, or the principal as an actor (metadata `field`: `actors[i]`, absent for the

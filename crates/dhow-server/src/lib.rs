@@ -12,6 +12,7 @@ pub mod checks;
 pub mod config;
 pub mod consistency;
 pub mod cursor;
+pub mod deadline;
 pub mod delegation;
 pub mod error;
 pub mod malformed;

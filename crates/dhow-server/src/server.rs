@@ -94,6 +94,7 @@ pub async fn serve<N: Node>(
         max_check_bulk_items: config.max_check_bulk_items,
         max_lookup_subjects_results: config.max_lookup_subjects_results,
         consistency_timeout: config.consistency_timeout,
+        request_timeout: config.request_timeout,
     };
     let fault = node.fault();
     let leadership = node.leadership();
@@ -183,7 +184,6 @@ pub async fn serve<N: Node>(
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, tls = tls.is_some(), "serving dhow.v1");
     let router = Server::builder()
-        .timeout(config.request_timeout)
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(crate::config::KEEPALIVE_TIMEOUT))
@@ -192,6 +192,9 @@ pub async fn serve<N: Node>(
         // Outermost: every call that does not end OK is logged once, with its method, code
         // and reason, authentication's refusals included.
         .layer(CallLogLayer::new(Some(config.request_timeout)))
+        // The server's deadline of every call but Import (`deadline.rs`); the call log,
+        // outside it, logs a call it ends.
+        .layer(crate::deadline::DeadlineLayer::new(config.request_timeout))
         // A request that does not decode is the client's error, not INTERNAL.
         .layer(tower::util::MapResponseLayer::new(
             crate::malformed::rewrite,

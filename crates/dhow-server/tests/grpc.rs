@@ -413,9 +413,15 @@ async fn checks_answered_from_the_cache_match_the_engine() {
     let first = s.perm().check(check(false)).await.unwrap().into_inner();
     for _ in 0..3 {
         let again = s.perm().check(check(false)).await.unwrap().into_inner();
-        assert_eq!(again, first, "a held answer is the evaluated one, with its token");
+        assert_eq!(
+            again, first,
+            "a held answer is the evaluated one, with its token"
+        );
     }
-    assert_eq!(first.permissionship, pb::Permissionship::HasPermission as i32);
+    assert_eq!(
+        first.permissionship,
+        pb::Permissionship::HasPermission as i32
+    );
     assert_eq!(revision(first.checked_at.as_ref().unwrap()), revision(&t));
     // An explained check evaluates: its proof is there.
     let explained = s.perm().check(check(true)).await.unwrap().into_inner();
@@ -431,7 +437,10 @@ async fn checks_answered_from_the_cache_match_the_engine() {
     let t2 = write(&s, vec![delete("document:doc1#viewer@user:alice")]).await;
     for _ in 0..2 {
         let after = s.perm().check(check(false)).await.unwrap().into_inner();
-        assert_eq!(after.permissionship, pb::Permissionship::NoPermission as i32);
+        assert_eq!(
+            after.permissionship,
+            pb::Permissionship::NoPermission as i32
+        );
         assert_eq!(revision(after.checked_at.as_ref().unwrap()), revision(&t2));
     }
 }
@@ -655,6 +664,58 @@ async fn watch_resumes_from_a_token_without_gaps_or_duplicates() {
         .unwrap_err();
     assert_eq!(reason(&e), "TOKEN_EXPIRED");
     s.stop().await.unwrap();
+}
+
+/// An Import stream has no deadline as a whole: one that keeps sending for longer than
+/// `request_timeout` loads everything (before, the server's deadline cut it with CANCELLED and
+/// no count of what was loaded). A stream whose client stops sending ends after
+/// `request_timeout` with DEADLINE_EXCEEDED `TIMEOUT` and what was loaded; a unary call still
+/// has the deadline.
+#[tokio::test]
+async fn an_import_longer_than_the_request_timeout_loads_everything() {
+    let config = dhow_server::Config {
+        request_timeout: Duration::from_millis(600),
+        ..Default::default()
+    };
+    let s = TestServer::start_with(config).await;
+    s.with_schema().await;
+    let batch = |b: usize| pb::ImportRequest {
+        relationships: (0..100)
+            .map(|i| rel(&format!("document:b{b}d{i}#viewer@user:u{i}")))
+            .collect(),
+    };
+    // Five batches 250 ms apart: 1.25 s in all, twice the timeout.
+    let (paced, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for b in 0..5 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            paced.send(batch(b)).await.unwrap();
+        }
+    });
+    let r = s
+        .rel()
+        .import(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.loaded_count, 500);
+
+    // Two batches, then nothing: the stream is ended after the idle bound.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(batch(10)).await.unwrap();
+    tx.send(batch(11)).await.unwrap();
+    let started = std::time::Instant::now();
+    let e = s
+        .rel()
+        .import(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert_eq!(reason(&e), "TIMEOUT");
+    let info = tonic_types::StatusExt::get_details_error_info(&e).unwrap();
+    assert_eq!(info.metadata["loaded"], "200");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(tx);
 }
 
 #[tokio::test]

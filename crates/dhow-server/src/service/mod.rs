@@ -45,6 +45,8 @@ pub struct Limits {
     pub max_check_bulk_items: usize,
     pub max_lookup_subjects_results: usize,
     pub consistency_timeout: Duration,
+    /// The longest wait for the next message of an Import stream (`request_timeout`).
+    pub request_timeout: Duration,
 }
 
 /// What every service shares.

@@ -519,7 +519,30 @@ impl<N: Node> RelationshipSvc<N> {
         let mut last: Option<Revision> = None;
         let mut batch_no: usize = 0;
         let mut inflight: InFlight<'_> = VecDeque::new();
-        while let Some(batch) = stream.message().await? {
+        // No deadline for the whole stream (`deadline.rs`): each next message must come
+        // within `request_timeout`.
+        let idle = self.st.limits.request_timeout;
+        loop {
+            let batch = match tokio::time::timeout(idle, stream.message()).await {
+                Ok(next) => match next? {
+                    Some(batch) => batch,
+                    None => break,
+                },
+                Err(_) => {
+                    settle_all(&mut inflight, &mut loaded, &mut last).await;
+                    return Err(status(
+                        ApiError::new(
+                            Code::DeadlineExceeded,
+                            reason::TIMEOUT,
+                            format!(
+                                "no Import message for {} (request_timeout); the batches before were loaded",
+                                humantime::format_duration(idle)
+                            ),
+                        )
+                        .with("loaded", loaded),
+                    ));
+                }
+            };
             let rels = batch
                 .relationships
                 .iter()

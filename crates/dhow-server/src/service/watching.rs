@@ -305,6 +305,7 @@ mod tests {
             max_check_bulk_items: 1000,
             max_lookup_subjects_results: 1000,
             consistency_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(30),
         };
         (Arc::new(State::new(node, limits, stop_rx)), stop_tx)
     }
