@@ -47,6 +47,27 @@ pub enum BenchCommand {
     /// of CheckRequest messages, for other load generators: ghz sends the elements of a `-d`
     /// array round robin.
     Mix(MixArgs),
+    /// LookupResources for users with wide access: gives each of --users new users
+    /// (`user:lookupI`) membership of the --groups top groups whose folder trees hold the most
+    /// documents (written first, on the data set `load` imported), then looks up `document`
+    /// `view` for each, one after the other, all results in one call; prints the results per
+    /// user and the time of each call (mean, p50, max).
+    Lookup(LookupBenchArgs),
+}
+
+#[derive(Args)]
+pub struct LookupBenchArgs {
+    /// The size of the data set `dhow bench load` imported.
+    #[arg(long, short = 'n', default_value_t = DEFAULT_RELATIONSHIPS, value_parser = relationships_arg)]
+    pub relationships: usize,
+    /// How many users to give wide access and look up for.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub users: u32,
+    /// How many top groups each of them joins.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub groups: u32,
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 #[derive(Args)]
@@ -195,7 +216,126 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
         BenchCommand::Write(a) => write(a),
         BenchCommand::Health(a) => health(a),
         BenchCommand::Mix(a) => mix(a),
+        BenchCommand::Lookup(a) => lookup(a),
     }
+}
+
+/// `dhow-bench lookup` (see [`BenchCommand::Lookup`]).
+fn lookup(a: LookupBenchArgs) -> Result<(), CliError> {
+    let data = dhow_benches::synthetic_graph(a.relationships);
+    let ix = Index::new(&data);
+    // Documents per top group: the group that views the root folder of each document's tree.
+    let mut docs_of: HashMap<&str, usize> = HashMap::new();
+    for doc in &ix.documents {
+        let Some(mut folder) = ix.doc_folder.get(doc).copied() else {
+            continue;
+        };
+        for _ in 0..64 {
+            match ix.folder_parent.get(folder) {
+                Some(&p) => folder = p,
+                None => break,
+            }
+        }
+        if let Some(g) = ix.folder_groups.get(folder).and_then(|g| g.first()) {
+            *docs_of.entry(g).or_default() += 1;
+        }
+    }
+    let mut groups: Vec<(&str, usize)> = docs_of.into_iter().collect();
+    groups.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(y.0)));
+    groups.truncate(a.groups as usize);
+    let groups: Vec<(String, usize)> = groups
+        .into_iter()
+        .map(|(g, n)| (g.to_string(), n))
+        .collect();
+    let reachable: usize = groups.iter().map(|g| g.1).sum();
+    let updates: Vec<pb::RelationshipUpdate> = (0..a.users)
+        .flat_map(|u| {
+            groups.iter().map(move |(g, _)| {
+                let r = dhow_tuples::Relationship::new(
+                    dhow_tuples::ObjectRef::new("group", g.as_str()),
+                    "member",
+                    dhow_tuples::Subject::object("user", format!("lookup{u}")),
+                );
+                pb::RelationshipUpdate {
+                    operation: pb::relationship_update::Operation::Touch as i32,
+                    relationship: Some(relationship_pb(&r)),
+                }
+            })
+        })
+        .collect();
+    drop(ix);
+    drop(data);
+    let rt = runtime(1)?;
+    rt.block_on(async {
+        let c = Conn::connect(&a.conn).await?;
+        let mut token = None;
+        for chunk in updates.chunks(1000) {
+            let r = c
+                .relationships()
+                .write(pb::WriteRequest {
+                    updates: chunk.to_vec(),
+                    optional_preconditions: Vec::new(),
+                })
+                .await
+                .map_err(|s| c.err(s))?
+                .into_inner();
+            token = r.written_at;
+        }
+        let consistency = token.map(|t| pb::Consistency {
+            requirement: Some(pb::consistency::Requirement::AtLeastAsFresh(t)),
+        });
+        println!(
+            "lookup: {} users, each in {} top groups (their trees hold {} documents)",
+            a.users,
+            groups.len(),
+            reachable
+        );
+        let mut times = Vec::with_capacity(a.users as usize);
+        let mut counts = Vec::with_capacity(a.users as usize);
+        for u in 0..a.users {
+            let started = Instant::now();
+            let mut stream = c
+                .permissions()
+                .lookup_resources(pb::LookupResourcesRequest {
+                    consistency: consistency.clone(),
+                    resource_object_type: "document".into(),
+                    permission: "view".into(),
+                    subject: Some(subject_pb(&dhow_tuples::Subject::object(
+                        "user",
+                        format!("lookup{u}"),
+                    ))),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| c.err(s))?
+                .into_inner();
+            let mut n = 0usize;
+            while stream.message().await.map_err(|s| c.err(s))?.is_some() {
+                n += 1;
+            }
+            times.push(started.elapsed());
+            counts.push(n);
+        }
+        let mean = times.iter().sum::<Duration>() / times.len() as u32;
+        let mut sorted = times.clone();
+        sorted.sort();
+        let p50 = sorted[(sorted.len() - 1) / 2];
+        let max = sorted[sorted.len() - 1];
+        let results = counts.iter().sum::<usize>() / counts.len();
+        println!(
+            "  results per user: min {}, mean {}, max {}",
+            counts.iter().min().copied().unwrap_or(0),
+            results,
+            counts.iter().max().copied().unwrap_or(0)
+        );
+        println!(
+            "  time per lookup: mean {:.1} ms, p50 {:.1} ms, max {:.1} ms",
+            mean.as_secs_f64() * 1e3,
+            p50.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3
+        );
+        Ok(())
+    })
 }
 
 /// `dhow-bench mix`: the check mix in the proto's JSON form (minimize_latency, as `check`
