@@ -92,6 +92,9 @@ mod tests {
     fn import_alone_has_no_whole_call_deadline() {
         let t = Some(Duration::from_secs(30));
         assert_eq!(server_deadline(IMPORT_PATH, t), None);
+        // The path is the generated service's, so a renamed service or method shows here.
+        let service = dhow_proto::v1::relationship_service_server::SERVICE_NAME;
+        assert_eq!(IMPORT_PATH, format!("/{service}/Import"));
         assert_eq!(server_deadline("/dhow.v1.RelationshipService/Write", t), t);
         assert_eq!(server_deadline("/dhow.v1.PermissionService/Check", t), t);
     }

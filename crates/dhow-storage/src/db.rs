@@ -208,8 +208,6 @@ impl Db {
             self.db
                 .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
         }
-        // Flushed memtables no longer pin the WAL files: let RocksDB delete them now.
-        self.db.flush_wal(true).map_err(rocks("syncing the WAL"))?;
         Ok(())
     }
 

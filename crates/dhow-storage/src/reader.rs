@@ -358,9 +358,17 @@ impl SnapshotReader for RocksReader<'_> {
     }
 }
 
-/// What an apply batch has staged for one relationship key: the relationship as last
-/// written and whether it is alive (created or touched) or deleted.
-pub(crate) type Staged = BTreeMap<Vec<u8>, (Relationship, bool)>;
+/// What an apply batch has staged for one relationship key (see [`StagedOp`]).
+pub(crate) type Staged = BTreeMap<Vec<u8>, StagedOp>;
+
+/// One staged key: the relationship as last written, whether it is alive (created or
+/// touched) or deleted, and whether a Create of the batch found no version alive at the head
+/// (then no version needs ending when the batch is written).
+pub(crate) struct StagedOp {
+    pub rel: Relationship,
+    pub alive: bool,
+    pub absent_at_head: bool,
+}
 
 /// The state at the head plus the writes staged so far in one batch, at the batch's revision.
 pub(crate) struct OverlayReader<'r, 'a> {
@@ -388,10 +396,7 @@ impl OverlayReader<'_, '_> {
     }
 
     fn alive(&self) -> impl Iterator<Item = &Relationship> {
-        self.staged
-            .values()
-            .filter(|(_, alive)| *alive)
-            .map(|(r, _)| r)
+        self.staged.values().filter(|s| s.alive).map(|s| &s.rel)
     }
 }
 
@@ -420,7 +425,7 @@ impl SnapshotReader for OverlayReader<'_, '_> {
     ) -> Result<Option<Relationship>, dhow_tuples::Error> {
         let fwd = forward_key_of(resource, relation, subject);
         match self.staged.get(&fwd) {
-            Some((r, alive)) => Ok(alive.then(|| r.clone())),
+            Some(s) => Ok(s.alive.then(|| s.rel.clone())),
             None => Ok(self.base.find_key(&fwd)?),
         }
     }
@@ -445,7 +450,7 @@ impl SnapshotReader for OverlayReader<'_, '_> {
         let shadowing = self
             .staged
             .values()
-            .filter(|(r, _)| filter.matches(r))
+            .filter(|s| filter.matches(&s.rel))
             .count();
         let base = self
             .base

@@ -1,6 +1,7 @@
 //! `RocksStore`: the `TupleStore` implementation on the database of [`crate::db`] (apply in one synced WriteBatch, MVCC readers, changes, schema history,
 //! GC driven by the change log), cluster id, checkpoints and restore.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -23,7 +24,7 @@ use crate::keys::{
     u64_key, version_deleted, version_key, with_deleted, KeyFields, ALIVE, KEY_FORMAT,
 };
 use crate::raftlog::RaftLogStore;
-use crate::reader::{OverlayReader, RocksReader, Staged};
+use crate::reader::{OverlayReader, RocksReader, Staged, StagedOp};
 
 /// How many distinct relationship keys one GC WriteBatch handles at most (at revision
 /// boundaries), so collecting a long window does not build one huge batch.
@@ -215,9 +216,6 @@ impl RocksStore {
         }
         let base = RocksReader::at_head(sh, head);
         let mut staged = Staged::new();
-        // Keys a Create found absent at the head: their write needs no second look for a
-        // version to end.
-        let mut absent_at_head: HashSet<Vec<u8>> = HashSet::new();
         let mut changes: Vec<(bool, &dhow_tuples::Relationship)> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.writes.len());
         for w in &batch.writes {
@@ -234,10 +232,22 @@ impl RocksStore {
                             WriteOp::Create(r) | WriteOp::Touch(r) => (r, true),
                             WriteOp::Delete(r) => (r, false),
                         };
-                        if absent {
-                            absent_at_head.insert(key.clone());
+                        // A key staged again keeps what an earlier Create found at the head.
+                        match staged.entry(key) {
+                            Entry::Occupied(mut e) => {
+                                let s = e.get_mut();
+                                s.rel = r.clone();
+                                s.alive = alive;
+                                s.absent_at_head |= absent;
+                            }
+                            Entry::Vacant(e) => {
+                                e.insert(StagedOp {
+                                    rel: r.clone(),
+                                    alive,
+                                    absent_at_head: absent,
+                                });
+                            }
                         }
-                        staged.insert(key, (r.clone(), alive));
                         changes.push((!alive, r));
                     }
                     outcomes.push(Ok(()));
@@ -252,17 +262,18 @@ impl RocksStore {
         let by_subject = sh.cf(CF_BY_SUBJECT)?;
         let mut wb = WriteBatch::default();
         let mut reverse = Vec::new();
-        for (fwd, (r, alive)) in &staged {
-            if !absent_at_head.contains(fwd) {
+        for (fwd, s) in &staged {
+            // A Create that found the key absent at the head already looked: nothing to end.
+            if !s.absent_at_head {
                 if let Some((created, value)) = base.alive_raw(fwd)? {
                     let ended = with_deleted(&value, rev.0).map_err(corrupt(CF_TUPLES))?;
                     wb.put_cf(tuples, version_key(fwd, created), ended);
                 }
             }
-            if *alive {
-                let value = encode_version(ALIVE, r).map_err(StorageError::Invalid)?;
+            if s.alive {
+                let value = encode_version(ALIVE, &s.rel).map_err(StorageError::Invalid)?;
                 wb.put_cf(tuples, version_key(fwd, rev.0), value);
-                reverse.push(reverse_key(r));
+                reverse.push(reverse_key(&s.rel));
             }
         }
         // In key order, as the forward keys already are (`staged` is sorted): RocksDB then
@@ -504,7 +515,7 @@ fn validate_write(
         let mut absent = false;
         if let WriteOp::Create(r) = op {
             let exists = match view.staged.get(&key) {
-                Some((_, alive)) => *alive,
+                Some(s) => s.alive,
                 None => {
                     absent = view.base.alive_raw(&key)?.is_none();
                     !absent
