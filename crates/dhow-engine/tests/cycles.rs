@@ -257,7 +257,10 @@ impl Naive<'_> {
 /// Kleene iteration from all-false, for one subject: the least fixpoint of the monotone part
 /// (`odd`, used by `mixed` only through its excluded side, is taken from the naive evaluator:
 /// it does not depend on `mixed`). Three-valued; compared by level (allowed, conditional,
-/// denied).
+/// denied), and settled by level: a level depends only on the levels it is made of, so once
+/// no level changes none will, while the sets of missing parameters can go round a cycle for
+/// ever (a `view` -> `member` -> `link` -> `view` loop passing `{a, b}` and `{b}` along,
+/// after a parent turned allowed and stopped adding `a`).
 fn least_fixpoint(
     rels: &[Relationship],
     ctx: Ctx,
@@ -344,8 +347,11 @@ fn least_fixpoint(
                 }
             }
         }
-        if next == t {
-            return t;
+        let levels = |m: &HashMap<(String, String), V>| -> HashMap<(String, String), u8> {
+            m.iter().map(|(k, v)| (k.clone(), v.level())).collect()
+        };
+        if levels(&next) == levels(&t) {
+            return next;
         }
         t = next;
     }
