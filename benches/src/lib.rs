@@ -488,6 +488,10 @@ impl<R: SnapshotReader> SnapshotReader for CountingReader<R> {
         self.scanned(self.inner.by_subject_object(subject))
     }
 
+    fn by_subject_keys(&self, subject: &ObjectRef) -> Result<Vec<Relationship>, Error> {
+        self.scanned(self.inner.by_subject_keys(subject))
+    }
+
     fn read(
         &self,
         filter: &RelationshipFilter,

@@ -1,9 +1,12 @@
 //! LookupResources: every resource of a type on which a subject has a permission.
 //!
-//! Correct first: a reverse walk from the subject through the by-subject index collects every
-//! object connected to it (the only objects on which a check can be true), then each
-//! candidate of the asked type is checked with one shared memo (caveats are evaluated by the
-//! checks, so the walk over-approximates). A later issue makes it fast.
+//! A reverse walk from the subject through the subject index collects every object connected
+//! to it (the only objects on which a check can be true), then each candidate of the asked
+//! type is checked with one shared memo (caveats are evaluated by the checks, so the walk
+//! over-approximates). The walk reads index keys only ([`SnapshotReader::by_subject_keys`]):
+//! a key that is not alive at the revision adds a candidate its check refutes. What the walk
+//! read of the subject's own keys (and its type's wildcard's) then answers the checks' direct
+//! reads of the subject: a candidate the subject has no key on is not read for it.
 //! The walk's reads and the checks share the request's budgets.
 //!
 //! Paging by work: candidates are checked in id order, only those after the page's cursor,
@@ -14,9 +17,12 @@
 //! relation leads from, are collected without a read. This is sound because a stored
 //! relationship always fits the schema (a schema that would orphan one is refused).
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
-use dhow_tuples::{ObjectRef, SnapshotReader, Subject, WILDCARD};
+use dhow_tuples::{
+    Error as TupleError, ObjectRef, Relationship, RelationshipFilter, Revision, SnapshotReader,
+    Subject, SubjectRelation, WILDCARD,
+};
 
 use crate::budget::Meter;
 use crate::caveat::Permissionship;
@@ -184,18 +190,29 @@ impl Engine {
         let mut seen: HashSet<ObjectRef> = HashSet::new();
         let mut wild_types: HashSet<String> = HashSet::new();
         let mut queue = VecDeque::new();
+        let subject_wild = ObjectRef::new(subject.object.object_type.clone(), WILDCARD);
+        let mut known = Known::default();
         seen.insert(subject.object.clone());
         queue.push_back(subject.object.clone());
+        // The walk reads keys only (the subject index, no second read to see each key alive
+        // at the revision): a key that is not alive adds a candidate the check then refutes.
         while let Some(obj) = queue.pop_front() {
             if !leads.contains(obj.object_type.as_str()) {
                 continue;
             }
             meter.dispatch(|| format!("relationships of {obj}"))?;
-            let mut rels = reader.by_subject_object(&obj)?;
+            let mut rels = reader.by_subject_keys(&obj)?;
+            if obj == subject.object {
+                known.learn(0, &rels);
+            }
             if !obj.is_wildcard() && wild_types.insert(obj.object_type.clone()) {
                 let wild = ObjectRef::new(obj.object_type.clone(), WILDCARD);
                 meter.dispatch(|| format!("relationships of {wild}"))?;
-                rels.extend(reader.by_subject_object(&wild)?);
+                let wild_rels = reader.by_subject_keys(&wild)?;
+                if wild == subject_wild {
+                    known.learn(1, &wild_rels);
+                }
+                rels.extend(wild_rels);
             }
             for r in rels {
                 if r.is_expired_at(opts.now) {
@@ -212,7 +229,13 @@ impl Engine {
             .filter(|o| page.after.as_ref().is_none_or(|a| o.object_id > *a))
             .collect();
         let context = opts.context.clone();
-        let mut evaluator = Evaluator::new(self, reader, opts, meter, subject.clone(), context);
+        let reader = KnownReader {
+            inner: reader,
+            known,
+            subject: subject.object.clone(),
+            wild: subject_wild,
+        };
+        let mut evaluator = Evaluator::new(self, &reader, opts, meter, subject.clone(), context);
         let mut out = Vec::new();
         for c in candidates {
             if page.full(out.len()) {
@@ -230,5 +253,114 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+}
+
+/// What the walk read of the subject index of the lookup's subject (slot 0) and of its
+/// type's wildcard (slot 1): for each resource, the relations and subject relations of the
+/// keys naming it. A slot not learned knows nothing.
+#[derive(Default)]
+struct Known {
+    learned: [bool; 2],
+    keys: [HashMap<ObjectRef, Vec<(String, SubjectRelation)>>; 2],
+}
+
+impl Known {
+    fn learn(&mut self, slot: usize, rels: &[Relationship]) {
+        self.learned[slot] = true;
+        for r in rels {
+            self.keys[slot]
+                .entry(r.resource.clone())
+                .or_default()
+                .push((r.relation.clone(), r.subject.relation.clone()));
+        }
+    }
+
+    /// False when the key `resource#relation@subject` (subject in `slot`) is certainly not
+    /// alive: the slot was learned and holds no such key.
+    fn may_hold(
+        &self,
+        slot: usize,
+        resource: &ObjectRef,
+        relation: &str,
+        subject: &Subject,
+    ) -> bool {
+        if !self.learned[slot] {
+            return true;
+        }
+        self.keys[slot].get(resource).is_some_and(|ks| {
+            ks.iter()
+                .any(|(rel, srel)| rel == relation && *srel == subject.relation)
+        })
+    }
+}
+
+/// The reader a lookup's checks use: `find` of the subject (or its wildcard) on a resource
+/// the walk saw no key for answers "absent" with no read (most candidates have neither the
+/// subject nor the wildcard on their direct relations); everything else goes to the store.
+struct KnownReader<'r, R> {
+    inner: &'r R,
+    known: Known,
+    subject: ObjectRef,
+    wild: ObjectRef,
+}
+
+impl<R: SnapshotReader> SnapshotReader for KnownReader<'_, R> {
+    fn revision(&self) -> Revision {
+        self.inner.revision()
+    }
+
+    fn by_resource(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+    ) -> Result<Vec<Relationship>, TupleError> {
+        self.inner.by_resource(resource, relation)
+    }
+
+    fn find(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+        subject: &Subject,
+    ) -> Result<Option<Relationship>, TupleError> {
+        let slot = if subject.object == self.subject {
+            Some(0)
+        } else if subject.object == self.wild {
+            Some(1)
+        } else {
+            None
+        };
+        if slot.is_some_and(|s| !self.known.may_hold(s, resource, relation, subject)) {
+            return Ok(None);
+        }
+        self.inner.find(resource, relation, subject)
+    }
+
+    fn by_resource_of_type(
+        &self,
+        resource: &ObjectRef,
+        relation: &str,
+        subject_type: &str,
+    ) -> Result<Vec<Relationship>, TupleError> {
+        self.inner
+            .by_resource_of_type(resource, relation, subject_type)
+    }
+
+    fn by_subject_object(&self, subject: &ObjectRef) -> Result<Vec<Relationship>, TupleError> {
+        self.inner.by_subject_object(subject)
+    }
+
+    fn by_subject_keys(&self, subject: &ObjectRef) -> Result<Vec<Relationship>, TupleError> {
+        self.inner.by_subject_keys(subject)
+    }
+
+    fn read(
+        &self,
+        filter: &RelationshipFilter,
+        after: Option<&Relationship>,
+        limit: usize,
+    ) -> Result<Vec<Relationship>, TupleError> {
+        self.inner.read(filter, after, limit)
     }
 }

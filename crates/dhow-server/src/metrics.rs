@@ -247,6 +247,14 @@ impl<R: SnapshotReader> SnapshotReader for CountingReader<R> {
         self.inner.by_subject_object(subject)
     }
 
+    fn by_subject_keys(
+        &self,
+        subject: &ObjectRef,
+    ) -> Result<Vec<Relationship>, dhow_tuples::Error> {
+        self.count();
+        self.inner.by_subject_keys(subject)
+    }
+
     fn read(
         &self,
         filter: &RelationshipFilter,

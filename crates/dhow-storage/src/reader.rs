@@ -348,6 +348,22 @@ impl SnapshotReader for RocksReader<'_> {
         Ok(self.by_subject_inner(subject)?)
     }
 
+    /// The subject index alone: its entries are written with the first version of a key and
+    /// removed only when garbage collection removes the key's last version, so they cover
+    /// every key alive at any readable revision.
+    fn by_subject_keys(
+        &self,
+        subject: &ObjectRef,
+    ) -> Result<Vec<Relationship>, dhow_tuples::Error> {
+        let mut out = Vec::new();
+        self.scan_reverse(&subject_prefix(subject), |fields| {
+            out.push(fields.into_relationship(Default::default()));
+            Ok(true)
+        })
+        .map_err(dhow_tuples::Error::from)?;
+        Ok(out)
+    }
+
     fn read(
         &self,
         filter: &RelationshipFilter,

@@ -42,6 +42,17 @@ pub trait SnapshotReader {
     /// reverse index. For `type:*` it returns the wildcard relationships of that type.
     fn by_subject_object(&self, subject: &ObjectRef) -> Result<Vec<Relationship>, Error>;
 
+    /// The keys of the relationships whose subject object is `subject` that may be alive at
+    /// this revision, as bare relationships (no caveat, no expiration): every key
+    /// [`SnapshotReader::by_subject_object`] returns, and perhaps keys of relationships not
+    /// alive at this revision. A store whose subject index must confirm each entry with a
+    /// second read answers this from the index alone. For walks that only over-approximate
+    /// (a lookup's candidates are each checked) and for proving a key absent: a key not in
+    /// this list is not alive. The default is [`SnapshotReader::by_subject_object`].
+    fn by_subject_keys(&self, subject: &ObjectRef) -> Result<Vec<Relationship>, Error> {
+        self.by_subject_object(subject)
+    }
+
     /// All relationships matching `filter`, in key order, starting strictly after `after` if
     /// given, at most `limit` of them.
     fn read(

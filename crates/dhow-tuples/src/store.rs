@@ -113,6 +113,9 @@ impl<T: SnapshotReader + ?Sized> SnapshotReader for Box<T> {
     fn by_subject_object(&self, subject: &crate::ObjectRef) -> Result<Vec<Relationship>, Error> {
         (**self).by_subject_object(subject)
     }
+    fn by_subject_keys(&self, subject: &crate::ObjectRef) -> Result<Vec<Relationship>, Error> {
+        (**self).by_subject_keys(subject)
+    }
     fn read(
         &self,
         filter: &RelationshipFilter,
@@ -213,6 +216,12 @@ impl SnapshotReader for GuardReader<'_> {
             .store
             .snapshot(self.rev)?
             .by_subject_object(subject)
+    }
+    fn by_subject_keys(&self, subject: &crate::ObjectRef) -> Result<Vec<Relationship>, Error> {
+        self.guard
+            .store
+            .snapshot(self.rev)?
+            .by_subject_keys(subject)
     }
     fn read(
         &self,
