@@ -194,14 +194,18 @@ impl<'a, R: SnapshotReader> Pool<'a, R> {
         {
             let o = self.query(delegator, context, actor, permission)?;
             if o.value.is_true() {
-                let proof = self.proof(step, &Tri::T, o.proof.into_iter().collect());
+                let proof = self.proof(
+                    step,
+                    &Tri::T,
+                    Outcome::take_proof(o.proof).into_iter().collect(),
+                );
                 return Ok(Outcome {
                     value: Tri::T,
-                    proof,
+                    proof: proof.map(Box::new),
                 });
             }
             value = value.or(o.value);
-            proofs.extend(o.proof);
+            proofs.extend(Outcome::take_proof(o.proof));
         }
         if delegator.relation.is_none() && !delegator.is_wildcard() {
             let sets = engine
@@ -220,12 +224,18 @@ impl<'a, R: SnapshotReader> Pool<'a, R> {
                 };
                 let s = self.query(&set, context, resource, permission)?;
                 let (v, children) = if s.value.is_false() {
-                    (Tri::F, s.proof.into_iter().collect::<Vec<_>>())
+                    (
+                        Tri::F,
+                        Outcome::take_proof(s.proof).into_iter().collect::<Vec<_>>(),
+                    )
                 } else {
                     let l = self.query(&member, context, &delegator.object, &d)?;
                     (
                         s.value.and(l.value),
-                        s.proof.into_iter().chain(l.proof).collect(),
+                        Outcome::take_proof(s.proof)
+                            .into_iter()
+                            .chain(Outcome::take_proof(l.proof))
+                            .collect(),
                     )
                 };
                 let proof = self.proof(
@@ -239,7 +249,7 @@ impl<'a, R: SnapshotReader> Pool<'a, R> {
                     let proof = self.proof(step, &Tri::T, proof.into_iter().collect());
                     return Ok(Outcome {
                         value: Tri::T,
-                        proof,
+                        proof: proof.map(Box::new),
                     });
                 }
                 value = value.or(v);
@@ -247,7 +257,10 @@ impl<'a, R: SnapshotReader> Pool<'a, R> {
             }
         }
         let proof = self.proof(step, &value, proofs);
-        Ok(Outcome { value, proof })
+        Ok(Outcome {
+            value,
+            proof: proof.map(Box::new),
+        })
     }
 
     /// The whole chain of `req`: the principal, then each hop from the principal outward,
@@ -276,13 +289,13 @@ impl<'a, R: SnapshotReader> Pool<'a, R> {
                 denied_at = Some(ChainLink::Actor(i));
             }
             value = value.and(h.value);
-            actor_proofs[i] = h.proof;
+            actor_proofs[i] = Outcome::take_proof(h.proof);
         }
         Ok(DelegatedResult {
             permissionship: value.permissionship(),
             allowed: value.is_true(),
             revision: self.reader.revision(),
-            proof: p.proof,
+            proof: Outcome::take_proof(p.proof),
             actor_proofs: if explain {
                 actor_proofs.into_iter().flatten().collect()
             } else {
