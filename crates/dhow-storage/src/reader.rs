@@ -12,8 +12,7 @@ use crate::db::{read_window, Db, CF_BY_SUBJECT, CF_TUPLES};
 use crate::error::{corrupt, rocks, StorageError};
 use crate::keys::{
     decode_version, forward_key, forward_key_of, forward_prefix_of, prefix_end, resource_prefix,
-    reverse_key, reverse_prefix_of, split_version_key, subject_prefix, version_deleted,
-    version_key, KeyFields,
+    reverse_key, reverse_prefix_of, split_version_key, subject_prefix, version_deleted, KeyFields,
 };
 
 /// A reader at one revision over a RocksDB snapshot. It borrows the store; the snapshot is
@@ -102,22 +101,33 @@ impl<'a> RocksReader<'a> {
     }
 
     /// The version of `fwd` alive at this revision: its created revision and raw value.
+    ///
+    /// A key's versions never overlap (a version ends at the revision its successor starts),
+    /// so the alive one is the version created at or before this revision that is not yet
+    /// deleted. They are found forward, a seek and a step per version (one, mostly): a
+    /// `seek_for_prev` costs about twice as much in RocksDB, whose memtable (a skip list
+    /// without back links) searches from the top for every step back.
     pub(crate) fn alive_raw(&self, fwd: &[u8]) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
         let rev = self.rev;
         self.with_iter(CF_TUPLES, |it| {
-            it.seek_for_prev(version_key(fwd, rev));
-            let found = match it.item() {
-                Some((k, v)) => {
-                    let (kf, created) = split_version_key(k).map_err(corrupt(CF_TUPLES))?;
-                    if kf != fwd {
-                        None
-                    } else {
-                        let deleted = version_deleted(v).map_err(corrupt(CF_TUPLES))?;
-                        (created <= rev && deleted > rev).then(|| (created, v.to_vec()))
+            it.seek(fwd);
+            let mut found = None;
+            while let Some((k, v)) = it.item() {
+                if !k.starts_with(fwd) {
+                    break;
+                }
+                let (kf, created) = split_version_key(k).map_err(corrupt(CF_TUPLES))?;
+                if kf == fwd {
+                    if created > rev {
+                        break;
+                    }
+                    if version_deleted(v).map_err(corrupt(CF_TUPLES))? > rev {
+                        found = Some((created, v.to_vec()));
+                        break;
                     }
                 }
-                None => None,
-            };
+                it.next();
+            }
             it.status()
                 .map_err(rocks(format!("reading a relationship at revision {rev}")))?;
             Ok(found)
