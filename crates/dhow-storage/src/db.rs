@@ -217,6 +217,25 @@ impl Db {
         wo.set_sync(self.sync);
         self.db.write_opt(batch, &wo).map_err(rocks(what))
     }
+
+    /// Writes `batch` to the WAL and the memtables without waiting for the disk: for what
+    /// can be written again from a record that is already synced in this database (the
+    /// application of a Raft entry, which the synced Raft log holds). This database has one
+    /// WAL, written in order, and a sync makes everything before it durable: the next synced
+    /// write (the next Raft log append or hard state) carries this one too. A power loss
+    /// before it loses a tail of applications that the log still holds, and the node applies
+    /// them again at restart from the revision the store holds (the applied index is the
+    /// store's head, written in the same batch). A killed process loses nothing: the WAL
+    /// is in the operating system's page cache.
+    pub(crate) fn write_after_log(
+        &self,
+        batch: WriteBatch,
+        what: &str,
+    ) -> Result<(), StorageError> {
+        self.db
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(rocks(what))
+    }
 }
 
 /// The database's options: how it recovers after a crash, and what it verifies.

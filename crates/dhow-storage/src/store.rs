@@ -1,4 +1,4 @@
-//! `RocksStore`: the `TupleStore` implementation on the database of [`crate::db`] (apply in one synced WriteBatch, MVCC readers, changes, schema history,
+//! `RocksStore`: the `TupleStore` implementation on the database of [`crate::db`] (apply in one WriteBatch, durable with the synced Raft log, MVCC readers, changes, schema history,
 //! GC driven by the change log), cluster id, checkpoints and restore.
 
 use std::collections::btree_map::Entry;
@@ -296,7 +296,9 @@ impl RocksStore {
         }
         wb.put_cf(sh.cf(CF_META)?, META_HEAD, rev.0.to_be_bytes());
         drop(base);
-        sh.write(wb, &format!("writing revision {rev}"))?;
+        // Not synced: the entry is in the synced Raft log of this database (see
+        // `Db::write_after_log`).
+        sh.write_after_log(wb, &format!("writing revision {rev}"))?;
         sh.head.store(rev.0, Ordering::Release);
         Ok(outcomes)
     }
