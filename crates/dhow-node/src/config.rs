@@ -37,6 +37,9 @@ pub struct NodeConfig {
     /// Free space kept on the data dir's disk: below it the node pauses its writes until
     /// space is freed (0: no reserve). Default 64 MiB.
     pub min_free_bytes: u64,
+    /// Memory for writes not yet flushed to files (RocksDB's memtables, all column families
+    /// together), at least 8 MiB. Default 512 MiB.
+    pub memtable_bytes: usize,
 }
 
 /// The peer port's mutual TLS: every node has a certificate from the cluster CA that names it
@@ -80,6 +83,7 @@ impl Default for NodeConfig {
             write_timeout: Duration::from_secs(30),
             peer_tls: None,
             min_free_bytes: dhow_storage::DEFAULT_MIN_FREE_BYTES,
+            memtable_bytes: dhow_storage::DEFAULT_MEMTABLE_BYTES,
         }
     }
 }
@@ -114,6 +118,16 @@ impl NodeConfig {
         }
         if self.write_timeout.is_zero() {
             return invalid("request_timeout", zero);
+        }
+        if self.memtable_bytes < dhow_storage::MIN_MEMTABLE_BYTES {
+            return invalid(
+                "memtable_bytes",
+                format!(
+                    "{} is below the least allowed, {} bytes (8MiB)",
+                    self.memtable_bytes,
+                    dhow_storage::MIN_MEMTABLE_BYTES
+                ),
+            );
         }
         if !self.initial_cluster.is_empty() && !self.initial_cluster.contains_key(&self.node_id) {
             return invalid(

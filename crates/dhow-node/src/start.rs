@@ -153,6 +153,7 @@ pub async fn start(config: &NodeConfig) -> Result<RunningNode, StartError> {
     };
     let options = StoreOptions {
         min_free_bytes: config.min_free_bytes,
+        memtable_bytes: config.memtable_bytes,
         ..StoreOptions::default()
     };
     let store = Arc::new(RocksStore::open(&db, options).map_err(|e| store_error(&e))?);

@@ -497,6 +497,16 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "memtable_bytes",
+        value: "SIZE",
+        default: DefaultValue::Is("512MiB"),
+        help: "Memory for writes not yet flushed to files (RocksDB memtables, all column families together), at least 8MiB: a larger budget takes a bigger import before flushing under it, and costs memory and a longer WAL replay at restart",
+        set: |c, v| {
+            c.node.memtable_bytes = parse_size(v)?;
+            Ok(())
+        },
+    },
+    Setting {
         name: "check_cache_bytes",
         value: "SIZE",
         default: DefaultValue::Is("256MiB"),
@@ -1022,6 +1032,19 @@ mod tests {
     }
 
     #[test]
+    fn the_memtable_budget_is_a_setting_with_a_floor() {
+        let c = Config::load(None, &HashMap::new(), &ConfigOverrides::default()).unwrap();
+        assert_eq!(c.node.memtable_bytes, 512 << 20);
+        let p = write_tmp("memtable.toml", "memtable_bytes = \"64MiB\"\n");
+        let c = Config::load(Some(&p), &HashMap::new(), &ConfigOverrides::default()).unwrap();
+        assert_eq!(c.node.memtable_bytes, 64 << 20);
+        let mut env = HashMap::new();
+        env.insert("DHOW_MEMTABLE_BYTES".to_string(), "1MiB".to_string());
+        let e = Config::load(None, &env, &ConfigOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("memtable_bytes"), "{e}");
+    }
+
+    #[test]
     fn cluster_settings() {
         let mut env = HashMap::new();
         env.insert("DHOW_NODE_ID".to_string(), "2".to_string());
@@ -1337,6 +1360,7 @@ mod tests {
             "max_preconditions_per_write" => "11",
             "max_entry_bytes" => "2MiB",
             "check_cache_bytes" => "0",
+            "memtable_bytes" => "64MiB",
             "max_check_bulk_items" => "12",
             "max_lookup_subjects_results" => "13",
             "request_timeout" => "1.5s",

@@ -15,7 +15,7 @@ use rocksdb::{
 use crate::error::{rocks, StorageError};
 use crate::keys::be_u64;
 use crate::raftlog::RaftBounds;
-use crate::store::StoreOptions;
+use crate::store::{StoreOptions, MIN_MEMTABLE_BYTES};
 
 /// Every version of every relationship, keyed by resource, subject, creating revision.
 pub(crate) const CF_TUPLES: &str = "tuples";
@@ -95,7 +95,7 @@ impl Db {
     /// acknowledged (see [`db_options`]): the error is of kind
     /// [`ErrorKind::Corruption`](crate::ErrorKind::Corruption).
     pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<Db, StorageError> {
-        let mut db_opts = db_options();
+        let mut db_opts = db_options(opts.memtable_bytes);
         db_opts.create_if_missing(opts.create_if_missing);
         db_opts.create_missing_column_families(true);
         let mut names: Vec<String> = ALL_CFS.iter().map(|s| s.to_string()).collect();
@@ -110,7 +110,7 @@ impl Db {
         }
         let descriptors = names
             .iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, cf_options()));
+            .map(|n| ColumnFamilyDescriptor::new(n, cf_options(opts.memtable_bytes)));
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)
             .map_err(rocks(format!("opening the store at {}", path.display())))?;
         let mut shared = Db {
@@ -259,17 +259,23 @@ impl Db {
 /// What RocksDB cannot tell from a torn write: damage to a record header within the last
 /// 32 KiB block of the newest WAL that makes the record look longer than the file (a torn
 /// write looks the same). Only the records after it in that block are then lost.
-fn db_options() -> Options {
-    let mut o = cf_options();
+fn db_options(memtable_bytes: usize) -> Options {
+    let mut o = cf_options(memtable_bytes);
+    // The memtables of all column families together: past it RocksDB flushes the largest.
+    o.set_db_write_buffer_size(memtable_bytes);
     o.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     o.set_track_and_verify_wals_in_manifest(true);
     o.set_paranoid_checks(true);
     o
 }
 
-fn cf_options() -> Options {
+/// A column family's options: LZ4, and a memtable of up to half the budget (RocksDB's default
+/// is 64 MiB: a 1M import then flushed under itself several times, and the flushes and
+/// compactions took the second core from the thread applying it).
+fn cf_options(memtable_bytes: usize) -> Options {
     let mut o = Options::default();
     o.set_compression_type(DBCompressionType::Lz4);
+    o.set_write_buffer_size((memtable_bytes / 2).max(MIN_MEMTABLE_BYTES / 2));
     o
 }
 

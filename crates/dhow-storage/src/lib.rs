@@ -33,4 +33,6 @@ pub use db::{StorageStats, FORMAT_VERSION};
 pub use error::{ErrorKind, StorageError};
 pub use raftlog::{RaftEntry, RaftLogStore};
 pub use reader::RocksReader;
-pub use store::{RocksStore, StoreOptions, DEFAULT_MIN_FREE_BYTES};
+pub use store::{
+    RocksStore, StoreOptions, DEFAULT_MEMTABLE_BYTES, DEFAULT_MIN_FREE_BYTES, MIN_MEMTABLE_BYTES,
+};

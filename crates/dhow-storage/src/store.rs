@@ -42,10 +42,21 @@ pub struct StoreOptions {
     /// loop pauses its writes ([`RaftLogStore::check_space`]) instead of letting RocksDB hit
     /// a full disk, which it does not recover from without a reopen.
     pub min_free_bytes: u64,
+    /// Memory for writes not yet flushed to files: RocksDB's memtables, all column families
+    /// together (default [`DEFAULT_MEMTABLE_BYTES`]); one column family may use half of it.
+    pub memtable_bytes: usize,
 }
 
 /// The default free-space reserve of a data dir's disk: 64 MiB.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The default memtable budget: 512 MiB. An import of 1M relationships (about 250 MB of
+/// versions, index entries and change records) then fits before a flush, which would take
+/// the second core from the thread applying it (`docs/benchmarks.md`).
+pub const DEFAULT_MEMTABLE_BYTES: usize = 512 * 1024 * 1024;
+
+/// The least memtable budget accepted: 8 MiB.
+pub const MIN_MEMTABLE_BYTES: usize = 8 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -53,6 +64,7 @@ impl Default for StoreOptions {
             create_if_missing: true,
             sync_writes: true,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            memtable_bytes: DEFAULT_MEMTABLE_BYTES,
         }
     }
 }
