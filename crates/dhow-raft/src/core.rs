@@ -13,13 +13,13 @@
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use dhow_tuples::{Revision, TupleStore, WriteRequest};
+use dhow_tuples::{Revision, TupleStore};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{oneshot, watch};
 
-use crate::codec::Body;
+use crate::codec::{Body, EncodedWrite};
 use crate::config::RaftConfig;
 use crate::error::StorageKind;
 use crate::log::{LogStore, Membership, RaftStorage};
@@ -35,11 +35,12 @@ use crate::RaftError;
 /// What the loop is asked to do: the commands a [`crate::RaftHandle`] (or a
 /// [`crate::sim::SimNode`]) sends, the transport's reports, and the end of a restore job.
 pub(crate) enum Request {
-    Write(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>),
+    /// A client write, encoded by the submitter (`EncodedWrite::new`).
+    Write(EncodedWrite, oneshot::Sender<Result<Revision, RaftError>>),
     /// A write submitted under a sampled trace: its W3C `traceparent` rides in the entry's
     /// context (see `propose.rs`).
     TracedWrite(
-        WriteRequest,
+        EncodedWrite,
         String,
         oneshot::Sender<Result<Revision, RaftError>>,
     ),
@@ -235,7 +236,7 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         first: Request,
         mut more: impl FnMut() -> Option<Request>,
     ) -> bool {
-        let mut writes: Vec<(WriteRequest, oneshot::Sender<Result<Revision, RaftError>>)> =
+        let mut writes: Vec<(EncodedWrite, oneshot::Sender<Result<Revision, RaftError>>)> =
             Vec::new();
         let mut traces: Vec<String> = Vec::new();
         let mut stop = false;

@@ -177,6 +177,8 @@ impl RaftHandle {
         w: WriteRequest,
     ) -> impl std::future::Future<Output = Result<Revision, RaftError>> + Send + 'static {
         let trace = trace_hooks().and_then(|h| (h.current)());
+        // Encoded here, on the caller's thread, not on the Raft thread.
+        let w = crate::codec::EncodedWrite::new(&w);
         let rx = self.submit(|tx| match trace {
             Some(t) => Request::TracedWrite(w, t, tx),
             None => Request::Write(w, tx),

@@ -14,10 +14,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dhow_tuples::{Revision, WriteRequest};
+use dhow_tuples::Revision;
 use tokio::sync::oneshot;
 
-use crate::codec::{self, Body, Proposal};
+use crate::codec::{self, Body, EncodedWrite, Proposal};
 use crate::core::Core;
 use crate::log::LogStore;
 use crate::stats::Counters;
@@ -147,20 +147,27 @@ impl Proposals {
     }
 }
 
+/// What a proposal carries before its id is known: client writes, each already encoded by
+/// its submitter, or a schema.
+pub(crate) enum Out {
+    Writes(Vec<EncodedWrite>),
+    Schema(String),
+}
+
 impl<L: LogStore, T: Transport> Core<L, T> {
     /// Proposes the client writes of one batch as one entry, carrying the `traceparent`s of
     /// the traced ones in its context.
     pub(crate) fn propose_writes(
         &mut self,
-        writes: Vec<(WriteRequest, Answer)>,
+        writes: Vec<(EncodedWrite, Answer)>,
         traces: &[String],
     ) {
         if writes.is_empty() {
             return;
         }
-        let (reqs, txs): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
+        let (parts, txs): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
         self.propose_in(
-            Body::Writes(reqs),
+            Out::Writes(parts),
             Waiter::Writes(txs),
             trace_context(traces),
         );
@@ -170,12 +177,16 @@ impl<L: LogStore, T: Transport> Core<L, T> {
     /// failed, otherwise encoded under a new id and handed to raft-rs; `waiter` is answered
     /// when the entry is applied (see `apply.rs`), or now if raft-rs refuses it.
     pub(crate) fn propose(&mut self, body: Body, waiter: Waiter) {
-        self.propose_in(body, waiter, Vec::new())
+        let out = match body {
+            Body::Writes(reqs) => Out::Writes(reqs.iter().map(EncodedWrite::new).collect()),
+            Body::Schema(text) => Out::Schema(text),
+        };
+        self.propose_in(out, waiter, Vec::new())
     }
 
     /// [`Core::propose`] with the entry's context (trace parents; both halves of a split
     /// batch keep them all).
-    fn propose_in(&mut self, body: Body, waiter: Waiter, context: Vec<u8>) {
+    fn propose_in(&mut self, body: Out, waiter: Waiter, context: Vec<u8>) {
         if let Some(e) = &self.failed {
             waiter.fail(|| e.clone());
             return;
@@ -189,22 +200,36 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             return;
         }
         let id = self.proposals.next_id();
-        let proposal = Proposal { id, body };
-        let data = codec::encode(&proposal);
+        let (data, body) = match body {
+            Out::Writes(parts) => (codec::encode_writes(id, &parts), Out::Writes(parts)),
+            Out::Schema(text) => {
+                let proposal = Proposal {
+                    id,
+                    body: Body::Schema(text),
+                };
+                let data = codec::encode(&proposal);
+                let Body::Schema(text) = proposal.body else {
+                    unreachable!("built as a schema just above")
+                };
+                (data, Out::Schema(text))
+            }
+        };
         let limit = self.config.max_entry_bytes;
         if data.len() > limit {
-            match (proposal.body, waiter) {
+            match (body, waiter) {
                 // Writes batched together: each half in an entry of its own, in order.
-                (Body::Writes(mut reqs), Waiter::Writes(mut txs)) if reqs.len() > 1 => {
-                    let (rest_reqs, rest_txs) =
-                        (reqs.split_off(reqs.len() / 2), txs.split_off(txs.len() / 2));
-                    self.propose_in(Body::Writes(reqs), Waiter::Writes(txs), context.clone());
-                    self.propose_in(Body::Writes(rest_reqs), Waiter::Writes(rest_txs), context);
+                (Out::Writes(mut parts), Waiter::Writes(mut txs)) if parts.len() > 1 => {
+                    let (rest_parts, rest_txs) = (
+                        parts.split_off(parts.len() / 2),
+                        txs.split_off(txs.len() / 2),
+                    );
+                    self.propose_in(Out::Writes(parts), Waiter::Writes(txs), context.clone());
+                    self.propose_in(Out::Writes(rest_parts), Waiter::Writes(rest_txs), context);
                 }
                 (body, waiter) => {
                     let what = match body {
-                        Body::Writes(_) => "write",
-                        Body::Schema(_) => "schema",
+                        Out::Writes(_) => "write",
+                        Out::Schema(_) => "schema",
                     };
                     let size = data.len();
                     waiter.fail(|| RaftError::TooLarge { what, size, limit });

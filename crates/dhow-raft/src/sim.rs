@@ -83,6 +83,7 @@ impl<L: LogStore, T: Transport> SimNode<L, T> {
 
     /// Queues a client write.
     pub fn write(&self, w: WriteRequest) -> Answer<Revision> {
+        let w = crate::codec::EncodedWrite::new(&w);
         self.submit(|tx| Request::Write(w, tx))
     }
 

@@ -91,6 +91,24 @@ pub(crate) fn encode(p: &Proposal) -> Vec<u8> {
     v2::proposal(p)
 }
 
+/// A client write encoded by whoever submits it, so that the Raft thread, which proposes
+/// and applies every entry, only joins the parts ([`encode_writes`]).
+#[derive(Debug, Clone)]
+pub(crate) struct EncodedWrite(pub Vec<u8>);
+
+impl EncodedWrite {
+    pub(crate) fn new(req: &WriteRequest) -> Self {
+        EncodedWrite(v2::write_part(req))
+    }
+}
+
+/// The data of a normal Raft entry holding the writes `parts`: the same bytes as
+/// [`encode`] of a proposal of those writes.
+pub(crate) fn encode_writes(id: u64, parts: &[EncodedWrite]) -> Vec<u8> {
+    let parts: Vec<&[u8]> = parts.iter().map(|p| p.0.as_slice()).collect();
+    v2::writes_proposal(id, &parts)
+}
+
 /// Reads the data of a normal Raft entry, in either format.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
     versioned(bytes, Payload::Entry, v1::read_proposal, v2::read_proposal)
@@ -194,6 +212,37 @@ pub(crate) fn decode_staged(bytes: &[u8]) -> Result<StagedSnapshot, DecodeError>
 mod tests {
     use super::*;
     use dhow_tuples::{parse_relationship, WriteOp};
+
+    /// Writes encoded one by one by their submitters and joined by the Raft thread make the
+    /// same entry as the proposal encoded whole: every golden sample of a proposal of
+    /// writes (the format's reference), and none of them, one and two at a time.
+    #[test]
+    fn writes_joined_from_parts_are_the_proposal_encoded_whole() {
+        let mut seen = 0;
+        for (name, v) in crate::golden::samples() {
+            let crate::golden::Value::Entry(p) = v else {
+                continue;
+            };
+            let Body::Writes(reqs) = &p.body else {
+                continue;
+            };
+            let parts: Vec<EncodedWrite> = reqs.iter().map(EncodedWrite::new).collect();
+            assert_eq!(encode_writes(p.id, &parts), encode(&p), "{name}");
+            for n in 0..reqs.len().min(2) {
+                let some = Proposal {
+                    id: p.id,
+                    body: Body::Writes(reqs[..n].to_vec()),
+                };
+                assert_eq!(
+                    encode_writes(p.id, &parts[..n]),
+                    encode(&some),
+                    "{name}, {n}"
+                );
+            }
+            seen += 1;
+        }
+        assert!(seen >= 2, "the golden samples hold proposals of writes");
+    }
 
     #[test]
     fn round_trip_and_refuse_unknown_format() {

@@ -87,6 +87,26 @@ pub(crate) fn proposal(p: &Proposal) -> Vec<u8> {
     w.finish()
 }
 
+/// One client write, encoded as it sits in a proposal's list of writes.
+pub(crate) fn write_part(req: &WriteRequest) -> Vec<u8> {
+    let mut w = Writer::part();
+    write_request(&mut w, req);
+    w.finish()
+}
+
+/// The proposal `id` of the writes `parts` (each from [`write_part`]): the same bytes as
+/// [`proposal`] of those writes.
+pub(crate) fn writes_proposal(id: u64, parts: &[&[u8]]) -> Vec<u8> {
+    let mut w = Writer::new(VERSION);
+    w.varint(id);
+    w.u8(BODY_WRITES);
+    w.len(parts.len());
+    for p in parts {
+        w.bytes(p);
+    }
+    w.finish()
+}
+
 fn write_request(w: &mut Writer, req: &WriteRequest) {
     w.len(req.preconditions.len());
     for p in &req.preconditions {

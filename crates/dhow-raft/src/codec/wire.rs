@@ -161,6 +161,16 @@ impl Writer {
         Writer { out: vec![first] }
     }
 
+    /// A writer of a part of a payload (no version byte).
+    pub(crate) fn part() -> Self {
+        Writer { out: Vec::new() }
+    }
+
+    /// Appends a part written by a [`Writer::part`].
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
+        self.out.extend_from_slice(b);
+    }
+
     pub(crate) fn finish(self) -> Vec<u8> {
         self.out
     }
