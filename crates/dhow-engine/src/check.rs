@@ -44,8 +44,9 @@ impl CheckResult {
 pub(crate) struct Outcome {
     pub value: Tri,
     /// Boxed: an outcome moves through every level of an evaluation and sits in the memo,
-    /// and a proof node is eight times the size of the rest (a lookup's memo of 40,000
-    /// outcomes without proofs was 15 MB, copied at each growth).
+    /// and a proof node (its step holds a whole relationship) is many times the size of the
+    /// rest; inline, a lookup's memo kept that room for every entry, without proofs, and
+    /// copied it at each growth (docs/benchmarks.md, "A memo entry without a proof's room").
     pub proof: Option<Box<Proof>>,
 }
 
