@@ -203,14 +203,14 @@ impl Engine {
             meter.dispatch(|| format!("relationships of {obj}"))?;
             let mut rels = reader.by_subject_keys(&obj)?;
             if obj == subject.object {
-                known.learn(0, &rels);
+                known.learn(&obj, &rels);
             }
             if !obj.is_wildcard() && wild_types.insert(obj.object_type.clone()) {
                 let wild = ObjectRef::new(obj.object_type.clone(), WILDCARD);
                 meter.dispatch(|| format!("relationships of {wild}"))?;
                 let wild_rels = reader.by_subject_keys(&wild)?;
                 if wild == subject_wild {
-                    known.learn(1, &wild_rels);
+                    known.learn(&wild, &wild_rels);
                 }
                 rels.extend(wild_rels);
             }
@@ -232,8 +232,6 @@ impl Engine {
         let reader = KnownReader {
             inner: reader,
             known,
-            subject: subject.object.clone(),
-            wild: subject_wild,
         };
         let mut evaluator = Evaluator::new(self, &reader, opts, meter, subject.clone(), context);
         let mut out = Vec::new();
@@ -256,39 +254,29 @@ impl Engine {
     }
 }
 
-/// What the walk read of the subject index of the lookup's subject (slot 0) and of its
-/// type's wildcard (slot 1): for each resource, the relations and subject relations of the
-/// keys naming it. A slot not learned knows nothing.
+/// What the walk read of the subject index of the lookup's subject and of its type's
+/// wildcard: for each of these subject objects, for each resource, the relations and subject
+/// relations of the keys naming it. An object not learned knows nothing.
 #[derive(Default)]
-struct Known {
-    learned: [bool; 2],
-    keys: [HashMap<ObjectRef, Vec<(String, SubjectRelation)>>; 2],
-}
+struct Known(HashMap<ObjectRef, HashMap<ObjectRef, Vec<(String, SubjectRelation)>>>);
 
 impl Known {
-    fn learn(&mut self, slot: usize, rels: &[Relationship]) {
-        self.learned[slot] = true;
+    fn learn(&mut self, subject: &ObjectRef, rels: &[Relationship]) {
+        let keys = self.0.entry(subject.clone()).or_default();
         for r in rels {
-            self.keys[slot]
-                .entry(r.resource.clone())
+            keys.entry(r.resource.clone())
                 .or_default()
                 .push((r.relation.clone(), r.subject.relation.clone()));
         }
     }
 
-    /// False when the key `resource#relation@subject` (subject in `slot`) is certainly not
-    /// alive: the slot was learned and holds no such key.
-    fn may_hold(
-        &self,
-        slot: usize,
-        resource: &ObjectRef,
-        relation: &str,
-        subject: &Subject,
-    ) -> bool {
-        if !self.learned[slot] {
+    /// False when the key `resource#relation@subject` is certainly not alive: the subject's
+    /// object was learned and holds no such key.
+    fn may_hold(&self, resource: &ObjectRef, relation: &str, subject: &Subject) -> bool {
+        let Some(keys) = self.0.get(&subject.object) else {
             return true;
-        }
-        self.keys[slot].get(resource).is_some_and(|ks| {
+        };
+        keys.get(resource).is_some_and(|ks| {
             ks.iter()
                 .any(|(rel, srel)| rel == relation && *srel == subject.relation)
         })
@@ -301,8 +289,6 @@ impl Known {
 struct KnownReader<'r, R> {
     inner: &'r R,
     known: Known,
-    subject: ObjectRef,
-    wild: ObjectRef,
 }
 
 impl<R: SnapshotReader> SnapshotReader for KnownReader<'_, R> {
@@ -324,14 +310,7 @@ impl<R: SnapshotReader> SnapshotReader for KnownReader<'_, R> {
         relation: &str,
         subject: &Subject,
     ) -> Result<Option<Relationship>, TupleError> {
-        let slot = if subject.object == self.subject {
-            Some(0)
-        } else if subject.object == self.wild {
-            Some(1)
-        } else {
-            None
-        };
-        if slot.is_some_and(|s| !self.known.may_hold(s, resource, relation, subject)) {
+        if !self.known.may_hold(resource, relation, subject) {
             return Ok(None);
         }
         self.inner.find(resource, relation, subject)
