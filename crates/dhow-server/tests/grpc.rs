@@ -1194,6 +1194,25 @@ async fn bad_input_on_every_rpc_names_the_field() {
         .await
         .unwrap_err();
     assert_invalid(&e, "relationships[1].resource");
+    // Refused by the schema (checked after decoding): the path names the relationship's
+    // index in the message and the field within it.
+    let e = s
+        .rel()
+        .import(tokio_stream::iter(vec![pb::ImportRequest {
+            relationships: vec![
+                rel("document:doc1#viewer@user:bob"),
+                rel("document:doc1#viewer@user:ann"),
+                rel("document:doc1#no_such_relation@user:bob"),
+            ],
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(field(&e), "relationships[2].relation", "{e:?}");
+    assert!(
+        e.message().starts_with("relationships[2].relation: "),
+        "{e:?}"
+    );
     let e = s
         .rel()
         .export(pb::ExportRequest {

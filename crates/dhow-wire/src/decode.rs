@@ -59,10 +59,15 @@ pub fn object(
     allow_wildcard: bool,
 ) -> WireResult<ObjectRef> {
     let o = o.ok_or_else(|| WireError::missing(field))?;
-    Ok(ObjectRef::new(
-        type_name(&o.object_type, &join(field, "object_type"))?,
-        object_id(&o.object_id, &join(field, "object_id"), allow_wildcard)?,
-    ))
+    // Paths relative to `field`, prefixed only when there is an error: decoding a valid
+    // message builds no path.
+    let decoded = (|| {
+        Ok(ObjectRef::new(
+            type_name(&o.object_type, "object_type")?,
+            object_id(&o.object_id, "object_id", allow_wildcard)?,
+        ))
+    })();
+    decoded.map_err(|e: WireError| e.within(field))
 }
 
 /// An optional subject relation: empty or `...` is the object itself.
@@ -82,15 +87,18 @@ pub fn subject(
     allow_wildcard: bool,
 ) -> WireResult<Subject> {
     let s = s.ok_or_else(|| WireError::missing(field))?;
-    let object = object(s.object.as_ref(), &join(field, "object"), allow_wildcard)?;
-    let relation = subject_relation(&s.optional_relation, &join(field, "optional_relation"))?;
-    if object.is_wildcard() && relation.is_some() {
-        return Err(WireError::invalid(
-            join(field, "optional_relation"),
-            "a wildcard subject cannot have a relation",
-        ));
-    }
-    Ok(Subject { object, relation })
+    let decoded = (|| {
+        let object = object(s.object.as_ref(), "object", allow_wildcard)?;
+        let relation = subject_relation(&s.optional_relation, "optional_relation")?;
+        if object.is_wildcard() && relation.is_some() {
+            return Err(WireError::invalid(
+                "optional_relation",
+                "a wildcard subject cannot have a relation",
+            ));
+        }
+        Ok(Subject { object, relation })
+    })();
+    decoded.map_err(|e: WireError| e.within(field))
 }
 
 /// A protobuf timestamp as a `Timestamp` (microseconds).
@@ -126,26 +134,29 @@ pub fn caveat(c: &pb::ContextualizedCaveat, field: &str) -> WireResult<CaveatRef
 /// expiration. Whether the schema allows the caveat is the caller's decision.
 pub fn relationship(r: Option<&pb::Relationship>, field: &str) -> WireResult<Relationship> {
     let r = r.ok_or_else(|| WireError::missing(field))?;
-    let resource = object(r.resource.as_ref(), &join(field, "resource"), false)?;
-    let relation = relation_name(&r.relation, &join(field, "relation"))?;
-    let subject = subject(r.subject.as_ref(), &join(field, "subject"), true)?;
-    let caveat = r
-        .optional_caveat
-        .as_ref()
-        .map(|c| caveat(c, &join(field, "optional_caveat")))
-        .transpose()?;
-    let expiration = r
-        .optional_expires_at
-        .as_ref()
-        .map(|t| timestamp(t, &join(field, "optional_expires_at")))
-        .transpose()?;
-    Ok(Relationship {
-        resource,
-        relation,
-        subject,
-        caveat,
-        expiration,
-    })
+    let decoded = (|| {
+        let resource = object(r.resource.as_ref(), "resource", false)?;
+        let relation = relation_name(&r.relation, "relation")?;
+        let subject = subject(r.subject.as_ref(), "subject", true)?;
+        let caveat = r
+            .optional_caveat
+            .as_ref()
+            .map(|c| caveat(c, "optional_caveat"))
+            .transpose()?;
+        let expiration = r
+            .optional_expires_at
+            .as_ref()
+            .map(|t| timestamp(t, "optional_expires_at"))
+            .transpose()?;
+        Ok(Relationship {
+            resource,
+            relation,
+            subject,
+            caveat,
+            expiration,
+        })
+    })();
+    decoded.map_err(|e: WireError| e.within(field))
 }
 
 /// A relationship filter (resource type required).
@@ -558,6 +569,32 @@ mod tests {
         });
         let e = relationship(Some(&caveated), "r").unwrap_err();
         assert_eq!(e.field, "r.optional_caveat.caveat_name");
+    }
+
+    #[test]
+    fn a_relative_path_is_prefixed_by_within() {
+        let r = pb::Relationship {
+            resource: obj("document", "1"),
+            relation: "viewer".into(),
+            subject: Some(pb::SubjectReference {
+                object: obj("user", "*"),
+                optional_relation: "member".into(),
+            }),
+            optional_caveat: None,
+            optional_expires_at: None,
+        };
+        let e = relationship(Some(&r), "").unwrap_err();
+        assert_eq!(e.field, "subject.optional_relation");
+        let e = e.within("relationships[7]");
+        assert_eq!(e.field, "relationships[7].subject.optional_relation");
+        assert!(e
+            .to_string()
+            .starts_with("relationships[7].subject.optional_relation: "));
+        // The message itself at fault: the prefix is the whole path.
+        let e = relationship(None, "")
+            .unwrap_err()
+            .within("relationships[0]");
+        assert_eq!(e, WireError::missing("relationships[0]"));
     }
 
     #[test]

@@ -53,6 +53,18 @@ impl WireError {
         WireError::invalid(field, "required")
     }
 
+    /// The same error one level down: its field path under `prefix` (an error found in
+    /// `object_id` of `resource` is at `resource.object_id`). Decoders name their fields
+    /// relative to the message they read and prefix the path only when there is an error,
+    /// so a valid message allocates no path.
+    #[must_use]
+    pub fn within(self, prefix: &str) -> Self {
+        WireError {
+            field: join(prefix, &self.field),
+            message: self.message,
+        }
+    }
+
     fn render(&self) -> String {
         if self.field.is_empty() {
             self.message.clone()

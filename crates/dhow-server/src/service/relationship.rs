@@ -129,17 +129,59 @@ fn check_preconditions_schema(engine: &dhow_engine::Engine, pre: &[Precondition]
     Ok(())
 }
 
-type Key = (String, String, String, String, String, Option<String>);
+/// The identity of a relationship, borrowed from it.
+type Key<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, Option<&'a str>);
 
-fn key(r: &Relationship) -> Key {
+fn key(r: &Relationship) -> Key<'_> {
     (
-        r.resource.object_type.clone(),
-        r.resource.object_id.clone(),
-        r.relation.clone(),
-        r.subject.object.object_type.clone(),
-        r.subject.object.object_id.clone(),
-        r.subject.relation.clone(),
+        &r.resource.object_type,
+        &r.resource.object_id,
+        &r.relation,
+        &r.subject.object.object_type,
+        &r.subject.object.object_id,
+        r.subject.relation.as_deref(),
     )
+}
+
+/// One Import message as the writes it becomes: chunks of at most `max` relationships,
+/// each with how many relationships of the message it covers. TOUCH semantics: within a
+/// chunk a later copy of a relationship replaces an earlier one, in the earlier one's
+/// place. Each kept relationship carries its index in the message, for an error naming it.
+/// (The identities are hashed with a randomly seeded hasher: a message's keys cannot be
+/// chosen to collide.)
+fn import_chunks(rels: Vec<Relationship>, max: usize) -> Vec<(Vec<(usize, Relationship)>, u64)> {
+    let max = max.max(1);
+    // Per chunk, the message index kept for each distinct relationship, in first-seen order.
+    let mut kept: Vec<Vec<usize>> = Vec::new();
+    for (ci, chunk) in rels.chunks(max).enumerate() {
+        let mut index: HashMap<Key<'_>, usize, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(chunk.len(), Default::default());
+        let mut out: Vec<usize> = Vec::with_capacity(chunk.len());
+        for (k, r) in chunk.iter().enumerate() {
+            let at = ci * max + k;
+            match index.entry(key(r)) {
+                std::collections::hash_map::Entry::Occupied(e) => out[*e.get()] = at,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(out.len());
+                    out.push(at);
+                }
+            }
+        }
+        kept.push(out);
+    }
+    let total = rels.len();
+    let mut slots: Vec<Option<Relationship>> = rels.into_iter().map(Some).collect();
+    kept.into_iter()
+        .enumerate()
+        .map(|(ci, out)| {
+            let n = (total - ci * max).min(max) as u64;
+            let chunk = out
+                .into_iter()
+                .filter_map(|at| slots[at].take().map(|r| (at, r)))
+                .collect();
+            (chunk, n)
+        })
+        .collect()
 }
 
 /// Maps a refused write, pointing at the update a CREATE conflict came from.
@@ -225,7 +267,6 @@ impl<N: Node> RelationshipSvc<N> {
             .at("updates"));
         }
         let mut ops = Vec::with_capacity(req.updates.len());
-        let mut seen: HashMap<Key, usize> = HashMap::new();
         for (i, u) in req.updates.iter().enumerate() {
             let field = format!("updates[{i}]");
             let rel =
@@ -241,16 +282,19 @@ impl<N: Node> RelationshipSvc<N> {
                     ))
                 }
             };
-            let (WriteOp::Create(r) | WriteOp::Touch(r) | WriteOp::Delete(r)) = &op;
+            ops.push(op);
+        }
+        let mut seen: HashMap<Key<'_>, usize> = HashMap::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let (WriteOp::Create(r) | WriteOp::Touch(r) | WriteOp::Delete(r)) = op;
             if let Some(first) = seen.insert(key(r), i) {
                 return Err(ApiError::new(
                     Code::InvalidArgument,
                     reason::DUPLICATE_RELATIONSHIP,
                     format!("relationship `{r}` appears more than once in one write (first at updates[{first}])"),
                 )
-                .at(join(&field, "relationship")));
+                .at(format!("updates[{i}].relationship")));
             }
-            ops.push(op);
         }
         let pre = preconditions(
             &req.optional_preconditions,
@@ -543,34 +587,20 @@ impl<N: Node> RelationshipSvc<N> {
                     ));
                 }
             };
+            // The field path of a relationship is only written out for an error.
             let rels = batch
                 .relationships
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
-                    writable_relationship(Some(r), &format!("relationships[{i}]"))
-                        .map_err(|e| e.with("batch", batch_no))
+                    writable_relationship(Some(r), "").map_err(|e| {
+                        e.within(&format!("relationships[{i}]"))
+                            .with("batch", batch_no)
+                    })
                 })
                 .collect::<ApiResult<Vec<_>>>()
                 .map_err(status)?;
-            // TOUCH semantics: a later copy of a relationship replaces an earlier one. Each
-            // kept relationship remembers its index in the request, for the error naming it.
-            let mut chunks: Vec<(Vec<(usize, Relationship)>, u64)> = Vec::new();
-            for (ci, chunk) in rels.chunks(max).enumerate() {
-                let mut index: HashMap<Key, usize> = HashMap::new();
-                let mut out: Vec<(usize, Relationship)> = Vec::with_capacity(chunk.len());
-                for (k, r) in chunk.iter().enumerate() {
-                    let at = ci * max + k;
-                    match index.get(&key(r)) {
-                        Some(&j) => out[j] = (at, r.clone()),
-                        None => {
-                            index.insert(key(r), out.len());
-                            out.push((at, r.clone()));
-                        }
-                    }
-                }
-                chunks.push((out, chunk.len() as u64));
-            }
+            let chunks = import_chunks(rels, max);
             for (chunk, n) in chunks {
                 // The schema cannot change on this node between the check and the submission.
                 let gate = self.st.write_gate.read().await;
@@ -579,8 +609,10 @@ impl<N: Node> RelationshipSvc<N> {
                 let checked = blocking(move || {
                     let schema = st.require_schema(rev)?;
                     for (at, r) in &chunk {
-                        validate_stored(&schema.engine, r, &format!("relationships[{at}]"))
-                            .map_err(|e| e.with("batch", batch_no))?;
+                        validate_stored(&schema.engine, r, "").map_err(|e| {
+                            e.within(&format!("relationships[{at}]"))
+                                .with("batch", batch_no)
+                        })?;
                     }
                     Ok(chunk.into_iter().map(|(_, r)| r).collect::<Vec<_>>())
                 })
@@ -760,5 +792,52 @@ impl<N: Node> RelationshipService for RelationshipSvc<N> {
             .await
             .map(Response::new)
             .map_err(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhow_tuples::parse_relationship;
+
+    fn rels(texts: &[&str]) -> Vec<Relationship> {
+        texts
+            .iter()
+            .map(|t| parse_relationship(t).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_import_chunk_keeps_the_last_copy_in_the_first_copys_place() {
+        let a = "document:1#viewer@user:a";
+        let b = "document:1#viewer@user:b";
+        let a_caveated = "document:1#viewer@user:a[on_vpn]";
+        let chunks = import_chunks(rels(&[a, b, a_caveated, b, "document:2#viewer@user:a"]), 10);
+        assert_eq!(chunks.len(), 1);
+        let (chunk, n) = &chunks[0];
+        assert_eq!(*n, 5);
+        let kept: Vec<(usize, String)> = chunk.iter().map(|(at, r)| (*at, r.to_string())).collect();
+        assert_eq!(
+            kept,
+            vec![
+                (2, parse_relationship(a_caveated).unwrap().to_string()),
+                (3, b.to_string()),
+                (4, "document:2#viewer@user:a".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn import_chunks_are_deduplicated_each_on_its_own() {
+        let a = "document:1#viewer@user:a";
+        let b = "document:1#viewer@user:b";
+        // Chunks of 2: [a, a] [b, a] [a]. A copy in a later chunk is a later write.
+        let chunks = import_chunks(rels(&[a, a, b, a, a]), 2);
+        let shape: Vec<(Vec<usize>, u64)> = chunks
+            .iter()
+            .map(|(c, n)| (c.iter().map(|(at, _)| *at).collect(), *n))
+            .collect();
+        assert_eq!(shape, vec![(vec![1], 2), (vec![2, 3], 2), (vec![4], 1)]);
+        assert!(import_chunks(Vec::new(), 2).is_empty());
     }
 }
