@@ -367,12 +367,13 @@ mod tests {
     use super::*;
 
     /// `cf_options` falls back to RocksDB's defaults if the string is refused: it must parse.
-    /// (RocksDB takes an unknown transform's name as none, so whether the hint is in force
-    /// is checked on the options file of an opened store: `every_memtable_inserts_with_a_hint`.)
     #[test]
     fn the_memtable_hint_option_parses() {
         Options::default()
             .get_options_from_string(MEMTABLE_HINT)
             .unwrap();
+        assert!(Options::default()
+            .get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.NoSuch.1")
+            .is_err());
     }
 }
