@@ -272,23 +272,12 @@ fn db_options(memtable_bytes: usize) -> Options {
 /// A column family's options: LZ4, and a memtable of up to half the budget (RocksDB's default
 /// is 64 MiB: a 1M import then flushed under itself several times, and the flushes and
 /// compactions took the second core from the thread applying it).
-///
-/// Each memtable keeps an insert hint (the place of the previous insert) for all its keys
-/// (`memtable_insert_with_hint_prefix_extractor`, with the one-byte prefix every key shares):
-/// an applied entry writes its keys in order, each near the one before, and with the hint
-/// the skip list searches from there instead of from its top (RocksDB's plain insert keeps
-/// such a place too, but drops it as soon as a key is not right after the previous one).
 fn cf_options(memtable_bytes: usize) -> Options {
-    let mut o = Options::default()
-        .get_options_from_string(MEMTABLE_HINT)
-        .unwrap_or_default();
+    let mut o = Options::default();
     o.set_compression_type(DBCompressionType::Lz4);
     o.set_write_buffer_size((memtable_bytes / 2).max(MIN_MEMTABLE_BYTES / 2));
     o
 }
-
-/// RocksDB options (in its options-string syntax) that `Options` has no setter for.
-const MEMTABLE_HINT: &str = "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.1";
 
 /// Reads (oldest, head) from `meta` through `get` (a snapshot's or the database's).
 pub(crate) fn read_window(
@@ -359,21 +348,5 @@ fn check_format(sh: &Db) -> Result<(), StorageError> {
             b.put_cf(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes());
             sh.write(b, "recording the format version")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `cf_options` falls back to RocksDB's defaults if the string is refused: it must parse.
-    #[test]
-    fn the_memtable_hint_option_parses() {
-        Options::default()
-            .get_options_from_string(MEMTABLE_HINT)
-            .unwrap();
-        assert!(Options::default()
-            .get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.NoSuch.1")
-            .is_err());
     }
 }

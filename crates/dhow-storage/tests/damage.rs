@@ -130,28 +130,3 @@ fn a_damaged_table_file_is_an_error_never_other_data() {
         Ok(Ok(n)) => panic!("a damaged table file read as {n} relationships"),
     }
 }
-
-/// Every column family's memtable inserts with a hint (the options RocksDB wrote for the
-/// database say so): without it each key of an applied entry is searched from the top of
-/// the skip list.
-#[test]
-fn every_memtable_inserts_with_a_hint() {
-    let dir = tempfile::tempdir().unwrap();
-    drop(RocksStore::open(dir.path(), StoreOptions::default()).unwrap());
-    let mut hinted = 0;
-    let mut families = 0;
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if !name.starts_with("OPTIONS-") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        families = text.matches("[CFOptions ").count();
-        hinted = text
-            .matches("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.1")
-            .count();
-    }
-    assert!(families > 1, "no column families in the options file");
-    assert_eq!(hinted, families);
-}
