@@ -16,8 +16,8 @@ pub mod validate;
 pub use error::{Error, ParseError};
 pub use memstore::{MemSnapshot, MemStore, WriteOp};
 pub use model::{
-    CaveatRef, ObjectRef, Relationship, Revision, Subject, SubjectRelation, Timestamp, ELLIPSIS,
-    WILDCARD,
+    CaveatRef, ObjectRef, Relationship, RelationshipKey, Revision, Subject, SubjectRelation,
+    Timestamp, ELLIPSIS, WILDCARD,
 };
 pub use parse::{parse_object, parse_relationship, parse_subject};
 pub use reader::{RelationshipFilter, SnapshotReader};

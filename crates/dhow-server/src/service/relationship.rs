@@ -7,7 +7,8 @@ use std::sync::Arc;
 use dhow_proto::v1 as pb;
 use dhow_proto::v1::relationship_service_server::RelationshipService;
 use dhow_tuples::{
-    Precondition, Relationship, RelationshipFilter, Revision, Timestamp, WriteOp, WriteRequest,
+    Precondition, Relationship, RelationshipFilter, RelationshipKey, Revision, Timestamp, WriteOp,
+    WriteRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -129,20 +130,6 @@ fn check_preconditions_schema(engine: &dhow_engine::Engine, pre: &[Precondition]
     Ok(())
 }
 
-/// The identity of a relationship, borrowed from it.
-type Key<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, Option<&'a str>);
-
-fn key(r: &Relationship) -> Key<'_> {
-    (
-        &r.resource.object_type,
-        &r.resource.object_id,
-        &r.relation,
-        &r.subject.object.object_type,
-        &r.subject.object.object_id,
-        r.subject.relation.as_deref(),
-    )
-}
-
 /// One Import message as the writes it becomes: chunks of at most `max` relationships,
 /// each with how many relationships of the message it covers. TOUCH semantics: within a
 /// chunk a later copy of a relationship replaces an earlier one, in the earlier one's
@@ -154,12 +141,12 @@ fn import_chunks(rels: Vec<Relationship>, max: usize) -> Vec<(Vec<(usize, Relati
     // Per chunk, the message index kept for each distinct relationship, in first-seen order.
     let mut kept: Vec<Vec<usize>> = Vec::new();
     for (ci, chunk) in rels.chunks(max).enumerate() {
-        let mut index: HashMap<Key<'_>, usize, foldhash::fast::RandomState> =
+        let mut index: HashMap<RelationshipKey<'_>, usize, foldhash::fast::RandomState> =
             HashMap::with_capacity_and_hasher(chunk.len(), Default::default());
         let mut out: Vec<usize> = Vec::with_capacity(chunk.len());
         for (k, r) in chunk.iter().enumerate() {
             let at = ci * max + k;
-            match index.entry(key(r)) {
+            match index.entry(r.key()) {
                 std::collections::hash_map::Entry::Occupied(e) => out[*e.get()] = at,
                 std::collections::hash_map::Entry::Vacant(e) => {
                     e.insert(out.len());
@@ -284,10 +271,10 @@ impl<N: Node> RelationshipSvc<N> {
             };
             ops.push(op);
         }
-        let mut seen: HashMap<Key<'_>, usize> = HashMap::with_capacity(ops.len());
+        let mut seen: HashMap<RelationshipKey<'_>, usize> = HashMap::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
             let (WriteOp::Create(r) | WriteOp::Touch(r) | WriteOp::Delete(r)) = op;
-            if let Some(first) = seen.insert(key(r), i) {
+            if let Some(first) = seen.insert(r.key(), i) {
                 return Err(ApiError::new(
                     Code::InvalidArgument,
                     reason::DUPLICATE_RELATIONSHIP,
