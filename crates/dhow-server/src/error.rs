@@ -214,29 +214,6 @@ impl ApiError {
         self
     }
 
-    /// The same error named one level down: its field under `prefix` (an error `at`
-    /// `relation` becomes one at `relationships[3].relation`; one without a field, at
-    /// `prefix`). For callers that validate with relative paths and write the full path
-    /// out only for an error.
-    pub fn within(self, prefix: &str) -> Self {
-        match self.field.clone() {
-            Some(field) => {
-                let bare = self
-                    .message
-                    .strip_prefix(&format!("{field}: "))
-                    .map(str::to_string)
-                    .unwrap_or_else(|| self.message.clone());
-                ApiError {
-                    message: bare,
-                    field: None,
-                    ..self
-                }
-                .at(dhow_wire::join(prefix, &field))
-            }
-            None => self.at(prefix),
-        }
-    }
-
     /// Adds one metadata entry.
     pub fn with(mut self, key: &str, value: impl ToString) -> Self {
         self.metadata.push((key.to_string(), value.to_string()));
@@ -509,20 +486,6 @@ impl From<tokio::task::JoinError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn within_puts_the_field_under_a_prefix() {
-        let e = ApiError::invalid("subject.object.object_id", "bad").within("relationships[3]");
-        assert_eq!(
-            e.field.as_deref(),
-            Some("relationships[3].subject.object.object_id")
-        );
-        assert_eq!(e.message, "relationships[3].subject.object.object_id: bad");
-        let e = ApiError::new(Code::InvalidArgument, reason::INVALID_FIELD, "bad")
-            .within("relationships[3]");
-        assert_eq!(e.field.as_deref(), Some("relationships[3]"));
-        assert_eq!(e.message, "relationships[3]: bad");
-    }
 
     #[test]
     fn status_carries_reason_and_field() {

@@ -37,8 +37,13 @@ impl<N: Node> RelationshipSvc<N> {
     }
 }
 
-/// Validates a relationship to be stored against the schema, naming the field at fault.
-fn validate_stored(engine: &dhow_engine::Engine, r: &Relationship, field: &str) -> ApiResult<()> {
+/// Validates a relationship to be stored against the schema, naming the field at fault
+/// (`field` is only written out for an error).
+fn validate_stored(
+    engine: &dhow_engine::Engine,
+    r: &Relationship,
+    field: impl FnOnce() -> String,
+) -> ApiResult<()> {
     use dhow_engine::Error as E;
     engine.validate_relationship(r).map_err(|e| {
         let sub = match &e {
@@ -52,7 +57,7 @@ fn validate_stored(engine: &dhow_engine::Engine, r: &Relationship, field: &str) 
             E::InvalidRelationship(_) if context_at_fault(engine, r) => "optional_caveat.context",
             _ => "",
         };
-        ApiError::from(e).at(join(field, sub))
+        ApiError::from(e).at(join(&field(), sub))
     })
 }
 
@@ -299,7 +304,7 @@ impl<N: Node> RelationshipSvc<N> {
                         let field = format!("updates[{i}].relationship");
                         match op {
                             WriteOp::Create(r) | WriteOp::Touch(r) => {
-                                validate_stored(&schema.engine, r, &field)?
+                                validate_stored(&schema.engine, r, || field.clone())?
                             }
                             WriteOp::Delete(r) => validate_deleted(&schema.engine, r, &field)?,
                         }
@@ -580,8 +585,8 @@ impl<N: Node> RelationshipSvc<N> {
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
-                    writable_relationship(Some(r), "").map_err(|e| {
-                        e.within(&format!("relationships[{i}]"))
+                    dhow_wire::relationship(Some(r), "").map_err(|e| {
+                        ApiError::from(e.within(&format!("relationships[{i}]")))
                             .with("batch", batch_no)
                     })
                 })
@@ -596,10 +601,8 @@ impl<N: Node> RelationshipSvc<N> {
                 let checked = blocking(move || {
                     let schema = st.require_schema(rev)?;
                     for (at, r) in &chunk {
-                        validate_stored(&schema.engine, r, "").map_err(|e| {
-                            e.within(&format!("relationships[{at}]"))
-                                .with("batch", batch_no)
-                        })?;
+                        validate_stored(&schema.engine, r, || format!("relationships[{at}]"))
+                            .map_err(|e| e.with("batch", batch_no))?;
                     }
                     Ok(chunk.into_iter().map(|(_, r)| r).collect::<Vec<_>>())
                 })
