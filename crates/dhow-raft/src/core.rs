@@ -6,6 +6,13 @@
 //! apply what the light ready commits). [`crate::thread`] drives it on real time in
 //! production, [`crate::sim::SimNode`] step by step in the simulation.
 //!
+//! In production (`overlap_sync`) the persisting of a Ready (its entries and hard state
+//! written, then synced) runs on a thread of its own while the loop applies the committed
+//! entries, and what the light ready commits waits to be applied beside the next Ready's
+//! persisting (or at once, when no Ready follows): the applier, which sets the rate of a
+//! large import, no longer waits for the disk. raft-rs still hears of the persistence, and
+//! the messages that wait for it still go out, only after the sync.
+//!
 //! The rest of the core's work lives beside it: proposing (`propose.rs`), applying committed
 //! entries (`apply.rs`), membership (`membership.rs`), installing snapshots (`restore.rs`) and
 //! the repair at start (`repair.rs`).
@@ -15,13 +22,13 @@ use std::sync::Arc;
 
 use dhow_tuples::{Revision, TupleStore};
 use protobuf::Message as _;
-use raft::eraftpb::{Message, MessageType};
+use raft::eraftpb::{Entry, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{oneshot, watch};
 
 use crate::codec::{Body, EncodedWrite};
 use crate::config::RaftConfig;
-use crate::error::StorageKind;
+use crate::error::{StorageError, StorageKind};
 use crate::log::{LogStore, Membership, RaftStorage};
 use crate::membership::{initial_membership, Leadership, MemberChange, Status, MAX_LAG_ENTRIES};
 use crate::propose::{Proposals, Waiter};
@@ -123,6 +130,13 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     /// Ticks since the last message from the leader this node knows (for
     /// `Leadership::out_of_touch`).
     ticks_since_leader: usize,
+    /// Whether the log's sync overlaps the application of committed entries (a thread of
+    /// its own per sync: production's loop; the simulation applies in line). See
+    /// [`Core::on_ready`].
+    overlap_sync: bool,
+    /// Entries committed by the last light ready, applied beside the next Ready's sync, or
+    /// at once when no Ready follows (only while `overlap_sync`).
+    pending: Vec<Entry>,
 }
 
 impl<L: LogStore, T: Transport> Core<L, T> {
@@ -213,6 +227,8 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             stats,
             leader_commit: 0,
             ticks_since_leader: 0,
+            overlap_sync: false,
+            pending: Vec::new(),
         };
         core.count_log();
         Ok((core, applied_rx))
@@ -368,9 +384,28 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         self.fault_tx.subscribe()
     }
 
-    /// The loop ended: whoever still waits is told.
+    /// The loop ended: committed entries still pending are applied (their writers answered),
+    /// then whoever still waits is told.
     pub(crate) fn stop(&mut self) {
+        if self.failed.is_none() && !self.paused {
+            let pending = std::mem::take(&mut self.pending);
+            if let Err(e) = self.apply(pending) {
+                tracing::error!(error = %e, "applying committed entries at shutdown failed; they are applied at the next start");
+            }
+        }
         self.fail_all(|| RaftError::Stopped);
+    }
+
+    /// Makes the log's sync overlap the application of committed entries (see
+    /// [`Core::on_ready`]): the production loop's setting.
+    pub(crate) fn overlap_sync(&mut self) {
+        self.overlap_sync = true;
+    }
+
+    /// Committed entries wait for the next Ready (or for a `ready` with none) to be applied:
+    /// the loop should not sleep before its next `ready`.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty() && self.failed.is_none() && !self.paused
     }
 
     /// Starts a ReadIndex round; its read state answers `tx` (see [`Core::on_ready`]).
@@ -573,6 +608,10 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         }
         self.finish_restore()?;
         if !self.raw.has_ready() {
+            // No Ready for the pending entries to wait for.
+            let pending = std::mem::take(&mut self.pending);
+            self.apply(pending)?;
+            self.raw.advance_apply_to(self.applied_index);
             return Ok(());
         }
         let mut ready = self.raw.ready();
@@ -580,19 +619,37 @@ impl<L: LogStore, T: Transport> Core<L, T> {
         if !ready.messages().is_empty() {
             self.send(ready.take_messages());
         }
-        // 2. A snapshot from the leader, its data staged by the transport.
+        // 2. A snapshot from the leader, its data staged by the transport (after the entries
+        // committed before it).
         if !ready.snapshot().is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            self.apply(pending)?;
             let snap = ready.snapshot().clone();
             self.install_snapshot(&snap)?;
         }
-        // 3. Committed entries.
-        self.apply(ready.take_committed_entries())?;
-        // 4. Persist new entries and the hard state (synced) before their messages go out.
-        if !ready.entries().is_empty() {
-            self.storage.append(ready.entries())?;
-        }
-        if let Some(hs) = ready.hs() {
-            self.storage.set_hard_state(hs)?;
+        // 3 and 4. Committed entries (those pending first), and the new entries and the hard
+        // state persisted: written, then synced, before raft-rs is told (7) and before their
+        // messages go out (6). The sync runs on a thread of its own while the entries apply
+        // when `overlap_sync` is set: committed entries are durable already (on a quorum, and
+        // here since an earlier sync), and what the applier writes meanwhile is rewritten from
+        // the log after a crash.
+        let mut committed = std::mem::take(&mut self.pending);
+        committed.extend(ready.take_committed_entries());
+        if ready.entries().is_empty() && ready.hs().is_none() {
+            self.apply(committed)?;
+        } else {
+            let storage = self.storage.clone();
+            let (entries, hs) = (ready.entries(), ready.hs());
+            let persist = move || -> Result<(), RaftError> {
+                storage.persist_unsynced(entries, hs)?;
+                Ok(storage.syncer()?()?)
+            };
+            if self.overlap_sync && !committed.is_empty() {
+                self.apply_beside(committed, persist)?;
+            } else {
+                self.apply(committed)?;
+                persist()?;
+            }
         }
         // 5. Read states answer ReadIndex requests.
         for rs in ready.take_read_states() {
@@ -610,10 +667,44 @@ impl<L: LogStore, T: Transport> Core<L, T> {
             self.storage.set_commit(commit)?;
         }
         self.send(light.take_messages());
-        self.apply(light.take_committed_entries())?;
+        if self.overlap_sync {
+            self.pending.extend(light.take_committed_entries());
+        } else {
+            self.apply(light.take_committed_entries())?;
+        }
         self.raw.advance_apply_to(self.applied_index);
         self.maybe_compact()?;
         self.count_log();
         Ok(())
+    }
+
+    /// Applies `committed` while `persist` (the new entries' write and sync) runs on a thread
+    /// of its own; both must succeed. If no thread can be started, persists after applying.
+    fn apply_beside(
+        &mut self,
+        committed: Vec<Entry>,
+        persist: impl FnOnce() -> Result<(), RaftError> + Send,
+    ) -> Result<(), RaftError> {
+        // Taken by the thread; still here if the thread could not start.
+        let persist = std::sync::Mutex::new(Some(persist));
+        let run = || match persist.lock().ok().and_then(|mut p| p.take()) {
+            Some(f) => f(),
+            None => Ok(()),
+        };
+        let (applied, persisted) = std::thread::scope(|s| {
+            let persisting = std::thread::Builder::new()
+                .name(format!("raft-{}-persist", self.config.id))
+                .spawn_scoped(s, run);
+            let applied = self.apply(committed);
+            let persisted = match persisting {
+                Ok(h) => h.join().unwrap_or_else(|_| {
+                    Err(StorageError::new(StorageKind::Other, "persisting the log panicked").into())
+                }),
+                Err(_) => run(),
+            };
+            (applied, persisted)
+        });
+        persisted?;
+        applied
     }
 }

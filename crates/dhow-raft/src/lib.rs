@@ -29,7 +29,7 @@ pub use codec::{DecodeError, Payload, Problem};
 pub use config::{RaftConfig, DEFAULT_MAX_ENTRY_BYTES};
 pub use error::{RaftError, StorageError, StorageKind};
 pub use handle::RaftHandle;
-pub use log::{LogStore, MemLog, Membership, RaftStorage, RawEntry};
+pub use log::{LogStore, MemLog, Membership, RaftStorage, RawEntry, Syncer};
 pub use membership::{Leadership, Member, MemberChange, Role, Status, MAX_LAG_ENTRIES};
 pub use snapshot::{
     FileStage, MemStage, SnapshotBuilder, SnapshotSource, SnapshotStage, StagedSnapshot,

@@ -17,8 +17,13 @@ use crate::error::{RaftError, StorageError, StorageKind};
 /// One stored log entry: index, term, the protobuf-encoded `Entry`.
 pub type RawEntry = (u64, u64, Vec<u8>);
 
+/// Makes the writes made before it durable; runs on another thread than the loop's (see
+/// [`LogStore::syncer`]).
+pub type Syncer = Box<dyn FnOnce() -> Result<(), StorageError> + Send>;
+
 /// Durable storage of the Raft log and state, as bytes. Appends and state writes are synced
-/// before they return.
+/// before they return, but those of [`LogStore::persist_unsynced`], which are durable once
+/// a [`LogStore::syncer`] made after them has run.
 pub trait LogStore: Send + 'static {
     /// Appends entries (consecutive indexes); existing entries at or after the first index are
     /// replaced.
@@ -47,6 +52,27 @@ pub trait LogStore: Send + 'static {
     /// with nothing to watch says yes.
     fn check_space(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+    /// Appends `entries` (as [`append`](Self::append), none for none) and, if given, sets
+    /// the hard state, without waiting for the disk: durable once a [`syncer`](Self::syncer)
+    /// made after this call has run. By default, synced at once.
+    fn persist_unsynced(
+        &mut self,
+        entries: &[RawEntry],
+        hard_state: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        if !entries.is_empty() {
+            self.append(entries)?;
+        }
+        match hard_state {
+            Some(hs) => self.set_hard_state(hs),
+            None => Ok(()),
+        }
+    }
+    /// What makes every write made before this call durable, to run on any thread (the loop
+    /// applies committed entries meanwhile). By default nothing: every write is synced.
+    fn syncer(&self) -> Syncer {
+        Box::new(|| Ok(()))
     }
 }
 
@@ -91,6 +117,15 @@ impl<L: LogStore> LogStore for Arc<Mutex<L>> {
     }
     fn check_space(&self) -> Result<(), StorageError> {
         lock(self)?.check_space()
+    }
+    fn persist_unsynced(&mut self, e: &[RawEntry], hs: Option<&[u8]>) -> Result<(), StorageError> {
+        lock(self)?.persist_unsynced(e, hs)
+    }
+    fn syncer(&self) -> Syncer {
+        match lock(self) {
+            Ok(l) => l.syncer(),
+            Err(e) => Box::new(move || Err(e)),
+        }
     }
 }
 
@@ -276,6 +311,33 @@ impl<L: LogStore> RaftStorage<L> {
         Ok(self.with(|l| l.append(&raw))?)
     }
 
+    /// Writes new entries and the hard state of a Ready without waiting for the disk; they
+    /// are persisted once [`RaftStorage::syncer`]'s sync has run.
+    pub fn persist_unsynced(
+        &self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+    ) -> Result<(), RaftError> {
+        let mut raw = Vec::with_capacity(entries.len());
+        for e in entries {
+            let bytes = e
+                .write_to_bytes()
+                .map_err(|e| RaftError::Raft(format!("encode raft entry: {e}")))?;
+            raw.push((e.index, e.term, bytes));
+        }
+        let hs = hs
+            .map(|hs| hs.write_to_bytes())
+            .transpose()
+            .map_err(|e| RaftError::Raft(format!("encode hard state: {e}")))?;
+        Ok(self.with(|l| l.persist_unsynced(&raw, hs.as_deref()))?)
+    }
+
+    /// The sync of what was written before this call, to run on another thread; the log's
+    /// lock is not held while it runs.
+    pub fn syncer(&self) -> Result<Syncer, RaftError> {
+        Ok(self.with(|l| Ok(l.syncer()))?)
+    }
+
     pub fn set_hard_state(&self, hs: &HardState) -> Result<(), RaftError> {
         let bytes = hs
             .write_to_bytes()
@@ -330,12 +392,14 @@ impl<L: LogStore> RaftStorage<L> {
         self.set_hard_state(&hs)
     }
 
-    /// Sets the commit index in the stored hard state.
+    /// Sets the commit index in the stored hard state, without waiting for the disk (as
+    /// [`RaftStorage::persist_unsynced`]): a commit index that a crash takes back is learnt
+    /// again (from the leader, or raised to the store's head by the repair at start).
     pub fn set_commit(&self, commit: u64) -> Result<(), RaftError> {
         let mut hs = self.hard_state()?;
         if hs.commit < commit {
             hs.commit = commit;
-            self.set_hard_state(&hs)?;
+            self.persist_unsynced(&[], Some(&hs))?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use dhow_storage::{ErrorKind, RaftLogStore};
 
 use crate::error::{StorageError, StorageKind};
-use crate::log::{LogStore, RawEntry};
+use crate::log::{LogStore, RawEntry, Syncer};
 
 impl From<dhow_storage::StorageError> for StorageError {
     fn from(e: dhow_storage::StorageError) -> Self {
@@ -66,6 +66,17 @@ impl LogStore for RaftLogStore {
     }
     fn check_space(&self) -> Result<(), StorageError> {
         Ok(RaftLogStore::check_space(self)?)
+    }
+    fn persist_unsynced(
+        &mut self,
+        entries: &[RawEntry],
+        hard_state: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        Ok(RaftLogStore::persist_unsynced(self, entries, hard_state)?)
+    }
+    fn syncer(&self) -> Syncer {
+        let log = self.clone();
+        Box::new(move || Ok(log.sync()?))
     }
 }
 

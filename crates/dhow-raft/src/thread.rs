@@ -102,11 +102,18 @@ impl<L: LogStore, T: Transport> Driver<L, T> {
         let rx = &self.rx;
         let tick = core.config().tick;
         let mut next_tick = Instant::now() + tick;
+        core.overlap_sync();
         // A sole voter elected itself when the core was made: its first entry is committed
         // now, not at the first request or tick.
         core.ready();
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            // Committed entries pending: the next `ready` applies them, beside the sync of
+            // whatever came meanwhile, so the loop does not sleep first.
+            let wait = if core.has_pending() {
+                std::time::Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             match rx.recv_timeout(wait) {
                 Ok(Request::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(first) => {

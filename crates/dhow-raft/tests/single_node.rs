@@ -431,3 +431,171 @@ async fn a_sole_voter_answers_its_first_read_at_once_and_publishes_its_leadershi
         }
     }
 }
+
+/// A log whose sync notes whether the store was applying at the time.
+struct WatchedLog {
+    log: MemLog,
+    applying: Arc<std::sync::atomic::AtomicBool>,
+    overlapped: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LogStore for WatchedLog {
+    fn append(&mut self, entries: &[RawEntry]) -> Result<(), StorageError> {
+        self.log.append(entries)
+    }
+    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, StorageError> {
+        self.log.entries(lo, hi)
+    }
+    fn term(&self, index: u64) -> Result<Option<u64>, StorageError> {
+        self.log.term(index)
+    }
+    fn first_index(&self) -> Result<u64, StorageError> {
+        self.log.first_index()
+    }
+    fn last_index(&self) -> Result<u64, StorageError> {
+        self.log.last_index()
+    }
+    fn hard_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.log.hard_state()
+    }
+    fn set_hard_state(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.log.set_hard_state(bytes)
+    }
+    fn conf_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.log.conf_state()
+    }
+    fn set_conf_state(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.log.set_conf_state(bytes)
+    }
+    fn compact(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
+        self.log.compact(index, term)
+    }
+    fn snapshot_meta(&self) -> Result<(u64, u64), StorageError> {
+        self.log.snapshot_meta()
+    }
+    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
+        self.log.install_snapshot(index, term)
+    }
+    fn syncer(&self) -> dhow_raft::Syncer {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (applying, overlapped) = (self.applying.clone(), self.overlapped.clone());
+        Box::new(move || {
+            let until = std::time::Instant::now() + Duration::from_millis(20);
+            while std::time::Instant::now() < until {
+                if applying.load(SeqCst) {
+                    overlapped.fetch_add(1, SeqCst);
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A store whose every apply takes 10 ms, flagged while it runs.
+struct SlowStore {
+    inner: SharedMemStore,
+    applying: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TupleStore for SlowStore {
+    fn head(&self) -> Revision {
+        self.inner.head()
+    }
+    fn oldest(&self) -> Revision {
+        self.inner.oldest()
+    }
+    fn apply(
+        &self,
+        rev: Revision,
+        batch: &dhow_tuples::Batch,
+    ) -> Result<Vec<Result<(), dhow_tuples::Error>>, dhow_tuples::Error> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.applying.store(true, SeqCst);
+        std::thread::sleep(Duration::from_millis(10));
+        let out = self.inner.apply(rev, batch);
+        self.applying.store(false, SeqCst);
+        out
+    }
+    fn reader(&self, rev: Revision) -> Result<dhow_tuples::BoxedReader<'_>, dhow_tuples::Error> {
+        self.inner.reader(rev)
+    }
+    fn changes(
+        &self,
+        after: Revision,
+        limit: usize,
+    ) -> Result<Vec<dhow_tuples::Change>, dhow_tuples::Error> {
+        self.inner.changes(after, limit)
+    }
+    fn schema_at(&self, rev: Revision) -> Result<Option<(Revision, String)>, dhow_tuples::Error> {
+        self.inner.schema_at(rev)
+    }
+    fn gc(&self, before: Revision) -> Result<(), dhow_tuples::Error> {
+        self.inner.gc(before)
+    }
+    fn restore(
+        &self,
+        rev: Revision,
+        schema: Option<&str>,
+        relationships: &mut dyn Iterator<Item = dhow_tuples::Relationship>,
+    ) -> Result<(), dhow_tuples::Error> {
+        self.inner.restore(rev, schema, relationships)
+    }
+}
+
+/// Under a stream of writes, the loop syncs the entries of one Ready on a thread of its own
+/// while it applies the entries committed before (before, it applied, then synced, one after
+/// the other, and the sync's wait on the disk held up the applying); every write is still
+/// applied, and readable at the revision it was acknowledged with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_syncs_while_committed_entries_apply() {
+    let applying = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let overlapped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let log = WatchedLog {
+        log: MemLog::default(),
+        applying: applying.clone(),
+        overlapped: overlapped.clone(),
+    };
+    let store = Arc::new(SlowStore {
+        inner: SharedMemStore::new(),
+        applying,
+    });
+    let node = Arc::new(
+        RaftHandle::start(
+            config(),
+            log,
+            store.clone() as Arc<dyn TupleStore>,
+            NoTransport,
+        )
+        .unwrap(),
+    );
+    write_retrying(&node, touch("document:first#viewer@user:a")).await;
+    let writes: Vec<_> = (0..40)
+        .map(|i| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                write_retrying(&node, touch(&format!("document:d{i}#viewer@user:a"))).await
+            })
+        })
+        .collect();
+    for (i, w) in writes.into_iter().enumerate() {
+        // Applied when acknowledged: readable at the revision the write was given.
+        let rev = w.await.unwrap();
+        let found = store
+            .reader(rev)
+            .unwrap()
+            .by_resource(&ObjectRef::new("document", format!("d{i}")), "viewer")
+            .unwrap();
+        assert_eq!(found.len(), 1, "write {i} at {rev}");
+    }
+    let reader = store.reader(store.head()).unwrap();
+    let all = reader
+        .read(&RelationshipFilter::default(), None, usize::MAX)
+        .unwrap();
+    assert_eq!(all.len(), 41);
+    assert!(
+        overlapped.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "no sync ran while entries were applied"
+    );
+}

@@ -218,6 +218,15 @@ impl Db {
         self.db.write_opt(batch, &wo).map_err(rocks(what))
     }
 
+    /// Syncs the WAL: every write made before it is durable when it returns (nothing when
+    /// the store was opened without sync). RocksDB lets other threads write meanwhile.
+    pub(crate) fn sync_wal(&self) -> Result<(), StorageError> {
+        if !self.sync {
+            return Ok(());
+        }
+        self.db.flush_wal(true).map_err(rocks("syncing the WAL"))
+    }
+
     /// Writes `batch` to the WAL and the memtables without waiting for the disk: for what
     /// can be written again from a record that is already synced in this database (the
     /// application of a Raft entry, which the synced Raft log holds). This database has one
@@ -232,6 +241,13 @@ impl Db {
         batch: WriteBatch,
         what: &str,
     ) -> Result<(), StorageError> {
+        self.write_unsynced(batch, what)
+    }
+
+    /// Writes `batch` to the WAL and the memtables without waiting for the disk: durable with
+    /// the next [`Db::sync_wal`] or synced write (the Raft log's appends, synced by the loop
+    /// on another thread while it applies).
+    pub(crate) fn write_unsynced(&self, batch: WriteBatch, what: &str) -> Result<(), StorageError> {
         self.db
             .write_opt(batch, &WriteOptions::default())
             .map_err(rocks(what))

@@ -112,6 +112,33 @@ impl RaftLogStore {
         entries: &[RaftEntry],
         hard_state: Option<&[u8]>,
     ) -> Result<(), StorageError> {
+        self.persist_with(entries, hard_state, true)
+    }
+
+    /// As [`persist`](Self::persist), but without waiting for the disk: the write is in the
+    /// database's WAL (the operating system's page cache) and becomes durable with the next
+    /// [`sync`](Self::sync) or synced write. The Raft loop syncs on another thread while it
+    /// applies committed entries, and reports the entries persisted only after the sync.
+    pub fn persist_unsynced(
+        &self,
+        entries: &[RaftEntry],
+        hard_state: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        self.persist_with(entries, hard_state, false)
+    }
+
+    /// Makes every write made so far durable (the database's one WAL, synced), unless the
+    /// store was opened without sync. Safe beside writes of other threads.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.shared.sync_wal()
+    }
+
+    fn persist_with(
+        &self,
+        entries: &[RaftEntry],
+        hard_state: Option<&[u8]>,
+        synced: bool,
+    ) -> Result<(), StorageError> {
         let sh = &*self.shared;
         let mut b = self.bounds();
         let mut wb = WriteBatch::default();
@@ -152,7 +179,11 @@ impl RaftLogStore {
         if let Some(hs) = hard_state {
             wb.put_cf(sh.cf(CF_RAFT_STATE)?, HARD_STATE, hs);
         }
-        sh.write(wb, "appending to the Raft log")?;
+        if synced {
+            sh.write(wb, "appending to the Raft log")?;
+        } else {
+            sh.write_unsynced(wb, "appending to the Raft log")?;
+        }
         b.last = new_last;
         Ok(())
     }

@@ -159,3 +159,48 @@ fn state_and_log_survive_reopen() {
     // The tuple side of the same database is untouched.
     assert_eq!(dhow_tuples::TupleStore::head(&s), dhow_tuples::Revision(0));
 }
+
+/// What the Raft loop does for a Ready while it applies: the entries and hard state written
+/// without a sync, then synced on another thread while relationships are applied on this
+/// one; both are there after a reopen, and the unsynced write refuses what `persist` refuses.
+#[test]
+fn an_unsynced_append_is_synced_beside_an_apply() {
+    use dhow_tuples::{parse_relationship, Batch, Revision, TupleStore, WriteOp, WriteRequest};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        let log = s.raft_log();
+        log.persist_unsynced(&(1..=3).map(|i| e(i, 1)).collect::<Vec<_>>(), Some(b"hs-1"))
+            .unwrap();
+        // Read back before any sync: the loop's next Ready reads what it wrote.
+        assert_eq!(log.last_index(), 3);
+        assert_eq!(log.hard_state().unwrap().as_deref(), Some(&b"hs-1"[..]));
+        let err = log.persist_unsynced(&[e(9, 1)], None).unwrap_err();
+        assert!(err.to_string().contains("gap"), "{err}");
+        let syncing = {
+            let log = log.clone();
+            std::thread::spawn(move || log.sync())
+        };
+        for rev in 1..=3 {
+            let r = parse_relationship(&format!("document:d{rev}#viewer@user:u")).unwrap();
+            let batch = Batch {
+                writes: vec![WriteRequest {
+                    preconditions: vec![],
+                    ops: vec![WriteOp::Touch(r)],
+                }],
+                schema: None,
+            };
+            s.apply(Revision(rev), &batch).unwrap();
+        }
+        syncing.join().unwrap().unwrap();
+        log.sync().unwrap();
+    }
+    let s = open(dir.path());
+    let log = s.raft_log();
+    assert_eq!(
+        log.entries(1, 4, None).unwrap(),
+        vec![e(1, 1), e(2, 1), e(3, 1)]
+    );
+    assert_eq!(log.hard_state().unwrap().as_deref(), Some(&b"hs-1"[..]));
+    assert_eq!(dhow_tuples::TupleStore::head(&s), dhow_tuples::Revision(3));
+}
