@@ -447,10 +447,26 @@ impl<'a> Reader<'a> {
 /// A `tuples` value.
 pub(crate) fn encode_version(deleted: u64, r: &Relationship) -> Result<Vec<u8>, String> {
     let mut v = Vec::with_capacity(16);
-    v.push(VALUE_FORMAT);
-    v.extend_from_slice(&deleted.to_be_bytes());
-    encode_payload(r, &mut v)?;
+    encode_version_into(deleted, r, &mut v)?;
     Ok(v)
+}
+
+/// [`encode_version`] appended to `out` (a buffer the caller reuses).
+pub(crate) fn encode_version_into(
+    deleted: u64,
+    r: &Relationship,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.push(VALUE_FORMAT);
+    out.extend_from_slice(&deleted.to_be_bytes());
+    encode_payload(r, out)
+}
+
+/// [`version_key`] written into `out` (cleared first; a buffer the caller reuses).
+pub(crate) fn version_key_into(forward: &[u8], created: u64, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(forward);
+    out.extend_from_slice(&created.to_be_bytes());
 }
 
 /// The deleted revision of a `tuples` value.
@@ -477,13 +493,17 @@ pub(crate) fn decode_version(forward: &[u8], v: &[u8]) -> Result<Relationship, S
     Ok(KeyFields::decode_forward(forward)?.into_relationship(payload))
 }
 
-/// A `changes` value.
-pub(crate) fn encode_change(deleted: bool, r: &Relationship) -> Result<Vec<u8>, String> {
-    let key = forward_key(r);
+/// A `changes` value: the change of `r`, whose forward key `key` the caller has at hand.
+pub(crate) fn encode_change_keyed(
+    deleted: bool,
+    key: &[u8],
+    r: &Relationship,
+) -> Result<Vec<u8>, String> {
+    debug_assert_eq!(key, forward_key(r).as_slice());
     let mut v = Vec::with_capacity(key.len() + 16);
     v.push(VALUE_FORMAT);
     v.push(u8::from(deleted));
-    push_bytes(&mut v, &key)?;
+    push_bytes(&mut v, key)?;
     encode_payload(r, &mut v)?;
     Ok(v)
 }
@@ -657,7 +677,7 @@ mod tests {
         let v = encode_version(ALIVE, &r).unwrap();
         assert_eq!(decode_version(&fwd, &v).unwrap(), r);
         assert_eq!(version_deleted(&with_deleted(&v, 7).unwrap()).unwrap(), 7);
-        let c = encode_change(true, &r).unwrap();
+        let c = encode_change_keyed(true, &forward_key(&r), &r).unwrap();
         assert_eq!(decode_change(&c).unwrap(), (true, fwd.clone(), r));
         for bad in [
             &[][..],

@@ -385,13 +385,14 @@ impl SnapshotReader for RocksReader<'_> {
 }
 
 /// What an apply batch has staged for one relationship key (see [`StagedOp`]).
-pub(crate) type Staged = BTreeMap<Vec<u8>, StagedOp>;
+pub(crate) type Staged<'b> = BTreeMap<Vec<u8>, StagedOp<'b>>;
 
 /// One staged key: the relationship as last written, whether it is alive (created or
 /// touched) or deleted, and whether a Create of the batch found no version alive at the head
 /// (then no version needs ending when the batch is written).
-pub(crate) struct StagedOp {
-    pub rel: Relationship,
+pub(crate) struct StagedOp<'b> {
+    /// Borrowed from the batch being applied.
+    pub rel: &'b Relationship,
     pub alive: bool,
     pub absent_at_head: bool,
 }
@@ -399,7 +400,7 @@ pub(crate) struct StagedOp {
 /// The state at the head plus the writes staged so far in one batch, at the batch's revision.
 pub(crate) struct OverlayReader<'r, 'a> {
     pub base: &'r RocksReader<'a>,
-    pub staged: &'r Staged,
+    pub staged: &'r Staged<'r>,
     pub rev: Revision,
 }
 
@@ -422,7 +423,7 @@ impl OverlayReader<'_, '_> {
     }
 
     fn alive(&self) -> impl Iterator<Item = &Relationship> {
-        self.staged.values().filter(|s| s.alive).map(|s| &s.rel)
+        self.staged.values().filter(|s| s.alive).map(|s| s.rel)
     }
 }
 
@@ -476,7 +477,7 @@ impl SnapshotReader for OverlayReader<'_, '_> {
         let shadowing = self
             .staged
             .values()
-            .filter(|s| filter.matches(&s.rel))
+            .filter(|s| filter.matches(s.rel))
             .count();
         let base = self
             .base

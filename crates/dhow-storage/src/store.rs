@@ -20,8 +20,9 @@ use crate::db::{
 use crate::error::{corrupt, io, rocks, StorageError};
 use crate::keys::{
     be_u64, change_key, change_key_revision, changes_from, decode_change, decode_u64_key,
-    encode_change, encode_version, forward_key, prefix_end, reverse_key, split_version_key,
-    u64_key, version_deleted, version_key, with_deleted, KeyFields, ALIVE, KEY_FORMAT,
+    encode_change_keyed, encode_version, encode_version_into, forward_key, prefix_end, reverse_key,
+    split_version_key, u64_key, version_deleted, version_key, version_key_into, with_deleted,
+    KeyFields, ALIVE, KEY_FORMAT,
 };
 use crate::raftlog::RaftLogStore;
 use crate::reader::{OverlayReader, RocksReader, Staged, StagedOp};
@@ -228,7 +229,8 @@ impl RocksStore {
         }
         let base = RocksReader::at_head(sh, head);
         let mut staged = Staged::new();
-        let mut changes: Vec<(bool, &dhow_tuples::Relationship)> = Vec::new();
+        // The change records, encoded as each op is staged (the forward key at hand).
+        let mut changes: Vec<Vec<u8>> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.writes.len());
         for w in &batch.writes {
             let view = OverlayReader {
@@ -244,23 +246,25 @@ impl RocksStore {
                             WriteOp::Create(r) | WriteOp::Touch(r) => (r, true),
                             WriteOp::Delete(r) => (r, false),
                         };
+                        changes.push(
+                            encode_change_keyed(!alive, &key, r).map_err(StorageError::Invalid)?,
+                        );
                         // A key staged again keeps what an earlier Create found at the head.
                         match staged.entry(key) {
                             Entry::Occupied(mut e) => {
                                 let s = e.get_mut();
-                                s.rel = r.clone();
+                                s.rel = r;
                                 s.alive = alive;
                                 s.absent_at_head |= absent;
                             }
                             Entry::Vacant(e) => {
                                 e.insert(StagedOp {
-                                    rel: r.clone(),
+                                    rel: r,
                                     alive,
                                     absent_at_head: absent,
                                 });
                             }
                         }
-                        changes.push((!alive, r));
                     }
                     outcomes.push(Ok(()));
                 }
@@ -272,20 +276,27 @@ impl RocksStore {
 
         let tuples = sh.cf(CF_TUPLES)?;
         let by_subject = sh.cf(CF_BY_SUBJECT)?;
-        let mut wb = WriteBatch::default();
-        let mut reverse = Vec::new();
+        // Sized for the batch (about 300 bytes per relationship: version, index entry and
+        // change record, keys and values), so that it is not copied as it grows.
+        let mut wb = WriteBatch::with_capacity_bytes(1024 + 320 * changes.len());
+        let mut reverse = Vec::with_capacity(staged.len());
+        // Buffers reused for every version written (the batch copies what it is given).
+        let (mut key, mut value) = (Vec::new(), Vec::new());
         for (fwd, s) in &staged {
             // A Create that found the key absent at the head already looked: nothing to end.
             if !s.absent_at_head {
-                if let Some((created, value)) = base.alive_raw(fwd)? {
-                    let ended = with_deleted(&value, rev.0).map_err(corrupt(CF_TUPLES))?;
-                    wb.put_cf(tuples, version_key(fwd, created), ended);
+                if let Some((created, old)) = base.alive_raw(fwd)? {
+                    let ended = with_deleted(&old, rev.0).map_err(corrupt(CF_TUPLES))?;
+                    version_key_into(fwd, created, &mut key);
+                    wb.put_cf(tuples, &key, ended);
                 }
             }
             if s.alive {
-                let value = encode_version(ALIVE, &s.rel).map_err(StorageError::Invalid)?;
-                wb.put_cf(tuples, version_key(fwd, rev.0), value);
-                reverse.push(reverse_key(&s.rel));
+                value.clear();
+                encode_version_into(ALIVE, s.rel, &mut value).map_err(StorageError::Invalid)?;
+                version_key_into(fwd, rev.0, &mut key);
+                wb.put_cf(tuples, &key, &value);
+                reverse.push(reverse_key(s.rel));
             }
         }
         // In key order, as the forward keys already are (`staged` is sorted): RocksDB then
@@ -296,11 +307,10 @@ impl RocksStore {
             wb.put_cf(by_subject, key, b"");
         }
         let changes_cf = sh.cf(CF_CHANGES)?;
-        for (seq, (deleted, r)) in changes.iter().enumerate() {
+        for (seq, value) in changes.iter().enumerate() {
             let seq = u32::try_from(seq).map_err(|_| {
                 StorageError::Invalid(format!("revision {rev} has more than 2^32 changes"))
             })?;
-            let value = encode_change(*deleted, r).map_err(StorageError::Invalid)?;
             wb.put_cf(changes_cf, change_key(rev.0, seq), value);
         }
         if let Some(s) = &batch.schema {
@@ -516,7 +526,9 @@ fn validate_write(
     w: &dhow_tuples::WriteRequest,
 ) -> Result<Vec<(Vec<u8>, bool)>, Error> {
     check_preconditions(view, &w.preconditions)?;
-    let mut seen = HashSet::with_capacity(w.ops.len());
+    // A seeded fast hash: the keys are a client's, the set lives for one write.
+    let mut seen =
+        HashSet::with_capacity_and_hasher(w.ops.len(), foldhash::fast::RandomState::default());
     let mut keys = Vec::with_capacity(w.ops.len());
     for op in &w.ops {
         let (WriteOp::Create(r) | WriteOp::Touch(r) | WriteOp::Delete(r)) = op;
