@@ -544,8 +544,8 @@ impl TupleStore for SlowStore {
     }
 }
 
-/// Under a stream of writes, the loop syncs the entries of one Ready on a thread of its own
-/// while it applies the entries committed before (before, it applied, then synced, one after
+/// Under a stream of large writes, the loop syncs the entries of one Ready on a thread of its
+/// own while it applies the entries committed before (before, it applied, then synced, one after
 /// the other, and the sync's wait on the disk held up the applying); every write is still
 /// applied, and readable at the revision it was acknowledged with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,12 +571,22 @@ async fn the_log_syncs_while_committed_entries_apply() {
         .unwrap(),
     );
     write_retrying(&node, touch("document:first#viewer@user:a")).await;
+    // Writes of 500 relationships each: entries above the size whose application is worth a
+    // thread of its own.
     let writes: Vec<_> = (0..40)
         .map(|i| {
             let node = node.clone();
-            tokio::spawn(async move {
-                write_retrying(&node, touch(&format!("document:d{i}#viewer@user:a"))).await
-            })
+            let ops = (0..500)
+                .map(|j| {
+                    let r = format!("document:d{i}#viewer@user:u{j}");
+                    WriteOp::Touch(parse_relationship(&r).unwrap())
+                })
+                .collect();
+            let w = WriteRequest {
+                preconditions: vec![],
+                ops,
+            };
+            tokio::spawn(async move { write_retrying(&node, w).await })
         })
         .collect();
     for (i, w) in writes.into_iter().enumerate() {
@@ -587,13 +597,13 @@ async fn the_log_syncs_while_committed_entries_apply() {
             .unwrap()
             .by_resource(&ObjectRef::new("document", format!("d{i}")), "viewer")
             .unwrap();
-        assert_eq!(found.len(), 1, "write {i} at {rev}");
+        assert_eq!(found.len(), 500, "write {i} at {rev}");
     }
     let reader = store.reader(store.head()).unwrap();
     let all = reader
         .read(&RelationshipFilter::default(), None, usize::MAX)
         .unwrap();
-    assert_eq!(all.len(), 41);
+    assert_eq!(all.len(), 40 * 500 + 1);
     assert!(
         overlapped.load(std::sync::atomic::Ordering::SeqCst) > 0,
         "no sync ran while entries were applied"
