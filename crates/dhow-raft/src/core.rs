@@ -8,10 +8,10 @@
 //!
 //! In production (`overlap_sync`) the persisting of a Ready (its entries and hard state
 //! written, then synced) runs on a thread of its own while the loop applies the committed
-//! entries (when they carry at least [`OVERLAP_MIN_BYTES`]), and what the light ready commits waits to be applied beside the next Ready's
-//! persisting (or at once, when no Ready follows): the applier, which sets the rate of a
-//! large import, no longer waits for the disk. raft-rs still hears of the persistence, and
-//! the messages that wait for it still go out, only after the sync.
+//! entries, when they carry at least [`OVERLAP_MIN_BYTES`]; what the light ready commits
+//! waits to be applied with the next Ready (or at once, when no Ready follows). The applier,
+//! which sets the rate of a large import, no longer waits for the disk. raft-rs still hears
+//! of the persistence, and the messages that wait for it still go out, only after the sync.
 //!
 //! The rest of the core's work lives beside it: proposing (`propose.rs`), applying committed
 //! entries (`apply.rs`), membership (`membership.rs`), installing snapshots (`restore.rs`) and
@@ -135,8 +135,8 @@ pub(crate) struct Core<L: LogStore, T: Transport> {
     /// Ticks since the last message from the leader this node knows (for
     /// `Leadership::out_of_touch`).
     ticks_since_leader: usize,
-    /// Whether the log's sync overlaps the application of committed entries (a thread of
-    /// its own per sync: production's loop; the simulation applies in line). See
+    /// Whether the log's sync overlaps the application of large committed entries (on a
+    /// thread of its own: production's loop; the simulation applies in line). See
     /// [`Core::on_ready`].
     overlap_sync: bool,
     /// Entries committed by the last light ready, applied beside the next Ready's sync, or

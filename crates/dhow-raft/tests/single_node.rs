@@ -221,13 +221,34 @@ async fn restart_keeps_revisions_and_replays_the_log_into_a_lost_store() {
     );
 }
 
-/// A log on a disk that fills up: appends fail with ENOSPC once `full` is set.
-struct FillingLog {
+/// The log of the tests below, over a `MemLog`: appends fail with ENOSPC once `full` is set
+/// (a disk that fills up); with `watch`, every sync notes whether the store was applying at
+/// the time.
+struct TestLog {
     log: MemLog,
     full: Arc<std::sync::atomic::AtomicBool>,
+    watch: Option<SyncWatch>,
 }
 
-impl LogStore for FillingLog {
+/// What a [`TestLog`]'s syncs watch: the store's flag while it applies, and how many syncs
+/// saw it set.
+#[derive(Clone)]
+struct SyncWatch {
+    applying: Arc<std::sync::atomic::AtomicBool>,
+    overlapped: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TestLog {
+    fn new(full: Arc<std::sync::atomic::AtomicBool>, watch: Option<SyncWatch>) -> Self {
+        TestLog {
+            log: MemLog::default(),
+            full,
+            watch,
+        }
+    }
+}
+
+impl LogStore for TestLog {
     fn append(&mut self, entries: &[RawEntry]) -> Result<(), StorageError> {
         if self.full.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StorageError::io(
@@ -270,6 +291,27 @@ impl LogStore for FillingLog {
     fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
         self.log.install_snapshot(index, term)
     }
+    fn syncer(&self) -> dhow_raft::Syncer {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(SyncWatch {
+            applying,
+            overlapped,
+        }) = self.watch.clone()
+        else {
+            return Box::new(|| Ok(()));
+        };
+        Box::new(move || {
+            let until = std::time::Instant::now() + Duration::from_millis(20);
+            while std::time::Instant::now() < until {
+                if applying.load(SeqCst) {
+                    overlapped.fetch_add(1, SeqCst);
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Ok(())
+        })
+    }
 }
 
 /// A log write that fails anyway (a log without a free-space check, or a disk filled between
@@ -282,10 +324,7 @@ async fn a_full_disk_is_reported_as_such_to_every_writer() {
     let store = Arc::new(SharedMemStore::new());
     let mut node = RaftHandle::start(
         config(),
-        FillingLog {
-            log: MemLog::default(),
-            full: full.clone(),
-        },
+        TestLog::new(full.clone(), None),
         store.clone() as Arc<dyn TupleStore>,
         NoTransport,
     )
@@ -432,67 +471,6 @@ async fn a_sole_voter_answers_its_first_read_at_once_and_publishes_its_leadershi
     }
 }
 
-/// A log whose sync notes whether the store was applying at the time.
-struct WatchedLog {
-    log: MemLog,
-    applying: Arc<std::sync::atomic::AtomicBool>,
-    overlapped: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl LogStore for WatchedLog {
-    fn append(&mut self, entries: &[RawEntry]) -> Result<(), StorageError> {
-        self.log.append(entries)
-    }
-    fn entries(&self, lo: u64, hi: u64) -> Result<Vec<RawEntry>, StorageError> {
-        self.log.entries(lo, hi)
-    }
-    fn term(&self, index: u64) -> Result<Option<u64>, StorageError> {
-        self.log.term(index)
-    }
-    fn first_index(&self) -> Result<u64, StorageError> {
-        self.log.first_index()
-    }
-    fn last_index(&self) -> Result<u64, StorageError> {
-        self.log.last_index()
-    }
-    fn hard_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.log.hard_state()
-    }
-    fn set_hard_state(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
-        self.log.set_hard_state(bytes)
-    }
-    fn conf_state(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        self.log.conf_state()
-    }
-    fn set_conf_state(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
-        self.log.set_conf_state(bytes)
-    }
-    fn compact(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
-        self.log.compact(index, term)
-    }
-    fn snapshot_meta(&self) -> Result<(u64, u64), StorageError> {
-        self.log.snapshot_meta()
-    }
-    fn install_snapshot(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
-        self.log.install_snapshot(index, term)
-    }
-    fn syncer(&self) -> dhow_raft::Syncer {
-        use std::sync::atomic::Ordering::SeqCst;
-        let (applying, overlapped) = (self.applying.clone(), self.overlapped.clone());
-        Box::new(move || {
-            let until = std::time::Instant::now() + Duration::from_millis(20);
-            while std::time::Instant::now() < until {
-                if applying.load(SeqCst) {
-                    overlapped.fetch_add(1, SeqCst);
-                    break;
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Ok(())
-        })
-    }
-}
-
 /// A store whose every apply takes 10 ms, flagged while it runs.
 struct SlowStore {
     inner: SharedMemStore,
@@ -552,11 +530,11 @@ impl TupleStore for SlowStore {
 async fn the_log_syncs_while_committed_entries_apply() {
     let applying = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let overlapped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let log = WatchedLog {
-        log: MemLog::default(),
+    let watch = SyncWatch {
         applying: applying.clone(),
         overlapped: overlapped.clone(),
     };
+    let log = TestLog::new(Arc::default(), Some(watch));
     let store = Arc::new(SlowStore {
         inner: SharedMemStore::new(),
         applying,

@@ -277,8 +277,10 @@ impl RocksStore {
         let tuples = sh.cf(CF_TUPLES)?;
         let by_subject = sh.cf(CF_BY_SUBJECT)?;
         // Sized for the batch (about 300 bytes per relationship: version, index entry and
-        // change record, keys and values), so that it is not copied as it grows.
-        let mut wb = WriteBatch::with_capacity_bytes(1024 + 320 * changes.len());
+        // change record, keys and values), so that it is not copied as it grows; the guess
+        // is capped (64 MiB), the batch grows past it if it must.
+        let guess = 1024usize.saturating_add(changes.len().saturating_mul(320));
+        let mut wb = WriteBatch::with_capacity_bytes(guess.min(64 << 20));
         let mut reverse = Vec::with_capacity(staged.len());
         // Buffers reused for every version written (the batch copies what it is given).
         let (mut key, mut value) = (Vec::new(), Vec::new());
