@@ -262,6 +262,18 @@ pub struct RaftStorage<L: LogStore> {
     restoring: Arc<AtomicBool>,
 }
 
+/// Entries as the `LogStore` stores them: index, term, the protobuf encoding.
+fn encode_entries(entries: &[Entry]) -> Result<Vec<RawEntry>, RaftError> {
+    entries
+        .iter()
+        .map(|e| {
+            e.write_to_bytes()
+                .map(|bytes| (e.index, e.term, bytes))
+                .map_err(|err| RaftError::Raft(format!("encode raft entry: {err}")))
+        })
+        .collect()
+}
+
 impl<L: LogStore> Clone for RaftStorage<L> {
     fn clone(&self) -> Self {
         RaftStorage {
@@ -301,13 +313,7 @@ impl<L: LogStore> RaftStorage<L> {
 
     /// Persists entries from a Ready.
     pub fn append(&self, entries: &[Entry]) -> Result<(), RaftError> {
-        let mut raw = Vec::with_capacity(entries.len());
-        for e in entries {
-            let bytes = e
-                .write_to_bytes()
-                .map_err(|e| RaftError::Raft(format!("encode raft entry: {e}")))?;
-            raw.push((e.index, e.term, bytes));
-        }
+        let raw = encode_entries(entries)?;
         Ok(self.with(|l| l.append(&raw))?)
     }
 
@@ -318,13 +324,7 @@ impl<L: LogStore> RaftStorage<L> {
         entries: &[Entry],
         hs: Option<&HardState>,
     ) -> Result<(), RaftError> {
-        let mut raw = Vec::with_capacity(entries.len());
-        for e in entries {
-            let bytes = e
-                .write_to_bytes()
-                .map_err(|e| RaftError::Raft(format!("encode raft entry: {e}")))?;
-            raw.push((e.index, e.term, bytes));
-        }
+        let raw = encode_entries(entries)?;
         let hs = hs
             .map(|hs| hs.write_to_bytes())
             .transpose()
