@@ -276,9 +276,9 @@ impl RocksStore {
 
         let tuples = sh.cf(CF_TUPLES)?;
         let by_subject = sh.cf(CF_BY_SUBJECT)?;
-        // Sized for the batch (about 300 bytes per relationship: version, index entry and
-        // change record, keys and values), so that it is not copied as it grows; the guess
-        // is capped (64 MiB), the batch grows past it if it must.
+        // Sized for the batch by a generous guess (320 bytes per relationship for its
+        // version, index entry and change record, keys and values), so that it is not
+        // copied as it grows; capped at 64 MiB, past which the batch grows if it must.
         let guess = 1024usize.saturating_add(changes.len().saturating_mul(320));
         let mut wb = WriteBatch::with_capacity_bytes(guess.min(64 << 20));
         let mut reverse = Vec::with_capacity(staged.len());
